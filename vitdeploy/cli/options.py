@@ -1,0 +1,27 @@
+"""Click parameter types shared by the commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+class IntList(click.ParamType):
+    """`0,1,2,3` -> (0, 1, 2, 3); `length` fixes how many."""
+
+    name = "ints"
+
+    def __init__(self, length: int | None = None):
+        self.length = length
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
+        if self.length is not None and len(numbers) != self.length:
+            self.fail(f"expected {self.length} comma-separated integers, got {value!r}", param, ctx)
+        return numbers

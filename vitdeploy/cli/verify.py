@@ -1,0 +1,32 @@
+"""`vitdeploy verify ARTIFACT`: per-output parity against eager PyTorch; exit 1 on any failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vitdeploy.artifact import REPORT_FILE, load_artifact
+from vitdeploy.cli.options import IntList
+from vitdeploy.verify import verify_onnx
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
+@click.option("--batch-sizes", type=IntList(), default="1,2,4", show_default=True, help="Batch sizes to check.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Weights to rebuild the reference from, if not where the export found them.")
+@click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
+def verify(artifact: Path, batch_sizes: tuple[int, ...], seed: int, checkpoint: Path | None, cuda: bool) -> None:
+    """Compare ARTIFACT (a directory or .onnx) with eager PyTorch, output by output."""
+    loaded = load_artifact(artifact)
+    providers = ["CUDAExecutionProvider"] if cuda else None
+    report = verify_onnx(loaded, providers, list(batch_sizes), seed=seed, checkpoint=checkpoint)
+    click.echo(f"{loaded.name}: {report.candidate} vs eager torch, {report.precision}, seed {seed}")
+    click.echo(report.table())
+    failed = sum(not check.passed for check in report.checks)
+    where = f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
+    if failed:
+        raise click.ClickException(f"parity FAILED: {failed} of {len(report.checks)} checks out of tolerance{where}")
+    click.echo(f"parity passed: {len(report.checks)} checks within tolerance{where}")

@@ -1,0 +1,18 @@
+"""The one exception a user mistake raises.
+
+The CLI prints a :class:`VitdeployError` as a single line and exits non-zero; anything else is a
+bug and keeps its traceback. Messages say what happened, then what was expected.
+"""
+
+
+class VitdeployError(Exception):
+    """A user-facing error: bad input, missing dependency, unreadable artifact."""
+
+
+class ParityError(VitdeployError):
+    """An exported artifact disagrees with eager PyTorch beyond the recipe tolerance."""
+
+
+def missing_dependency(module: str, extra: str) -> VitdeployError:
+    """The error for an optional dependency that is not installed, naming the extra to install."""
+    return VitdeployError(f"{module} is not installed: pip install 'vitdeploy[{extra}]'")

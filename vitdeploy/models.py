@@ -1,0 +1,210 @@
+"""Model building: a timm backbone with its weights, and the wrapper whose outputs are the pyramid.
+
+The pyramid is whatever timm's own `forward_intermediates` returns for the chosen indices, described by
+timm's `feature_info` (channels, reduction), so vitdeploy never re-implements a backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitdeploy.errors import VitdeployError
+
+EMBEDDING_NAME = "embedding"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a model's weights come from: seeded random init, a local checkpoint, or timm's hub."""
+
+    source: str  # "random" | "checkpoint" | "pretrained"
+    seed: int = 0
+    checkpoint: Path | None = None
+
+    def describe(self) -> str:
+        if self.source == "random":
+            return f"random weights (seed {self.seed})"
+        if self.source == "checkpoint":
+            return f"checkpoint {self.checkpoint}"
+        return "pretrained weights from the model hub"
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise VitdeployError(f"checkpoint {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a bad file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VitdeployError(f"cannot read checkpoint {path}: {reason}") from None
+    for key in ("state_dict", "model", "model_ema"):  # common training-script wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VitdeployError(f"checkpoint {path} holds no state dict (expected a mapping of names to tensors)")
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> None:
+    state = _read_state_dict(path)
+    result = model.load_state_dict(state, strict=False)
+    problems = [f"{len(keys)} {kind} (e.g. {keys[0]})" for kind, keys in
+                (("missing", result.missing_keys), ("unexpected", result.unexpected_keys)) if keys]
+    if problems:
+        raise VitdeployError(f"checkpoint {path} does not fit {type(model).__name__}: "
+                             f"{' and '.join(problems)} keys")
+
+
+def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
+                 img_size: tuple[int, int] | None = None) -> nn.Module:
+    """A timm model in eval mode with the requested weights (random init is seeded, so reproducible)."""
+    import timm
+
+    if not timm.is_model(timm_name):
+        raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
+                             "see timm.list_models() for the names it knows")
+    kwargs = dict(timm_kwargs)
+    if img_size is not None:
+        kwargs["img_size"] = tuple(img_size)
+    torch.manual_seed(weights.seed)
+    try:
+        model = timm.create_model(timm_name, pretrained=weights.source == "pretrained", **kwargs)
+    except (OSError, RuntimeError) as exc:
+        if weights.source != "pretrained":
+            raise
+        raise VitdeployError(f"cannot download pretrained weights for {timm_name}: "
+                             f"{str(exc).splitlines()[0]}; use --checkpoint FILE for local weights") from None
+    if weights.source == "checkpoint":
+        load_checkpoint(model, weights.checkpoint)
+    return model.eval()
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """A fingerprint of the weights, recorded in artifacts so verify rebuilds the very same model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def feature_levels(model: nn.Module, timm_name: str) -> list[dict[str, Any]]:
+    """timm's feature_info entries (num_chs, reduction, module), checked to exist."""
+    info = getattr(model, "feature_info", None)
+    if not hasattr(model, "forward_intermediates") or not isinstance(info, list) or not info:
+        raise VitdeployError(f"timm model '{timm_name}' has no feature support (no forward_intermediates "
+                             "or feature_info): it cannot export a feature pyramid")
+    return info
+
+
+def default_outputs(levels: list[dict[str, Any]]) -> tuple[int, ...]:
+    """Every level of a hierarchical model; four evenly spaced blocks of a single-scale one (ViTDet)."""
+    if len({level["reduction"] for level in levels}) > 1 or len(levels) <= 4:
+        return tuple(range(len(levels)))
+    n = len(levels)
+    return tuple(round((k + 1) * n / 4) - 1 for k in range(4))
+
+
+def check_outputs(timm_name: str, levels: list[dict[str, Any]], outputs: tuple[int, ...]) -> None:
+    n = len(levels)
+    kind = "blocks" if len({level["reduction"] for level in levels}) == 1 and n > 4 else "feature levels"
+    if not outputs:
+        raise VitdeployError(f"no outputs chosen for {timm_name}: expected indices in 0..{n - 1}")
+    for index in outputs:
+        if not 0 <= index < n:
+            raise VitdeployError(f"output index {index} is out of range for {timm_name}: it has {n} {kind} "
+                                 f"(valid indices 0..{n - 1})")
+    if list(outputs) != sorted(set(outputs)):
+        raise VitdeployError(f"output indices {list(outputs)} for {timm_name}: expected distinct indices in "
+                             "increasing order (pyramid order)")
+
+
+def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tuple[int, ...],
+                     embedding: bool) -> list[dict[str, Any]]:
+    """Output names, channels and strides: `stride{s}` when strides differ, `block{i}` when they don't."""
+    strides = [levels[i]["reduction"] for i in outputs]
+    by_stride = len(set(strides)) == len(strides)
+    described = [{"name": f"stride{levels[i]['reduction']}" if by_stride else f"block{i}",
+                  "kind": "feature", "index": i, "channels": int(levels[i]["num_chs"]),
+                  "stride": int(levels[i]["reduction"]), "layout": "NCHW"} for i in outputs]
+    if embedding:
+        channels = getattr(model, "head_hidden_size", None) or model.num_features
+        described.append({"name": EMBEDDING_NAME, "kind": "embedding", "index": None,
+                          "channels": int(channels), "stride": None, "layout": "NC"})
+    return described
+
+
+class PyramidModel(nn.Module):
+    """The exported graph's module: image -> tuple of pyramid levels (and the pooled embedding)."""
+
+    def __init__(self, backbone: nn.Module, indices: tuple[int, ...], embedding: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.indices = list(indices)
+        self.embedding = embedding
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.embedding:
+            levels = self.backbone.forward_intermediates(
+                image, indices=self.indices, intermediates_only=True, output_fmt="NCHW")
+            return tuple(levels)
+        final, levels = self.backbone.forward_intermediates(
+            image, indices=self.indices, intermediates_only=False, output_fmt="NCHW", stop_early=False)
+        return (*levels, self.backbone.forward_head(final, pre_logits=True))
+
+
+def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
+    """The eager timm model an artifact was exported from, per input size, with the very same weights.
+
+    A timm Hiera computes its unroll/reroll and position-embedding sizes at construction, so the
+    reference at another size is the timm model created at that size with the same state dict.
+    """
+    source = meta["weights"]
+    if checkpoint is None and source["checkpoint"]:
+        checkpoint = Path(source["checkpoint"])
+    weights = Weights("checkpoint" if checkpoint else source["source"], source["seed"], checkpoint)
+    opt_hw = tuple(meta["input"]["opt_hw"])
+    base = create_model(meta["timm_name"], meta["timm_kwargs"], weights, img_size=opt_hw)
+    if state_dict_sha256(base) != source["sha256"]:
+        raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
+                             "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
+    built = {opt_hw: base}
+
+    def model_for_size(hw: tuple[int, int]) -> nn.Module:
+        if hw not in built:
+            if type(base).__name__ != "Hiera":
+                return base
+            model = create_model(meta["timm_name"], meta["timm_kwargs"], Weights("random"), img_size=hw)
+            model.load_state_dict(base.state_dict())
+            built[hw] = model
+        return built[hw]
+
+    return model_for_size
+
+
+def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
+                            embedding: bool) -> list[dict[str, Any]]:
+    """A recipe's outputs without building weights: the model is created on the meta device."""
+    import timm
+
+    if not timm.is_model(timm_name):
+        raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
+    with torch.device("meta"):
+        model = timm.create_model(timm_name, **timm_kwargs)
+    levels = feature_levels(model, timm_name)
+    chosen = outputs if outputs is not None else default_outputs(levels)
+    check_outputs(timm_name, levels, chosen)
+    return describe_outputs(model, levels, chosen, embedding)

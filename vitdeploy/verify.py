@@ -1,0 +1,157 @@
+"""Parity of an artifact against eager PyTorch, per output, with polygraphy's Comparator.
+
+polygraphy runs the runners and judges max absolute error against the recipe tolerance; vitdeploy adds
+what a pyramid consumer also needs to know: per-sample cosine similarity and non-finite counts.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitdeploy.artifact import REPORT_FILE, Artifact, write_json_atomic
+from vitdeploy.models import reference_models
+from vitdeploy.runners.torch import TorchRunner
+
+REFERENCE = "torch"
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output at one input shape."""
+
+    input_shape: list[int]
+    output: str
+    shape: list[int]
+    expected_shape: list[int]
+    max_abs: float
+    max_rel: float
+    min_cosine: float
+    nonfinite: int
+    tol_max_abs: float
+    tol_min_cosine: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    artifact: str
+    candidate: str
+    precision: str
+    seed: int
+    checks: list[OutputCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        import timm
+        import torch
+
+        return {"artifact": self.artifact, "reference": f"eager torch {torch.__version__} / timm {timm.__version__}",
+                "candidate": self.candidate, "precision": self.precision, "seed": self.seed,
+                "passed": self.passed, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "checks": [asdict(check) for check in self.checks]}
+
+    def table(self) -> str:
+        header = f"{'input':<15} {'output':<10} {'shape':<18} {'max_abs':>9} {'max_rel':>9} {'cosine':>10} " \
+                 f"{'nonfinite':>9} {'tol_abs':>8}  result"
+        rows = [header]
+        for c in self.checks:
+            rows.append(f"{'x'.join(map(str, c.input_shape)):<15} {c.output:<10} {'x'.join(map(str, c.shape)):<18} "
+                        f"{c.max_abs:>9.2e} {c.max_rel:>9.2e} {c.min_cosine:>10.7f} {c.nonfinite:>9d} "
+                        f"{c.tol_max_abs:>8.0e}  {'pass' if c.passed else 'FAIL'}")
+        return "\n".join(rows)
+
+
+def verification_sizes(input_spec: dict[str, Any]) -> list[tuple[int, int]]:
+    """The export size; for a dynamic artifact also min, max and both non-square corners of the range."""
+    opt = tuple(input_spec["opt_hw"])
+    if input_spec["mode"] == "fixed":
+        return [opt]
+    (min_h, min_w), (max_h, max_w) = input_spec["min_hw"], input_spec["max_hw"]
+    sizes = [opt, (min_h, min_w), (max_h, max_w), (min_h, max_w), (max_h, min_w)]
+    return list(OrderedDict.fromkeys(sizes))
+
+
+def verification_feeds(input_spec: dict[str, Any], sizes: list[tuple[int, int]], batch_sizes: list[int],
+                       seed: int) -> list[OrderedDict[str, np.ndarray]]:
+    """Seeded image-like inputs: uniform pixels normalised with the artifact's own mean and std."""
+    rng = np.random.default_rng(seed)
+    mean = np.asarray(input_spec["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(input_spec["std"], np.float32).reshape(1, 3, 1, 1)
+    feeds = []
+    for height, width in sizes:
+        for batch in batch_sizes:
+            pixels = rng.random((batch, 3, height, width), dtype=np.float32)
+            feeds.append(OrderedDict([(input_spec["name"], ((pixels - mean) / std).astype(np.float32))]))
+    return feeds
+
+
+def _per_sample_min_cosine(expected: np.ndarray, actual: np.ndarray) -> float:
+    a = expected.reshape(expected.shape[0], -1).astype(np.float64)
+    b = actual.reshape(actual.shape[0], -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
+    return float(np.nan_to_num(cosine, nan=-1.0).min())
+
+
+def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, precision: str,
+                    batch_sizes: list[int], sizes: list[tuple[int, int]] | None, seed: int,
+                    checkpoint: Path | None) -> VerifyReport:
+    """Run eager PyTorch and `candidate` (a vitdeploy runner) on the same inputs and judge every output."""
+    from polygraphy.comparator import CompareFunc, Comparator
+    from polygraphy.logger import G_LOGGER
+
+    meta = artifact.meta
+    spec = meta["input"]
+    batch_sizes = [b for b in batch_sizes if spec["batch"]["min"] <= b <= spec["batch"]["max"]]
+    feeds = verification_feeds(spec, sizes or verification_sizes(spec), batch_sizes, seed)
+    reference = TorchRunner(meta, reference_models(meta, checkpoint), name=REFERENCE)
+    tolerance = meta["tolerance"][precision]
+    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+        results = Comparator.run([reference, candidate], data_loader=feeds)
+        accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
+            atol=tolerance["max_abs"], rtol=0.0, check_error_stat="max"))
+    iterations = accuracy[0][(REFERENCE, candidate.name)]  # one AccuracyResult per compare function
+    checks = []
+    for feed, expected_it, actual_it, compared in zip(feeds, results[REFERENCE], results[candidate.name],
+                                                      iterations):
+        for output in artifact.output_names:
+            expected, actual = expected_it[output], actual_it[output]
+            same_shape = expected.shape == actual.shape
+            stats = compared.get(output)
+            cosine = _per_sample_min_cosine(expected, actual) if same_shape else -1.0
+            nonfinite = int((~np.isfinite(actual)).sum())
+            passed = bool(same_shape and stats is not None and bool(stats) and nonfinite == 0
+                          and cosine >= tolerance["min_cosine"])
+            checks.append(OutputCheck(
+                input_shape=list(feed[spec["name"]].shape), output=output, shape=list(actual.shape),
+                expected_shape=list(expected.shape),
+                max_abs=float(stats.max_absdiff) if stats else float("inf"),
+                max_rel=float(stats.max_reldiff) if stats else float("inf"),
+                min_cosine=cosine, nonfinite=nonfinite, tol_max_abs=tolerance["max_abs"],
+                tol_min_cosine=tolerance["min_cosine"], passed=passed))
+    return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=candidate_label,
+                        precision=precision, seed=seed, checks=checks)
+
+
+def verify_onnx(artifact: Artifact, providers: list[str] | None = None, batch_sizes: list[int] = (1, 2),
+                sizes: list[tuple[int, int]] | None = None, seed: int = 0,
+                checkpoint: Path | None = None) -> VerifyReport:
+    """ONNX Runtime vs eager PyTorch; the report is also written into the artifact directory."""
+    from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(artifact.meta, artifact.onnx_path, providers, name="onnxruntime")
+    label = f"onnxruntime ({', '.join(providers or ['CPUExecutionProvider'])})"
+    report = compare_runners(artifact, runner, label, artifact.meta["export"]["precision"]
+                             if "export" in artifact.meta else "fp32", list(batch_sizes), sizes, seed, checkpoint)
+    if artifact.directory is not None:
+        write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
+    return report
