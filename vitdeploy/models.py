@@ -134,9 +134,9 @@ def check_outputs(timm_name: str, levels: list[dict[str, Any]], outputs: tuple[i
 
 def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tuple[int, ...],
                      embedding: bool) -> list[dict[str, Any]]:
-    """Output names, channels and strides: `stride{s}` when strides differ, `block{i}` when they don't."""
-    strides = [levels[i]["reduction"] for i in outputs]
-    by_stride = len(set(strides)) == len(strides)
+    """Output names, channels and strides: `stride{s}` for a hierarchical backbone (every level has its own
+    stride), `block{i}` for a single-scale one such as ViT."""
+    by_stride = len({level["reduction"] for level in levels}) == len(levels)
     described = [{"name": f"stride{levels[i]['reduction']}" if by_stride else f"block{i}",
                   "kind": "feature", "index": i, "channels": int(levels[i]["num_chs"]),
                   "stride": int(levels[i]["reduction"]), "layout": "NCHW"} for i in outputs]

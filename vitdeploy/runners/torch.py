@@ -49,7 +49,7 @@ class TorchRunner(CheckedInputs, BaseRunner):
             outputs = model(image)
         self.inference_time = time.perf_counter() - start
         names = [o["name"] for o in self.meta["outputs"]]
-        return OrderedDict((name, out.numpy()) for name, out in zip(names, outputs))
+        return OrderedDict((name, out.contiguous().numpy()) for name, out in zip(names, outputs))
 
     def deactivate_impl(self) -> None:
         self._models = {}

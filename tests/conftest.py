@@ -1,0 +1,32 @@
+"""Shared fixtures: small real exports, made once per test session.
+
+Every model here has random weights from a fixed seed (no model hub at test time); parity does not
+depend on the weights being trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vitdeploy.export import ExportOptions, export_artifact
+from vitdeploy.progress import Progress
+from vitdeploy.recipes import load_recipe
+
+
+def export_for_test(recipe: str, directory: Path, **options) -> Path:
+    return export_artifact(load_recipe(recipe), directory, ExportOptions(**options), Progress(3, enabled=False))
+
+
+@pytest.fixture(scope="session")
+def hiera_tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hiera_tiny at its recipe size (224), all four stages."""
+    return export_for_test("hiera_tiny", tmp_path_factory.mktemp("export") / "hiera_tiny")
+
+
+@pytest.fixture(scope="session")
+def vit_small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vit_small at 64x64 with the pooled embedding: small enough to export in seconds."""
+    return export_for_test("vit_small", tmp_path_factory.mktemp("export") / "vit_small", size=(64, 64),
+                           embedding=True)
