@@ -95,9 +95,8 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         raise VitdeployError(f"{recipe.timm_name} runs at one resolution only: dynamic height/width needs a "
                              "backbone that resamples its position embeddings (ViT with dynamic_img_size, "
                              "Hiera abswin or HieraDet); export it fixed")
-    if dynamic and not recipe.input.dynamic:
-        raise VitdeployError(f"recipe '{recipe.name}' has no dynamic range: set input.mode = \"dynamic\" with "
-                             "min and max in the recipe")
+    if dynamic and recipe.input.min == recipe.input.max:
+        raise VitdeployError(f"recipe '{recipe.name}' has no dynamic range: set input.min and input.max")
     embedding = recipe.embedding if options.embedding is None else options.embedding
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "recipe": recipe.name,
@@ -114,6 +113,21 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     return wrapped, meta
 
 
+def _name_dimensions(graph: Any, meta: dict[str, Any]) -> None:
+    """Readable symbolic dims on the graph's inputs and outputs: `height/16` instead of torch's `s39`."""
+    import onnx_ir as ir
+
+    dynamic = meta["input"]["mode"] == "dynamic"
+    height, width = ("height", "width") if dynamic else meta["input"]["opt_hw"]
+    graph.inputs[0].shape = ir.Shape(["batch", 3, height, width])
+    for value, output in zip(graph.outputs, meta["outputs"]):
+        if output["kind"] != "feature":
+            value.shape = ir.Shape(["batch", output["channels"]])
+        elif dynamic:
+            stride = output["stride"]
+            value.shape = ir.Shape(["batch", output["channels"], f"height/{stride}", f"width/{stride}"])
+
+
 def export_onnx(module: torch.nn.Module, meta: dict[str, Any], path: Path) -> None:
     """torch.export-based ONNX export with named outputs and the description in metadata_props."""
     import onnx
@@ -126,6 +140,7 @@ def export_onnx(module: torch.nn.Module, meta: dict[str, Any], path: Path) -> No
             module, (example,), dynamo=True, opset_version=OPSET, input_names=[spec["name"]],
             output_names=[o["name"] for o in meta["outputs"]],
             dynamic_shapes=_dynamic_shapes(spec, spec["mode"] == "dynamic"), verbose=False)
+    _name_dimensions(program.model.graph, meta)
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
     program.save(str(path), external_data=False)
     try:

@@ -1,0 +1,17 @@
+#include "tensor.hpp"
+
+namespace vitdeploy_demo {
+
+int64_t element_count(const std::vector<int64_t>& shape) {
+    int64_t count = 1;
+    for (int64_t dim : shape) count *= dim;
+    return count;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+    std::string text;
+    for (size_t i = 0; i < shape.size(); ++i) text += (i ? "x" : "") + std::to_string(shape[i]);
+    return text;
+}
+
+}  // namespace vitdeploy_demo

@@ -1,0 +1,148 @@
+"""Image file or RGB array -> the normalised float32 NCHW tensor an artifact expects.
+
+Everything is driven by the artifact's own `input` description (vitdeploy.json), and every step is
+written so the C++ demo (cpp_demo/src/preprocess.cpp) reproduces it operation for operation in
+float32: Python and C++ feed an engine the same numbers (the tests hold them to 1e-5; in practice
+they agree exactly).
+
+Size policy:
+- `mode: fixed`: resize to the artifact's size (min_hw == max_hw); the aspect ratio is not kept.
+- `mode: dynamic`: keep the image's size, each side rounded to the nearest multiple of
+  `size_multiple` (halves round up), then clamped to min_hw..max_hw; resize to that.
+
+Resize: bilinear with half-pixel centres and no antialiasing, on the float pixel values, i.e.
+torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False).
+It is deliberately the simplest reproducible filter (downscaling by a large factor aliases; resize
+large photos beforehand if that matters). Then `(pixel / pixel_scale - mean) / std` per channel.
+
+Images are decoded as 8-bit RGB (grey is replicated, alpha is dropped without compositing, palettes
+are expanded); EXIF orientation is not applied. Only PNG and JPEG files are read, the formats the
+C++ demo reads too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vitdeploy.errors import VitdeployError
+from vitdeploy.inputs import check_image_batch
+
+FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera JPEG with extra frames; the first is the picture
+# Pillow modes that convert to RGB the way libpng/libjpeg expand them in the C++ demo.
+_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+# check_input accepts normalised pixels from this band (in units of pixel_scale): wide enough for any
+# image and for standard-normal test data, narrow enough to catch raw 0..255 input.
+_RANGE_BAND = (-4.0, 5.0)
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a PNG or JPEG file as a uint8 HxWx3 RGB array."""
+    try:
+        with Image.open(path) as image:
+            image_format, mode = image.format, image.mode
+            if image_format not in FORMATS:
+                raise VitdeployError(f"{path} is a {image_format} image: expected PNG or JPEG")
+            if mode not in _MODES:
+                raise VitdeployError(f"{path} has pixel mode {mode}: expected an 8-bit grey, palette, "
+                                     "RGB or RGBA image (16-bit grey and CMYK are not supported)")
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise VitdeployError(f"image {path} does not exist: expected a PNG or JPEG file") from None
+    except UnidentifiedImageError:
+        raise VitdeployError(f"{path} is not a readable image: expected a PNG or JPEG file") from None
+    except OSError as exc:  # truncated or corrupt data
+        raise VitdeployError(f"{path} could not be decoded ({exc}): expected a valid PNG or JPEG file") from None
+
+
+def _round_to_multiple(value: int, multiple: int) -> int:
+    return max(multiple, (value + multiple // 2) // multiple * multiple)
+
+
+def input_hw(image_hw: tuple[int, int], input_spec: dict[str, Any]) -> tuple[int, int]:
+    """The network input size for an image of `image_hw`, by the size policy in the module docstring."""
+    (min_h, min_w), (max_h, max_w) = input_spec["min_hw"], input_spec["max_hw"]
+    if input_spec["mode"] == "fixed":
+        return int(min_h), int(min_w)
+    if input_spec["mode"] != "dynamic":
+        raise VitdeployError(f"input mode {input_spec['mode']!r}: expected 'fixed' or 'dynamic'")
+    multiple = int(input_spec["size_multiple"])
+    height = min(max(_round_to_multiple(image_hw[0], multiple), min_h), max_h)
+    width = min(max(_round_to_multiple(image_hw[1], multiple), min_w), max_w)
+    return int(height), int(width)
+
+
+def _axis_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights along one axis (half-pixel centres, edge-clamped), in float32."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    lo = np.minimum(src.astype(np.int64), in_size - 1)
+    hi = np.where(lo < in_size - 1, lo + 1, lo)
+    w_hi = src - lo.astype(np.float32)
+    return lo, hi, np.float32(1.0) - w_hi, w_hi
+
+
+def resize_bilinear(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Resize a float32 HxWxC array; the C++ port performs the same float32 operations in the same order."""
+    if image.shape[:2] == tuple(out_hw):
+        return image
+    y0, y1, wy0, wy1 = _axis_taps(image.shape[0], out_hw[0])
+    x0, x1, wx0, wx1 = _axis_taps(image.shape[1], out_hw[1])
+    wx0, wx1 = wx0[None, :, None], wx1[None, :, None]
+    top = wx0 * image[y0][:, x0] + wx1 * image[y0][:, x1]
+    bottom = wx0 * image[y1][:, x0] + wx1 * image[y1][:, x1]
+    return wy0[:, None, None] * top + wy1[:, None, None] * bottom
+
+
+def _checked_rgb(image: Any) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise VitdeployError(f"image is a {type(image).__name__}: expected a file path or a uint8 HxWx3 RGB array")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise VitdeployError(f"image array has dtype {image.dtype} and shape {list(image.shape)}: "
+                             "expected uint8 [height, width, 3] RGB")
+    return image
+
+
+def preprocess(image: str | os.PathLike[str] | np.ndarray,
+               input_spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The [1, 3, H, W] float32 input for one image, plus where it came from (sizes, mode)."""
+    rgb = _checked_rgb(load_image(image) if isinstance(image, (str, os.PathLike)) else image)
+    out_hw = input_hw(rgb.shape[:2], input_spec)
+    pixels = resize_bilinear(rgb.astype(np.float32), out_hw)
+    mean = np.asarray(input_spec["mean"], dtype=np.float32)
+    std = np.asarray(input_spec["std"], dtype=np.float32)
+    normalised = (pixels / np.float32(input_spec["pixel_scale"]) - mean) / std
+    tensor = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+    info = {"image_hw": [int(rgb.shape[0]), int(rgb.shape[1])], "input_hw": list(out_hw),
+            "mode": input_spec["mode"]}
+    return tensor, info
+
+
+def _value_bounds(input_spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.asarray(input_spec["mean"], dtype=np.float64)
+    std = np.asarray(input_spec["std"], dtype=np.float64)
+    return (_RANGE_BAND[0] - mean) / std, (_RANGE_BAND[1] - mean) / std
+
+
+def check_input(array: Any, input_spec: dict[str, Any]) -> None:
+    """Raise a VitdeployError saying what was expected unless `array` is a valid normalised batch.
+
+    Checks dtype, NCHW layout, channel count, batch range and size rule (vitdeploy.inputs), then
+    that every value is finite and lies in the normalised band of pixels in [-4, 5] x pixel_scale.
+    """
+    check_image_batch(input_spec, array)
+    name = input_spec["name"]
+    if not np.isfinite(array).all():
+        raise VitdeployError(f"input '{name}' holds NaN or infinite values: expected finite normalised pixels")
+    low, high = _value_bounds(input_spec)
+    channel_min, channel_max = array.min(axis=(0, 2, 3)), array.max(axis=(0, 2, 3))
+    for channel in range(array.shape[1]):
+        if channel_min[channel] < low[channel] or channel_max[channel] > high[channel]:
+            raise VitdeployError(
+                f"input '{name}' channel {channel} spans {channel_min[channel]:.4g}..{channel_max[channel]:.4g}: "
+                f"expected normalised pixels, (pixel / {input_spec['pixel_scale']} - mean) / std, within "
+                f"{low[channel]:.3g}..{high[channel]:.3g} (raw 0..255 pixels? use vitdeploy.preprocess)")
