@@ -155,3 +155,19 @@ def verify_onnx(artifact: Artifact, providers: list[str] | None = None, batch_si
     if artifact.directory is not None:
         write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
     return report
+
+
+def verify_engine(engine_path: Path, batch_sizes: list[int] = (1, 2), sizes: list[tuple[int, int]] | None = None,
+                  seed: int = 0, checkpoint: Path | None = None) -> VerifyReport:
+    """A TensorRT / TensorRT-RTX engine vs eager PyTorch over its profile's sizes (needs a GPU); the
+    report is written beside the engine as ENGINE.verify.json."""
+    from vitdeploy.runners.tensorrt import TensorRTRunner
+
+    runner = TensorRTRunner(engine_path, name="engine")
+    sidecar = runner.sidecar
+    engine = sidecar["engine"]
+    report = compare_runners(Artifact(onnx_path=engine_path, meta=sidecar, directory=None), runner,
+                             f"{engine['backend']} {engine['backend_version']} engine", engine["precision"],
+                             list(batch_sizes), sizes, seed, checkpoint)
+    write_json_atomic(engine_path.with_name(engine_path.name + ".verify.json"), report.to_dict())
+    return report

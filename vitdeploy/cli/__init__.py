@@ -27,11 +27,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from vitdeploy.cli.build import build
     from vitdeploy.cli.export import export
     from vitdeploy.cli.list_recipes import list_recipes
     from vitdeploy.cli.verify import verify
 
-    for command in (list_recipes, export, verify):
+    for command in (list_recipes, export, build, verify):
         main.add_command(command)
 
 

@@ -8,6 +8,8 @@ import click
 
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli.options import IntList
+from vitdeploy.engine.backend import CHOICES, resolve_backend
+from vitdeploy.engine.precision import PRECISIONS
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.models import Weights
@@ -35,11 +37,18 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
 @click.option("--pretrained", is_flag=True, help="timm's pretrained weights (needs the model hub).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--engine", is_flag=True, help="Also build a TensorRT / TensorRT-RTX engine (as `vitdeploy build`).")
+@click.option("--backend", type=click.Choice(CHOICES), default="auto", show_default=True,
+              help="Engine backend with --engine.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
            dynamic: bool | None, size: tuple[int, int] | None, checkpoint: Path | None, pretrained: bool,
-           seed: int, force: bool) -> None:
+           seed: int, force: bool, engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX."""
     loaded = load_recipe(recipe)
+    if engine:
+        resolve_backend(backend)  # a missing TensorRT is an error before a long export, not after
     out_dir = out_dir or Path("artifacts") / loaded.name
     options = ExportOptions(outputs=outputs, embedding=embedding, dynamic=dynamic, size=size,
                             weights=_weights(checkpoint, pretrained, seed), force=force)
@@ -57,3 +66,7 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
         shape = ("[B, {channels}, H/{stride}, W/{stride}]" if output["kind"] == "feature"
                  else "[B, {channels}]").format(**output)
         click.echo(f"output {output['name']}: {shape}")
+    if engine:
+        from vitdeploy.engine.build import build_engine
+
+        click.echo(f"engine {build_engine(out_dir, backend, precision)}")

@@ -8,7 +8,7 @@ import click
 
 from vitdeploy.artifact import REPORT_FILE, load_artifact
 from vitdeploy.cli.options import IntList
-from vitdeploy.verify import verify_onnx
+from vitdeploy.verify import verify_engine, verify_onnx
 
 
 @click.command()
@@ -19,14 +19,18 @@ from vitdeploy.verify import verify_onnx
               help="Weights to rebuild the reference from, if not where the export found them.")
 @click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
 def verify(artifact: Path, batch_sizes: tuple[int, ...], seed: int, checkpoint: Path | None, cuda: bool) -> None:
-    """Compare ARTIFACT (a directory or .onnx) with eager PyTorch, output by output."""
-    loaded = load_artifact(artifact)
-    providers = ["CUDAExecutionProvider"] if cuda else None
-    report = verify_onnx(loaded, providers, list(batch_sizes), seed=seed, checkpoint=checkpoint)
-    click.echo(f"{loaded.name}: {report.candidate} vs eager torch, {report.precision}, seed {seed}")
+    """Compare ARTIFACT (a directory, .onnx or .engine) with eager PyTorch, output by output."""
+    if artifact.suffix == ".engine":
+        report = verify_engine(artifact, list(batch_sizes), seed=seed, checkpoint=checkpoint)
+        name, where = artifact.name, f"; report: {artifact}.verify.json"
+    else:
+        loaded = load_artifact(artifact)
+        providers = ["CUDAExecutionProvider"] if cuda else None
+        report = verify_onnx(loaded, providers, list(batch_sizes), seed=seed, checkpoint=checkpoint)
+        name, where = loaded.name, f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
+    click.echo(f"{name}: {report.candidate} vs eager torch, {report.precision}, seed {seed}")
     click.echo(report.table())
     failed = sum(not check.passed for check in report.checks)
-    where = f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
     if failed:
         raise click.ClickException(f"parity FAILED: {failed} of {len(report.checks)} checks out of tolerance{where}")
     click.echo(f"parity passed: {len(report.checks)} checks within tolerance{where}")

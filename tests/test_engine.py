@@ -1,0 +1,344 @@
+"""TensorRT-RTX engines built for real from small exported artifacts: sidecars, load checks, profiles.
+
+TensorRT-RTX builds ahead of time on a CPU, so everything up to deserialisation runs everywhere; the
+tests that run an engine are marked `gpu` and skip without one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vitdeploy.artifact import SIDECAR_FILE
+from vitdeploy.cli.build import build
+from vitdeploy.engine import build_engine, check_engine, describe_engine, read_sidecar
+from vitdeploy.engine.backend import is_installed, resolve_backend, use_backend
+from vitdeploy.engine.gpu import compute_capability
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
+from vitdeploy.engine.sidecar import check_gpu, sidecar_path
+from vitdeploy.errors import VitdeployError
+from vitdeploy.export import export_artifact
+from vitdeploy.recipes import load_recipe_file
+from vitdeploy.runners.tensorrt import TensorRTRunner, check_feed
+
+GPU = compute_capability()
+requires_gpu = pytest.mark.skipif(GPU is None, reason="needs an NVIDIA GPU")
+RTX = "tensorrt_rtx"
+
+VIT_FIXED = """
+timm_name = "vit_tiny_patch16_224"
+family = "vit"
+outputs = [0, 1]
+timm_kwargs = { depth = 2 }
+[input]
+size = [64, 64]
+batch = [1, 2, 4]
+"""
+VIT_DYNAMIC = """
+timm_name = "vit_tiny_patch16_224"
+family = "vit"
+outputs = [0, 1]
+embedding = true
+timm_kwargs = { depth = 2, dynamic_img_size = true }
+[input]
+mode = "dynamic"
+size = [64, 64]
+min = [32, 32]
+max = [96, 96]
+batch = [1, 2, 4]
+"""
+HIERA_FIXED = """
+timm_name = "hiera_tiny_224"
+family = "hiera"
+timm_kwargs = { stages = [1, 1, 1, 1], embed_dim = 32 }
+[input]
+size = [64, 64]
+batch = [1, 1, 2]
+"""
+
+
+def _export(tmp_path_factory: pytest.TempPathFactory, name: str, recipe: str) -> Path:
+    root = tmp_path_factory.mktemp(name)
+    (root / f"{name}.toml").write_text(recipe)
+    return export_artifact(load_recipe_file(root / f"{name}.toml"), root / "artifact")
+
+
+@pytest.fixture(scope="module")
+def vit_fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory, "vit_fixed", VIT_FIXED)
+
+
+@pytest.fixture(scope="module")
+def vit_dynamic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory, "vit_dynamic", VIT_DYNAMIC)
+
+
+@pytest.fixture(scope="module")
+def hiera_fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory, "hiera_fixed", HIERA_FIXED)
+
+
+@pytest.fixture(scope="module")
+def fixed_engine(vit_fixed: Path) -> Path:
+    return build_engine(vit_fixed, RTX, "fp32")
+
+
+@pytest.fixture(scope="module")
+def dynamic_fp16_engine(vit_dynamic: Path) -> Path:
+    return build_engine(vit_dynamic, RTX, "fp16")
+
+
+def _copy_engine(engine: Path, to: Path) -> Path:
+    shutil.copy(engine, to / engine.name)
+    shutil.copy(sidecar_path(engine), to / sidecar_path(engine).name)
+    return to / engine.name
+
+
+def test_fixed_engine_sidecar(vit_fixed: Path, fixed_engine: Path) -> None:
+    meta = json.loads((vit_fixed / SIDECAR_FILE).read_text())
+    sidecar = read_sidecar(fixed_engine)
+    engine = sidecar.pop("engine")
+    assert sidecar == meta  # the pyramid description, copied unchanged
+    assert fixed_engine.name == "model.tensorrt_rtx.fp32.engine"
+    assert engine["file"] == fixed_engine.name
+    assert engine["backend"] == RTX and engine["backend_version"] == use_backend(RTX).__version__
+    assert engine["precision"] == "fp32" and engine["fp32_ops"] == []
+    assert engine["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}}
+    assert engine["compute_capability"] is None  # portable TensorRT-RTX engine
+    assert engine["onnx_sha256"] == meta["export"]["onnx_sha256"]
+    data = fixed_engine.read_bytes()
+    assert engine["size_bytes"] == len(data) > 1_000_000  # the weights are inside
+    assert engine["engine_sha256"] == hashlib.sha256(data).hexdigest()
+    assert 0 < engine["build_seconds"] < 120
+    assert engine["io"] == {
+        "image": {"mode": "input", "dtype": "float32", "shape": [-1, 3, 64, 64]},
+        "block0": {"mode": "output", "dtype": "float32", "shape": [-1, 192, 4, 4]},
+        "block1": {"mode": "output", "dtype": "float32", "shape": [-1, 192, 4, 4]},
+    }
+    assert not [p.name for p in vit_fixed.iterdir() if p.name.startswith(".")]  # no temp files left
+    text = describe_engine(read_sidecar(fixed_engine))
+    assert "TensorRT-RTX" in text and "[4, 3, 64, 64]" in text and "block1 (feature, 192 ch, stride 16)" in text
+
+
+def test_dynamic_fp16_engine(vit_dynamic: Path, dynamic_fp16_engine: Path) -> None:
+    engine = read_sidecar(dynamic_fp16_engine)["engine"]
+    assert engine["precision"] == "fp16" and engine["fp32_ops"] == list(DEFAULT_FP32_OPS)
+    assert engine["profile"] == {"image": {"min": [1, 3, 32, 32], "opt": [2, 3, 64, 64], "max": [4, 3, 96, 96]}}
+    assert engine["io"]["image"] == {"mode": "input", "dtype": "float32", "shape": [-1, 3, -1, -1]}
+    assert engine["io"]["block0"] == {"mode": "output", "dtype": "float32", "shape": [-1, 192, -1, -1]}
+    assert engine["io"]["embedding"] == {"mode": "output", "dtype": "float32", "shape": [-1, 192]}
+    assert list(engine["io"]) == ["image", "block0", "block1", "embedding"]
+    fp32 = build_engine(vit_dynamic, RTX, "fp32")
+    assert dynamic_fp16_engine.stat().st_size < 0.75 * fp32.stat().st_size  # half-size weights
+
+
+def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
+    """A four-stage pyramid (strides 4..32) through TensorRT-RTX at fp32 and fp16, and fp16 in ORT."""
+    expected = {"image": [-1, 3, 64, 64], "stride4": [-1, 32, 16, 16], "stride8": [-1, 64, 8, 8],
+                "stride16": [-1, 128, 4, 4], "stride32": [-1, 256, 2, 2]}
+    sizes = {}
+    for precision in ("fp32", "fp16"):
+        engine = build_engine(hiera_fixed, RTX, precision)
+        sidecar = read_sidecar(engine)["engine"]
+        assert {name: t["shape"] for name, t in sidecar["io"].items()} == expected
+        assert sidecar["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
+        sizes[precision] = sidecar["size_bytes"]
+    assert sizes["fp16"] < 0.8 * sizes["fp32"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    half = reduced_precision_onnx(hiera_fixed / "model.onnx", "fp16")
+    cpu = ["CPUExecutionProvider"]
+    ref = ort.InferenceSession(str(hiera_fixed / "model.onnx"), providers=cpu).run(None, {"image": x})
+    got = ort.InferenceSession(half.SerializeToString(), providers=cpu).run(None, {"image": x})
+    for a, b in zip(ref, got):
+        assert float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
+
+
+def test_fp16_onnx_keeps_io_and_fp32_ops_and_runs_in_onnxruntime(vit_dynamic: Path) -> None:
+    onnx_path = vit_dynamic / "model.onnx"
+    half = reduced_precision_onnx(onnx_path, "fp16")
+    onnx.checker.check_model(half)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in onnx.shape_inference.infer_shapes(half).graph.value_info}
+    kept = [n for n in half.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert len(kept) == 5 + 2  # per block norm1, norm2, softmax; the final norm before the embedding
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in kept)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    x = np.random.default_rng(0).standard_normal((2, 3, 48, 80), dtype=np.float32)  # not the export size
+    ref = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    got = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    for a, b in zip(ref, got):
+        assert b.dtype == np.float32 and b.shape == a.shape
+        cosine = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+        assert cosine > 0.999 and np.abs(a - b).max() < 0.05
+
+
+def test_bf16_engine_builds(vit_dynamic: Path) -> None:
+    engine = build_engine(vit_dynamic, RTX, "bf16")
+    sidecar = read_sidecar(engine)["engine"]
+    assert engine.name == "model.tensorrt_rtx.bf16.engine" and sidecar["precision"] == "bf16"
+    assert sidecar["io"]["block1"]["dtype"] == "float32"
+    bf16 = reduced_precision_onnx(vit_dynamic / "model.onnx", "bf16")
+    dtypes = {t.data_type for t in bf16.graph.initializer}
+    assert onnx.TensorProto.BFLOAT16 in dtypes and onnx.TensorProto.FLOAT16 not in dtypes
+
+
+def test_truncated_corrupt_and_missing_sidecar(fixed_engine: Path, tmp_path: Path) -> None:
+    engine = _copy_engine(fixed_engine, tmp_path)
+    data = engine.read_bytes()
+    engine.write_bytes(data[:-100])
+    with pytest.raises(VitdeployError, match=rf"is {len(data) - 100} bytes, truncated: expected {len(data)} bytes"):
+        check_engine(engine)
+    engine.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
+    with pytest.raises(VitdeployError, match="is corrupt: its sha256 differs"):
+        check_engine(engine)
+    sidecar_path(engine).unlink()
+    with pytest.raises(VitdeployError, match="has no sidecar model.tensorrt_rtx.fp32.engine.json"):
+        check_engine(engine)
+
+
+def test_other_backend_version_is_refused(fixed_engine: Path, tmp_path: Path) -> None:
+    engine = _copy_engine(fixed_engine, tmp_path)
+    sidecar = json.loads(sidecar_path(engine).read_text())
+    sidecar["engine"]["backend_version"] = "1.0.0.1"
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    installed = use_backend(RTX).__version__
+    with pytest.raises(VitdeployError, match=rf"built with TensorRT-RTX 1.0.0.1 but {installed} is installed"):
+        check_engine(engine)
+
+
+@pytest.mark.skipif(GPU is not None, reason="checks the refusal on a machine without a GPU")
+def test_no_gpu_is_refused_before_deserialising(fixed_engine: Path) -> None:
+    with pytest.raises(VitdeployError, match="no CUDA GPU found .*TensorRT-RTX engines need an NVIDIA GPU"):
+        check_engine(fixed_engine)
+    with pytest.raises(VitdeployError, match="no CUDA GPU found"):
+        TensorRTRunner(fixed_engine)
+
+
+def test_compute_capability_checks() -> None:
+    built_for = {"backend": "tensorrt", "compute_capability": "8.6"}
+    with pytest.raises(VitdeployError, match="built for GPUs of compute capability 8.6, this GPU is 8.9"):
+        check_gpu(built_for, (8, 9))
+    check_gpu(built_for, (8, 6))
+    portable = {"backend": RTX, "compute_capability": None}
+    with pytest.raises(VitdeployError, match="compute capability 7.5; a portable TensorRT-RTX engine needs 8.0"):
+        check_gpu(portable, (7, 5))
+    check_gpu(portable, (12, 0))
+
+
+def test_feed_outside_profile_prints_the_table(dynamic_fp16_engine: Path) -> None:
+    sidecar = read_sidecar(dynamic_fp16_engine)
+    check_feed({"image": np.zeros((4, 3, 96, 32), np.float32)}, sidecar)  # the corners of the profile pass
+    with pytest.raises(VitdeployError) as error:
+        check_feed({"image": np.zeros((5, 3, 64, 64), np.float32)}, sidecar)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "input 'image' has shape [5, 3, 64, 64], outside the engine profile (batch 5 is not in 1..4):"
+    assert lines[1].split() == ["min", "opt", "max"]
+    assert lines[2] == "image  [1, 3, 32, 32]  [2, 3, 64, 64]  [4, 3, 96, 96]"
+    with pytest.raises(VitdeployError, match=r"\(height 112 is not in 32..96\)"):
+        check_feed({"image": np.zeros((1, 3, 112, 64), np.float32)}, sidecar)
+    with pytest.raises(VitdeployError, match="size 40x64 is not a multiple of 16"):
+        check_feed({"image": np.zeros((1, 3, 40, 64), np.float32)}, sidecar)
+    with pytest.raises(VitdeployError, match="has dtype float16: expected float32"):
+        check_feed({"image": np.zeros((1, 3, 64, 64), np.float16)}, sidecar)
+    check_feed({"image": torch.zeros((1, 3, 32, 48))}, sidecar)  # torch tensors (CUDA ones skip copies)
+    with pytest.raises(VitdeployError, match="is a list: expected a numpy.ndarray or torch.Tensor"):
+        check_feed({"image": [[0.0]]}, sidecar)
+    with pytest.raises(VitdeployError, match=r"feed has inputs \['input'\]: expected exactly \['image'\]"):
+        check_feed({"input": np.zeros((1, 3, 64, 64), np.float32)}, sidecar)
+
+
+def test_outputs_that_differ_from_the_description_are_refused(vit_fixed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "artifact"
+    shutil.copytree(vit_fixed, copy, ignore=shutil.ignore_patterns("*.engine*"))
+    meta = json.loads((copy / SIDECAR_FILE).read_text())
+    meta["outputs"][1]["name"] = "stride16"
+    (copy / SIDECAR_FILE).write_text(json.dumps(meta))
+    with pytest.raises(VitdeployError, match=r"outputs \['block0', 'block1'\]: expected \['image'\] and "
+                                             r"\['block0', 'stride16'\]"):
+        build_engine(copy, RTX, "fp32")
+    assert not list(copy.glob("*.engine*"))
+
+
+def test_backend_choice_and_switching(vit_fixed: Path) -> None:
+    from polygraphy import config
+    import polygraphy.backend.trt.loader as loader
+
+    assert resolve_backend("auto") == ("tensorrt" if is_installed("tensorrt") else RTX)
+    with pytest.raises(VitdeployError, match="unknown engine backend 'onnxruntime'"):
+        resolve_backend("onnxruntime")
+    trt = use_backend(RTX)
+    assert config.USE_TENSORRT_RTX and loader.trt.Builder is trt.Builder
+    if not is_installed("tensorrt"):
+        with pytest.raises(VitdeployError, match=r"tensorrt is not installed: pip install 'vitdeploy\[trt\]'"):
+            build_engine(vit_fixed, "tensorrt", "fp32")
+        assert config.USE_TENSORRT_RTX and loader.trt.Builder is trt.Builder  # a failed switch changes nothing
+
+
+def test_build_progress_and_no_timing_cache_on_rtx(vit_fixed: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "timing.cache"
+    build_engine(vit_fixed, RTX, "fp32", timing_cache=cache)
+    err = capsys.readouterr().err
+    assert "[2/3] building the engine (portable)" in err
+    assert "s Building engine (" in err and "Building engine finished" in err  # TensorRT's own phases
+    assert f"timing cache {cache} not used: TensorRT-RTX has none" in err and not cache.exists()
+
+
+def test_cli_build(vit_fixed: Path) -> None:
+    result = CliRunner().invoke(build, [str(vit_fixed), "--backend", RTX, "--precision", "fp16",
+                                        "--fp32-op", "LayerNormalization"])
+    assert result.exit_code == 0, result.output
+    engine = Path(result.stdout.strip().splitlines()[-1])
+    assert engine == vit_fixed / "model.tensorrt_rtx.fp16.engine" and engine.is_file()
+    assert read_sidecar(engine)["engine"]["fp32_ops"] == ["LayerNormalization"]
+    result = CliRunner().invoke(build, [str(vit_fixed), "--precision", "int8"])
+    assert result.exit_code == 2 and "'int8' is not one of" in result.output
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
+    engine = build_engine(vit_dynamic, RTX, precision)
+    tolerance = read_sidecar(engine)["tolerance"][precision]
+    x = np.random.default_rng(1).standard_normal((3, 3, 48, 80), dtype=np.float32)
+    session = ort.InferenceSession(str(vit_dynamic / "model.onnx"), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {"image": x})
+    with TensorRTRunner(engine) as runner:
+        got = runner.infer({"image": x})
+        with pytest.raises(VitdeployError, match="outside the engine profile"):
+            runner.infer({"image": np.zeros((5, 3, 64, 64), np.float32)})
+    assert list(got) == ["block0", "block1", "embedding"]
+    for a, b in zip(ref, got.values()):
+        cosine = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+        assert b.shape == a.shape and cosine >= tolerance["min_cosine"]
+        assert np.abs(a - b).max() <= max(tolerance["max_abs"], 1e-3)
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_rtx_engine_for_this_gpu(vit_fixed: Path) -> None:
+    engine = read_sidecar(build_engine(vit_fixed, RTX, "fp32", target_gpu=True))["engine"]
+    assert engine["compute_capability"] == f"{GPU[0]}.{GPU[1]}"
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.skipif(not is_installed("tensorrt"), reason="needs full TensorRT (TensorRT-RTX has no timing cache)")
+def test_timing_cache_makes_a_rebuild_faster(vit_fixed: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "timing.cache"
+    first = read_sidecar(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
+    assert first["compute_capability"] == f"{GPU[0]}.{GPU[1]}" and cache.stat().st_size > 0
+    second = read_sidecar(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
+    print(f"build {first['build_seconds']}s, rebuild {second['build_seconds']}s", file=sys.stderr)
+    assert second["build_seconds"] < first["build_seconds"]

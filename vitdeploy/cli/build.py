@@ -1,0 +1,31 @@
+"""`vitdeploy build`: a TensorRT / TensorRT-RTX engine and its sidecar, written into an artifact directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vitdeploy.engine.backend import CHOICES
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS
+
+
+@click.command("build")
+@click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--backend", type=click.Choice(CHOICES), default="auto", show_default=True,
+              help="auto: full TensorRT if installed, else TensorRT-RTX.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="Tactic timing cache to read and update, so a rebuild on this GPU is fast.")
+@click.option("--fp32-op", "fp32_ops", multiple=True, metavar="OP_TYPE",
+              help=f"ONNX op type kept in float32 at fp16/bf16 (repeat; default: {', '.join(DEFAULT_FP32_OPS)}).")
+@click.option("--target-gpu", is_flag=True,
+              help="TensorRT-RTX: build for this machine's GPU only instead of a portable engine.")
+def build(artifact_dir: Path, backend: str, precision: str, timing_cache: Path | None,
+          fp32_ops: tuple[str, ...], target_gpu: bool) -> None:
+    """Build model.<backend>.<precision>.engine (+ .json sidecar) in ARTIFACT_DIR; prints the engine path."""
+    from vitdeploy.engine.build import build_engine
+
+    engine = build_engine(artifact_dir, backend, precision, timing_cache=timing_cache,
+                          fp32_ops=fp32_ops or DEFAULT_FP32_OPS, target_gpu=target_gpu)
+    click.echo(engine)
