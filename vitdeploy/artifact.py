@@ -35,17 +35,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON beside its final name, then rename: readers never see a partial file."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write beside the final name, then rename: readers never see a partial file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide artifacts from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 @contextmanager
@@ -55,6 +65,7 @@ def staged_directory(final: Path, force: bool) -> Iterator[Path]:
         raise VitdeployError(f"output directory {final} already exists: pass --force to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         yield staging
         if final.exists():

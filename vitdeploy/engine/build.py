@@ -10,15 +10,13 @@ ahead of time on a CPU.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vitdeploy.artifact import Artifact, load_artifact, write_json_atomic
+from vitdeploy.artifact import Artifact, load_artifact, write_bytes_atomic, write_json_atomic
 from vitdeploy.engine.backend import LABELS, resolve_backend, use_backend
 from vitdeploy.engine.gpu import compute_capability, format_capability
 from vitdeploy.engine.monitor import make_progress_monitor
@@ -91,17 +89,6 @@ def _config(trt: ModuleType, backend: str, profile: dict[str, dict[str, list[int
     return CreateConfig(**options)  # tf32=False: fp32 engines compute in true fp32
 
 
-def _write_bytes_atomic(path: Path, data: memoryview) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_engine(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", *,
                  timing_cache: Path | None = None, fp32_ops: Sequence[str] = DEFAULT_FP32_OPS,
                  target_gpu: bool = False, progress: Progress | None = None) -> Path:
@@ -152,6 +139,6 @@ def build_engine(artifact_dir: Path, backend: str = "auto", precision: str = "fp
             "build_seconds": round(seconds, 2),
         }}
         sidecar_path(engine_path).unlink(missing_ok=True)  # never leave an old sidecar beside a new engine
-        _write_bytes_atomic(engine_path, data)
+        write_bytes_atomic(engine_path, data)
         write_json_atomic(sidecar_path(engine_path), sidecar)
     return engine_path
