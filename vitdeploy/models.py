@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.recipes import PyramidSpec
 
 EMBEDDING_NAME = "embedding"
 
@@ -81,6 +82,11 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
     torch.manual_seed(weights.seed)
     try:
         model = timm.create_model(timm_name, pretrained=weights.source == "pretrained", **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise VitdeployError(f"cannot build {timm_name} with {sorted(kwargs)}: {exc}; expected only arguments its "
+                             "timm class takes (check the recipe's timm_kwargs and family)") from None
     except (OSError, RuntimeError) as exc:
         if weights.source != "pretrained":
             raise
@@ -176,8 +182,11 @@ def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
     if checkpoint is None and source["checkpoint"]:
         checkpoint = Path(source["checkpoint"])
     weights = Weights("checkpoint" if checkpoint else source["source"], source["seed"], checkpoint)
+    from vitdeploy.export.adapt import takes_img_size
+
     opt_hw = tuple(meta["input"]["opt_hw"])
-    base = create_model(meta["timm_name"], meta["timm_kwargs"], weights, img_size=opt_hw)
+    base = create_model(meta["timm_name"], meta["timm_kwargs"], weights,
+                        img_size=opt_hw if takes_img_size(meta["family"]) else None)
     if state_dict_sha256(base) != source["sha256"]:
         raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
                              "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
@@ -196,9 +205,11 @@ def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
 
 
 def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
-                            embedding: bool) -> list[dict[str, Any]]:
+                            embedding: bool, pyramid: PyramidSpec | None = None) -> list[dict[str, Any]]:
     """A recipe's outputs without building weights: the model is created on the meta device."""
     import timm
+
+    from vitdeploy.pyramid import describe_pyramid
 
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
@@ -207,4 +218,5 @@ def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs
     levels = feature_levels(model, timm_name)
     chosen = outputs if outputs is not None else default_outputs(levels)
     check_outputs(timm_name, levels, chosen)
-    return describe_outputs(model, levels, chosen, embedding)
+    described = describe_outputs(model, levels, chosen, embedding)
+    return describe_pyramid(described, pyramid, timm_name)[0] if pyramid else described

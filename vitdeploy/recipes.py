@@ -13,7 +13,8 @@ from typing import Any
 
 from vitdeploy.errors import VitdeployError
 
-FAMILIES = ("vit", "hiera")
+FAMILIES = ("vit", "hiera", "eva", "beit", "samvit", "mvitv2", "twins", "swin", "convnext")
+PYRAMID_KINDS = ("simple",)
 RESOLUTION_MODES = ("fixed", "dynamic")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -52,6 +53,14 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class PyramidSpec:
+    """`[pyramid]`: resample single-scale outputs to `strides` in the graph (see vitdeploy.pyramid)."""
+
+    kind: str
+    strides: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     path: Path
@@ -66,6 +75,7 @@ class Recipe:
     std: tuple[float, float, float] | None = None
     tolerance: dict[str, Tolerance] = field(default_factory=dict)
     unsupported: str | None = None
+    pyramid: PyramidSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data, for artifact metadata."""
@@ -84,6 +94,7 @@ class Recipe:
             },
             "timm_kwargs": self.timm_kwargs,
             "tolerance": {k: vars(v) for k, v in self.tolerance.items()},
+            "pyramid": vars(self.pyramid) if self.pyramid else None,
         }
 
 
@@ -95,10 +106,11 @@ DEFAULT_TOLERANCE = {
 DEFAULT_BATCH = (1, 1, 32)
 
 _TOP_KEYS = {"timm_name", "family", "description", "outputs", "embedding", "input", "timm_kwargs",
-             "normalization", "tolerance", "unsupported"}
+             "normalization", "tolerance", "unsupported", "pyramid"}
 _INPUT_KEYS = {"mode", "size", "min", "max", "batch"}
 _NORM_KEYS = {"mean", "std"}
 _TOL_KEYS = {"max_abs", "min_cosine"}
+_PYRAMID_KEYS = {"kind", "strides"}
 
 
 class _Reader:
@@ -182,6 +194,19 @@ def _parse_tolerance(top: _Reader) -> dict[str, Tolerance]:
     return tolerance
 
 
+def _parse_pyramid(top: _Reader) -> PyramidSpec | None:
+    if "pyramid" not in top.table:
+        return None
+    table = top.sub("pyramid", _PYRAMID_KEYS)
+    kind = table.get("kind", str)
+    if kind not in PYRAMID_KINDS:
+        raise table.error("kind", f"expected one of {', '.join(PYRAMID_KINDS)}, got {kind!r}")
+    strides = table.ints("strides", None)
+    if not strides or list(strides) != sorted(set(strides)):
+        raise table.error("strides", f"expected distinct strides in increasing order, got {list(strides)}")
+    return PyramidSpec(kind=kind, strides=strides)
+
+
 def parse_recipe(name: str, data: dict[str, Any], path: Path) -> Recipe:
     """Validate one recipe's TOML table."""
     top = _Reader(name, data, _TOP_KEYS)
@@ -209,6 +234,7 @@ def parse_recipe(name: str, data: dict[str, Any], path: Path) -> Recipe:
         std=std,
         tolerance=_parse_tolerance(top),
         unsupported=top.get("unsupported", str, None),
+        pyramid=_parse_pyramid(top),
     )
 
 

@@ -30,9 +30,10 @@ def _register() -> None:
     from vitdeploy.cli.build import build
     from vitdeploy.cli.export import export
     from vitdeploy.cli.list_recipes import list_recipes
+    from vitdeploy.cli.matrix import matrix
     from vitdeploy.cli.verify import verify
 
-    for command in (list_recipes, export, build, verify):
+    for command in (list_recipes, export, build, verify, matrix):
         main.add_command(command)
 
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+# Families whose timm constructor has no img_size argument (nothing in them depends on the input size).
+WITHOUT_IMG_SIZE = ("convnext",)
+
+
+def takes_img_size(family: str) -> bool:
+    """Whether the timm model is built for the export size (img_size=...) or for any size."""
+    return family not in WITHOUT_IMG_SIZE
+
 
 def size_multiple(model: nn.Module, family: str) -> int:
     """What height and width must be multiples of for this backbone."""
@@ -11,6 +19,10 @@ def size_multiple(model: nn.Module, family: str) -> int:
         from vitdeploy.adapters.hiera import hiera_size_multiple
 
         return hiera_size_multiple(model)
+    if family != "vit":
+        from vitdeploy.adapters.families import family_size_multiple
+
+        return family_size_multiple(model)
     from vitdeploy.adapters.vit import vit_size_multiple
 
     return vit_size_multiple(model)
@@ -21,6 +33,10 @@ def supports_dynamic(model: nn.Module, family: str) -> bool:
         from vitdeploy.adapters.hiera import hiera_supports_dynamic
 
         return hiera_supports_dynamic(model)
+    if family != "vit":
+        from vitdeploy.adapters.families import family_supports_dynamic
+
+        return family_supports_dynamic(model, family)
     return bool(getattr(model, "dynamic_img_size", False))
 
 
@@ -30,6 +46,10 @@ def adapt_for_export(model: nn.Module, family: str, dynamic: bool) -> nn.Module:
         from vitdeploy.adapters.hiera import adapt_hiera
 
         return adapt_hiera(model, dynamic)
+    if family != "vit":
+        from vitdeploy.adapters.families import adapt_family
+
+        return adapt_family(model, family, dynamic)
     from vitdeploy.adapters.vit import adapt_vit
 
     return adapt_vit(model, dynamic)

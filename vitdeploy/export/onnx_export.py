@@ -15,11 +15,12 @@ from vitdeploy import __version__
 from vitdeploy.artifact import (FORMAT, FORMAT_VERSION, METADATA_KEY, ONNX_FILE, SIDECAR_FILE, sha256_file,
                                 staged_directory, write_json_atomic)
 from vitdeploy.errors import VitdeployError
-from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic
+from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic, takes_img_size
 from vitdeploy.inputs import size_error
-from vitdeploy.models import (PyramidModel, Weights, check_outputs, create_model, default_outputs,
-                              describe_outputs, feature_levels, state_dict_sha256)
+from vitdeploy.models import (Weights, check_outputs, create_model, default_outputs, describe_outputs,
+                              feature_levels, state_dict_sha256)
 from vitdeploy.progress import Progress
+from vitdeploy.pyramid import describe_pyramid, pyramid_module, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
 
 OPSET = 18  # >= 17 so LayerNorm is one node
@@ -87,29 +88,35 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         raise VitdeployError(f"recipe '{recipe.name}' ({recipe.timm_name}) cannot be exported: {recipe.unsupported}")
     dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
     size = options.size or recipe.input.size
-    model = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size)
+    model = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights,
+                         img_size=size if takes_img_size(recipe.family) else None)
     levels = feature_levels(model, recipe.timm_name)
     outputs = options.outputs if options.outputs is not None else recipe.outputs or default_outputs(levels)
     check_outputs(recipe.timm_name, levels, outputs)
     if dynamic and not supports_dynamic(model, recipe.family):
         raise VitdeployError(f"{recipe.timm_name} runs at one resolution only: dynamic height/width needs a "
-                             "backbone that resamples its position embeddings (ViT with dynamic_img_size, "
-                             "Hiera abswin or HieraDet); export it fixed")
+                             "backbone that resamples its position embeddings (ViT, EVA or Swin with "
+                             "dynamic_img_size, Hiera abswin or HieraDet, ConvNeXt, Twins); export it fixed")
     if dynamic and recipe.input.min == recipe.input.max:
         raise VitdeployError(f"recipe '{recipe.name}' has no dynamic range: set input.min and input.max")
     embedding = recipe.embedding if options.embedding is None else options.embedding
+    described, pyramid = describe_outputs(model, levels, outputs, embedding), None
+    if recipe.pyramid:
+        described, pyramid = describe_pyramid(described, recipe.pyramid, recipe.timm_name)
+    multiple = pyramid_size_multiple(size_multiple(model, recipe.family), recipe.pyramid)
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "recipe": recipe.name,
         "timm_name": recipe.timm_name, "family": recipe.family, "timm_kwargs": recipe.timm_kwargs,
         "weights": {"source": options.weights.source, "seed": options.weights.seed,
                     "checkpoint": str(options.weights.checkpoint) if options.weights.checkpoint else None,
                     "sha256": state_dict_sha256(model)},
-        "input": _input_spec(recipe, model, dynamic, size, size_multiple(model, recipe.family)),
-        "outputs": describe_outputs(model, levels, outputs, embedding),
+        "input": _input_spec(recipe, model, dynamic, size, multiple),
+        "outputs": described,
+        "pyramid": pyramid,
         "tolerance": {k: vars(v) for k, v in recipe.tolerance.items()},
         "versions": _versions(),
     }
-    wrapped = PyramidModel(adapt_for_export(model, recipe.family, dynamic), outputs, embedding).eval()
+    wrapped = pyramid_module(adapt_for_export(model, recipe.family, dynamic), described, pyramid)
     return wrapped, meta
 
 

@@ -12,7 +12,7 @@ import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from vitdeploy.models import PyramidModel
+from vitdeploy.pyramid import pyramid_module
 from vitdeploy.runners.base import CheckedInputs
 
 ModelForSize = Callable[[tuple[int, int]], torch.nn.Module]
@@ -25,7 +25,7 @@ class TorchRunner(CheckedInputs, BaseRunner):
     def __init__(self, meta: dict[str, Any], model_for_size: ModelForSize, name: str | None = None):
         super().__init__(name=name, prefix="torch-runner")
         self.meta, self._model_for_size = meta, model_for_size
-        self._models: dict[tuple[int, int], PyramidModel] = {}
+        self._models: dict[tuple[int, int], torch.nn.Module] = {}
 
     def activate_impl(self) -> None:
         self._models = {}
@@ -34,11 +34,10 @@ class TorchRunner(CheckedInputs, BaseRunner):
         spec = self.meta["input"]
         return TensorMetadata().add(spec["name"], np.float32, (-1, spec["channels"], -1, -1))
 
-    def _pyramid(self, hw: tuple[int, int]) -> PyramidModel:
+    def _pyramid(self, hw: tuple[int, int]) -> torch.nn.Module:
         if hw not in self._models:
-            features = [o["index"] for o in self.meta["outputs"] if o["kind"] == "feature"]
-            embedding = any(o["kind"] == "embedding" for o in self.meta["outputs"])
-            self._models[hw] = PyramidModel(self._model_for_size(hw), tuple(features), embedding).eval()
+            self._models[hw] = pyramid_module(self._model_for_size(hw), self.meta["outputs"],
+                                              self.meta.get("pyramid"))
         return self._models[hw]
 
     def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:

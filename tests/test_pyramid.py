@@ -1,0 +1,123 @@
+"""The simple feature pyramid: strides and names in the graph and metadata, the resampling it promises,
+parity across a dynamic range, TensorRT-RTX acceptance, and the mistakes it refuses."""
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import export_for_test
+from vitdeploy.artifact import load_artifact
+from vitdeploy.engine.build import build_engine
+from vitdeploy.errors import VitdeployError
+from vitdeploy.models import describe_recipe_pyramid
+from vitdeploy.progress import Progress
+from vitdeploy.recipes import PyramidSpec, load_recipe, load_recipe_file
+from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+from vitdeploy.verify import verify_onnx
+
+RECIPES = Path(__file__).parent / "recipes"
+SFP = str(RECIPES / "vit_tiny_sfp.toml")
+
+
+@pytest.fixture(scope="module")
+def sfp_dynamic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 blocks of ViT-Ti -> strides 4/8/16/32 plus the embedding, dynamic 32..128x96."""
+    return export_for_test(SFP, tmp_path_factory.mktemp("sfp") / "dynamic")
+
+
+def _dims(model: onnx.ModelProto) -> dict[str, list]:
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*model.graph.input, *model.graph.output]}
+
+
+def test_outputs_are_named_by_stride_with_symbolic_shapes(sfp_dynamic: Path):
+    model = onnx.load(str(sfp_dynamic / "model.onnx"))
+    assert _dims(model) == {"image": ["batch", 3, "height", "width"],
+                            **{f"stride{s}": ["batch", 192, f"height/{s}", f"width/{s}"] for s in (4, 8, 16, 32)},
+                            "embedding": ["batch", 192]}
+    meta = load_artifact(sfp_dynamic).meta
+    assert [(o["name"], o["index"], o["stride"]) for o in meta["outputs"]] == [
+        ("stride4", 0, 4), ("stride8", 1, 8), ("stride16", 2, 16), ("stride32", 3, 32), ("embedding", None, None)]
+    assert meta["pyramid"]["source_stride"] == 16 and meta["pyramid"]["strides"] == [4, 8, 16, 32]
+    assert meta["input"]["size_multiple"] == 32  # pooling 16 -> 32 needs an even patch grid
+
+
+def test_resampling_is_bilinear_half_pixel_and_max_pool(sfp_dynamic: Path):
+    """The ops TensorRT must accept: linear Resize without antialias, and MaxPool 2x2."""
+    nodes = onnx.load(str(sfp_dynamic / "model.onnx")).graph.node
+    resize = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes if n.op_type == "Resize"]
+    pool = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes if n.op_type == "MaxPool"]
+    assert len(resize) == 2 and all(r["mode"] == b"linear" and r["antialias"] == 0
+                                    and r["coordinate_transformation_mode"] == b"half_pixel" for r in resize)
+    assert len(pool) == 1 and pool[0]["kernel_shape"] == [2, 2] and pool[0]["strides"] == [2, 2]
+
+
+def test_parity_across_the_dynamic_range(sfp_dynamic: Path):
+    report = verify_onnx(load_artifact(sfp_dynamic), batch_sizes=[1, 2])
+    assert {tuple(c.input_shape[2:]) for c in report.checks} == {(64, 64), (32, 32), (128, 96), (32, 96), (128, 32)}
+    assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
+    shapes = {c.output: c.shape for c in report.checks if c.input_shape == [2, 3, 128, 96]}
+    assert shapes == {"stride4": [2, 192, 32, 24], "stride8": [2, 192, 16, 12], "stride16": [2, 192, 8, 6],
+                      "stride32": [2, 192, 4, 3], "embedding": [2, 192]}
+
+
+def test_tensorrt_rtx_builds_the_dynamic_pyramid(sfp_dynamic: Path):
+    engine = build_engine(sfp_dynamic, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
+    assert engine.stat().st_size > 0
+    engine.unlink()
+    engine.with_name(engine.name + ".json").unlink()
+
+
+def test_one_block_feeds_every_stride(tmp_path: Path):
+    """ViTDet's own layout: the last block alone, upsampled and pooled; checked against torch's ops directly."""
+    artifact = load_artifact(export_for_test(SFP, tmp_path / "last", outputs=(3,), embedding=False, dynamic=False))
+    assert [(o["name"], o["index"]) for o in artifact.outputs] == [
+        ("stride4", 3), ("stride8", 3), ("stride16", 3), ("stride32", 3)]
+    image = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    with OnnxRuntimeRunner(artifact.meta, artifact.onnx_path) as runner:
+        out = runner.infer(OrderedDict(image=image))
+    base = torch.from_numpy(out["stride16"])
+    assert base.shape == (2, 192, 4, 4)
+    for name, expected in (("stride4", F.interpolate(base, scale_factor=4, mode="bilinear", align_corners=False)),
+                           ("stride8", F.interpolate(base, scale_factor=2, mode="bilinear", align_corners=False)),
+                           ("stride32", F.max_pool2d(base, 2))):
+        np.testing.assert_allclose(out[name], expected.numpy(), atol=1e-5, rtol=0)
+    assert verify_onnx(artifact, batch_sizes=[1]).passed
+
+
+def test_list_describes_the_shipped_pyramid_recipe():
+    recipe = load_recipe("vit_base_sfp")
+    outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
+                                      recipe.pyramid)
+    assert [(o["name"], o["index"], o["channels"], o["stride"]) for o in outputs] == [
+        ("stride4", 2, 768, 4), ("stride8", 5, 768, 8), ("stride16", 8, 768, 16), ("stride32", 11, 768, 32)]
+
+
+@pytest.mark.parametrize("timm_name, outputs, strides, message", [
+    ("convnext_tiny", None, (4, 8, 16, 32),
+     r"pyramid 'simple' for convnext_tiny: its outputs already have strides \[4, 8, 16, 32\]; expected a single-scale"),
+    ("vit_tiny_patch16_224", (2, 5, 8), (4, 8, 16, 32),
+     r"pyramid strides \[4, 8, 16, 32\] for vit_tiny_patch16_224 got 3 feature outputs \[2, 5, 8\]: expected 4"),
+    ("vit_small_patch14_reg4_dinov2", None, (4, 8, 16, 32),
+     r"pyramid stride 4 for vit_small_patch14_reg4_dinov2: expected a divisor or multiple of its feature stride 14"),
+])
+def test_impossible_pyramids_are_refused(timm_name, outputs, strides, message):
+    with pytest.raises(VitdeployError, match=message):
+        describe_recipe_pyramid(timm_name, {}, outputs, False, PyramidSpec("simple", strides))
+
+
+@pytest.mark.parametrize("table, message", [
+    ('kind = "fpn"\nstrides = [8, 16]', r"pyramid\.kind: expected one of simple, got 'fpn'"),
+    ('kind = "simple"\nstrides = [16, 8]', r"pyramid\.strides: expected distinct strides in increasing order"),
+    ('kind = "simple"\nstrides = [8, 16]\nmode = "nearest"', r"pyramid\.mode: unknown key"),
+])
+def test_bad_pyramid_tables_are_rejected(tmp_path: Path, table: str, message: str):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'timm_name = "vit_tiny_patch16_224"\nfamily = "vit"\n[input]\nsize = [64, 64]\n[pyramid]\n{table}\n')
+    with pytest.raises(VitdeployError, match=message):
+        load_recipe_file(path)

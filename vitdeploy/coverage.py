@@ -1,0 +1,288 @@
+"""The coverage matrix: what each recipe does when tried, not what it is supposed to do.
+
+For every recipe it exports the fixed artifact and, when the recipe has a size range, the dynamic one;
+checks ONNX Runtime against eager PyTorch (max abs error over every output, batch and size `vitdeploy
+verify` checks); and builds a TensorRT-RTX fp32 engine (which runs ahead of time on a CPU). Engine
+parity needs a GPU: with one, the matrix measures it and records it in a results file; without one,
+the column shows what that file holds, with its date and GPU, or "not measured (no GPU)".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitdeploy.adapters.families import FIXED_ONLY
+from vitdeploy.artifact import load_artifact, write_json_atomic
+from vitdeploy.errors import VitdeployError
+from vitdeploy.export import ExportOptions, export_artifact
+from vitdeploy.export.adapt import size_multiple
+from vitdeploy.progress import Progress
+from vitdeploy.pyramid import pyramid_size_multiple
+from vitdeploy.recipes import InputSpec, Recipe
+
+MODES = ("fixed", "dynamic")
+BATCH_SIZES = (1, 2)
+ENGINE_BACKEND = "tensorrt_rtx"
+# --small: fewer blocks per family (timm keyword arguments) and inputs around 64 px, for a CPU run. Four
+# ViT blocks keep the default four outputs; two blocks in the first stage keep Swin's shifted windows and
+# Twins' global attention (both come second in a pair), and SAM one windowed and one global block.
+SMALL_KWARGS: dict[str, dict[str, Any]] = {
+    "vit": {"depth": 4}, "eva": {"depth": 4}, "beit": {"depth": 4},
+    "samvit": {"depth": 4, "global_attn_indexes": [1, 3]},
+    "hiera": {"stages": [1, 1, 1, 1]},
+    "twins": {"depths": [2, 1, 1, 1]}, "swin": {"depths": [2, 1, 1, 1]}, "convnext": {"depths": [1, 1, 1, 1]},
+    "mvitv2": {},  # its depth comes from a config object, not a keyword
+}
+
+
+@dataclass
+class ModeResult:
+    """One artifact (fixed or dynamic) of one recipe: every step's outcome as text, plus its numbers."""
+
+    export: str
+    parity: str = "-"
+    engine: str = "-"
+    gpu: str | None = None
+    max_abs: float | None = None
+    export_seconds: float | None = None
+
+
+@dataclass
+class RecipeResult:
+    recipe: str
+    timm_name: str
+    family: str
+    tested_at: str
+    modes: dict[str, ModeResult] = field(default_factory=dict)
+    note: str = ""
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {text}" if not isinstance(exc, VitdeployError) else text
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return multiple * max(1, math.ceil(value / multiple))
+
+
+def small_variant(recipe: Recipe) -> Recipe:
+    """The recipe with fewer blocks (SMALL_KWARGS) and inputs near 64 px: same family, same code paths."""
+    import timm
+
+    kwargs = {**recipe.timm_kwargs, **SMALL_KWARGS[recipe.family]}
+    with torch.device("meta"):
+        model = timm.create_model(recipe.timm_name, **kwargs)
+    multiple = pyramid_size_multiple(size_multiple(model, recipe.family), recipe.pyramid)
+    size = (_round_up(64, multiple),) * 2
+    ranged = recipe.input.min != recipe.input.max
+    lo, hi = ((_round_up(32, multiple),) * 2, (_round_up(96, multiple),) * 2) if ranged else (size, size)
+    spec = InputSpec(mode=recipe.input.mode, size=size, min=lo, max=hi, batch=(1, 1, max(BATCH_SIZES)))
+    return replace(recipe, timm_kwargs=kwargs, input=spec, outputs=None)
+
+
+def _tested_at(recipe: Recipe, small: bool) -> str:
+    (h, w), spec = recipe.input.size, recipe.input
+    text = f"{h}x{w}"
+    if spec.min != spec.max:
+        text += f" (dynamic {spec.min[0]}x{spec.min[1]}..{spec.max[0]}x{spec.max[1]})"
+    if small:
+        reduced = ", ".join(f"{k}={v}" for k, v in SMALL_KWARGS[recipe.family].items())
+        text += f"; --small{': ' + reduced if reduced else ''}"
+    return text
+
+
+def _gpu_label() -> str | None:
+    from vitdeploy.engine.gpu import compute_capability, format_capability
+
+    capability = compute_capability()
+    if capability is None:
+        return None
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "GPU"
+    return f"{name} (sm {format_capability(capability)})"
+
+
+def _engine_parity(artifact_dir: Path, engine: Path) -> tuple[float, bool]:
+    """TensorRT-RTX engine vs eager PyTorch, the same checks as the ONNX Runtime column (needs a GPU)."""
+    from vitdeploy.runners.tensorrt import TensorRTRunner
+    from vitdeploy.verify import compare_runners
+
+    artifact = load_artifact(artifact_dir)
+    report = compare_runners(artifact, TensorRTRunner(engine, name="tensorrt_rtx"), "TensorRT-RTX fp32", "fp32",
+                             list(BATCH_SIZES), None, 0, None)
+    return max(check.max_abs for check in report.checks), report.passed
+
+
+def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: Callable[[str], None]) -> ModeResult:
+    """Export, verify and build one artifact (and run its engine on a GPU); a step's failure is recorded
+    and skips the steps after it."""
+    from vitdeploy.engine.build import build_engine
+    from vitdeploy.verify import verify_onnx
+
+    quiet = Progress(3, enabled=False)
+    note(f"  {mode}: export")
+    try:
+        export_artifact(recipe, directory, ExportOptions(dynamic=mode == "dynamic"), quiet)
+    except VitdeployError as exc:
+        return ModeResult(export=f"refused: {_first_line(exc)}")
+    except Exception as exc:  # the matrix records every failure instead of stopping at the first
+        return ModeResult(export=f"FAIL: {_first_line(exc)}")
+    artifact = load_artifact(directory)
+    seconds = artifact.meta["export"]["seconds"]
+    result = ModeResult(export=f"ok ({seconds:.1f} s)", export_seconds=seconds)
+    note(f"  {mode}: ONNX Runtime parity")
+    try:
+        report = verify_onnx(artifact, batch_sizes=list(BATCH_SIZES))
+    except Exception as exc:  # e.g. a graph that runs at the export size only
+        result.parity = f"FAIL: {_first_line(exc)}"
+        return result
+    result.max_abs = max(check.max_abs for check in report.checks)
+    sizes = len({tuple(check.input_shape[2:]) for check in report.checks})
+    result.parity = (f"{'pass' if report.passed else 'FAIL'} {result.max_abs:.1e}"
+                     + (f" ({sizes} sizes)" if sizes > 1 else ""))
+    note(f"  {mode}: TensorRT-RTX build")
+    started = time.perf_counter()
+    try:
+        engine = build_engine(directory, ENGINE_BACKEND, "fp32", progress=quiet)
+    except Exception as exc:  # a parser or builder rejection is a result here
+        result.engine = f"FAIL: {_first_line(exc)}"
+        return result
+    result.engine = f"ok ({time.perf_counter() - started:.1f} s)"
+    if gpu:
+        note(f"  {mode}: engine parity on {gpu}")
+        try:
+            max_abs, passed = _engine_parity(directory, engine)
+            result.gpu = f"{'pass' if passed else 'FAIL'} {max_abs:.1e}"
+        except Exception as exc:  # a runtime failure is a result too
+            result.gpu = f"FAIL: {_first_line(exc)}"
+    return result
+
+
+def measure_recipe(recipe: Recipe, small: bool, work: Path, gpu: str | None,
+                   note: Callable[[str], None] = lambda message: None) -> RecipeResult:
+    if small and not recipe.unsupported:
+        recipe = small_variant(recipe)
+    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family,
+                          tested_at="-" if recipe.unsupported else _tested_at(recipe, small))
+    if recipe.unsupported:
+        result.note = f"unsupported: {recipe.unsupported}"
+        return result
+    if recipe.input.min == recipe.input.max:
+        result.note = f"fixed size only: {FIXED_ONLY.get(recipe.family, 'the recipe has no size range')}"
+    modes = MODES if recipe.input.min != recipe.input.max else MODES[:1]
+    for mode in modes:
+        result.modes[mode] = try_mode(recipe, mode, work / f"{recipe.name}_{mode}", gpu, note)
+    return result
+
+
+def load_gpu_results(path: Path | None) -> dict[str, Any]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise VitdeployError(f"GPU results file {path} is not valid JSON: {exc}") from None
+
+
+def _result_key(result: RecipeResult, small: bool) -> str:
+    return f"{result.recipe}{' --small' if small else ''}"
+
+
+def gpu_entries(results: list[RecipeResult], small: bool, gpu: str) -> dict[str, Any]:
+    """This run's engine parity, keyed like the results file: recipe (and ' --small')."""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    entries = {}
+    for result in results:
+        measured = {mode: r.gpu for mode, r in result.modes.items() if r.gpu}
+        if measured:
+            entries[_result_key(result, small)] = {"modes": measured, "gpu": gpu, "date": date}
+    return entries
+
+
+def _versions() -> str:
+    import onnxruntime
+    import timm
+
+    versions = [f"torch {torch.__version__}", f"timm {timm.__version__}", f"onnxruntime {onnxruntime.__version__}"]
+    try:
+        import tensorrt_rtx
+
+        versions.append(f"tensorrt_rtx {tensorrt_rtx.__version__}")
+    except ImportError:
+        versions.append("tensorrt_rtx not installed")
+    return ", ".join(versions)
+
+
+def _cell(result: RecipeResult, step: str) -> str:
+    if not result.modes:
+        return result.note if step == "export" else "-"
+    return "<br>".join(f"{mode}: {getattr(r, step)}" for mode, r in result.modes.items())
+
+
+def _gpu_cell(result: RecipeResult, small: bool, recorded: dict[str, Any]) -> str:
+    entry = recorded.get(_result_key(result, small))
+    if entry:
+        modes = "<br>".join(f"{mode}: {text}" for mode, text in entry["modes"].items())
+        return f"{modes}<br>({entry['gpu']}, {entry['date']})"
+    return "not measured (no GPU)" if result.modes else "-"
+
+
+def render_markdown(results: list[RecipeResult], small: bool, command: str, recorded: dict[str, Any]) -> str:
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lines = [
+        "# Coverage matrix",
+        "",
+        f"Generated by `{command}` on {date} ({platform.machine()} CPU, {_versions()}); do not edit by hand.",
+        "",
+        "Each recipe is exported with random weights (seed 0). **ONNX Runtime parity** is the largest absolute "
+        "error against eager PyTorch over every output, batch " + " and ".join(map(str, BATCH_SIZES)) + ", and "
+        "for a dynamic artifact its export size, min, max and both non-square corners (fp32 tolerance: "
+        "the recipe's, 1e-4 by default). **TensorRT-RTX build** parses the ONNX and builds a portable fp32 "
+        "engine ahead of time (no GPU needed). **Engine parity on GPU** runs that engine against eager "
+        "PyTorch the same way; it needs a GPU.",
+        "",
+    ]
+    if small:
+        lines += ["**Reduced models (`--small`)**: every recipe ran with fewer blocks and inputs near 64 px "
+                  "(column *tested at*), so this CPU run finishes in minutes; the code paths (family adapter, "
+                  "position-embedding resampling, pyramid, engine build) are the same as at full size.", ""]
+    lines += ["| recipe | timm model | family | tested at | export | ONNX Runtime parity (max abs) "
+              "| TensorRT-RTX build | engine parity on GPU | notes |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        note = r.note if r.modes else ""
+        lines.append(f"| {r.recipe} | `{r.timm_name}` | {r.family} | {r.tested_at} | {_cell(r, 'export')} | "
+                     f"{_cell(r, 'parity')} | {_cell(r, 'engine')} | {_gpu_cell(r, small, recorded)} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_matrix(recipes: list[Recipe], small: bool, output: Path, command: str, gpu_results: Path | None,
+               note: Callable[[str], None] = lambda message: None) -> list[RecipeResult]:
+    """Measure every recipe and write the markdown table to `output`; returns the results."""
+    gpu = _gpu_label()
+    results = []
+    for recipe in recipes:
+        note(f"{recipe.name} ({recipe.timm_name})")
+        with tempfile.TemporaryDirectory(prefix="vitdeploy-matrix-") as work:
+            results.append(measure_recipe(recipe, small, Path(work), gpu, note))
+    recorded = load_gpu_results(gpu_results)
+    if gpu:
+        recorded.update(gpu_entries(results, small, gpu))
+        if gpu_results:
+            gpu_results.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(gpu_results, recorded)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_markdown(results, small, command, recorded))
+    return results

@@ -1,0 +1,93 @@
+"""A ViTDet-style simple feature pyramid without weights: single-scale outputs resampled in the graph.
+
+ViTDet turns one stride-16 ViT map into strides 4..32 with trained deconvolutions; a fixed resampling
+gives any checkpoint a multi-scale pyramid with nothing to train. Upsampling is bilinear
+interpolation (align_corners=False, no antialias: ONNX Resize linear/half_pixel, which TensorRT
+parses) and downsampling is max pooling with kernel = stride = the factor (ViTDet's pooling for
+stride 32). The chosen blocks feed the strides one to one, fine to coarse; a single block feeds every
+stride, as in ViTDet. The eager reference of `vitdeploy verify` runs this same module on eager timm
+features, so parity compares the graph's resampling with PyTorch's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitdeploy.errors import VitdeployError
+from vitdeploy.models import PyramidModel
+from vitdeploy.recipes import PyramidSpec
+
+UPSAMPLE = "bilinear interpolation (align_corners=False, no antialias)"
+DOWNSAMPLE = "max pooling (kernel = stride = factor)"
+
+
+def describe_pyramid(outputs: list[dict[str, Any]], spec: PyramidSpec,
+                     timm_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The outputs renamed `stride{s}` with their new strides, and the artifact's `pyramid` section."""
+    features = [o for o in outputs if o["kind"] == "feature"]
+    rest = [o for o in outputs if o["kind"] != "feature"]
+    sources = sorted({o["stride"] for o in features})
+    if len(sources) != 1:
+        raise VitdeployError(f"pyramid '{spec.kind}' for {timm_name}: its outputs already have strides {sources}; "
+                             "expected a single-scale backbone (one stride, e.g. a plain ViT)")
+    source, strides = sources[0], list(spec.strides)
+    if len(features) not in (1, len(strides)):
+        raise VitdeployError(f"pyramid strides {strides} for {timm_name} got {len(features)} feature outputs "
+                             f"{[o['index'] for o in features]}: expected {len(strides)} (one per stride) or 1 "
+                             "(feeding every stride)")
+    uneven = [s for s in strides if source % s and s % source]
+    if uneven:
+        raise VitdeployError(f"pyramid stride {uneven[0]} for {timm_name}: expected a divisor or multiple of its "
+                             f"feature stride {source}")
+    if len(features) == 1:
+        features = features * len(strides)
+    described = [{**o, "name": f"stride{s}", "stride": s} for o, s in zip(features, strides)]
+    section = {"kind": spec.kind, "source_stride": source, "strides": strides,
+               "upsample": UPSAMPLE, "downsample": DOWNSAMPLE}
+    return described + rest, section
+
+
+def pyramid_size_multiple(multiple: int, pyramid: PyramidSpec | None) -> int:
+    """Pooling to stride s needs height and width divisible by s, so the size rule grows to cover it."""
+    return math.lcm(multiple, *pyramid.strides) if pyramid else multiple
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """Resamples a PyramidModel's single-scale features to the pyramid strides; other outputs pass through."""
+
+    def __init__(self, model: PyramidModel, sources: list[int], source_stride: int, strides: list[int]):
+        super().__init__()
+        self.model, self.sources = model, sources
+        self.scales = [(source_stride // s, s // source_stride) for s in strides]  # (up, down), one of them 0
+        self.num_features = len(model.indices)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(image)
+        levels = []
+        for source, (up, down) in zip(self.sources, self.scales):
+            x = outputs[source]
+            if up > 1:
+                x = F.interpolate(x, size=(x.shape[-2] * up, x.shape[-1] * up), mode="bilinear",
+                                  align_corners=False, antialias=False)
+            elif down > 1:
+                x = F.max_pool2d(x, kernel_size=down, stride=down)
+            levels.append(x)
+        return (*levels, *outputs[self.num_features:])
+
+
+def pyramid_module(backbone: nn.Module, outputs: list[dict[str, Any]],
+                   pyramid: dict[str, Any] | None) -> nn.Module:
+    """The module whose outputs are an artifact's `outputs`: used by the export and the eager reference."""
+    features = [o for o in outputs if o["kind"] == "feature"]
+    indices = sorted({o["index"] for o in features})
+    embedding = any(o["kind"] == "embedding" for o in outputs)
+    model = PyramidModel(backbone, tuple(indices), embedding).eval()
+    if pyramid is None:
+        return model
+    sources = [indices.index(o["index"]) for o in features]
+    return SimpleFeaturePyramid(model, sources, pyramid["source_stride"], [o["stride"] for o in features]).eval()
