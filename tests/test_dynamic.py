@@ -57,3 +57,22 @@ def test_plain_hiera_cannot_go_dynamic(tmp_path: Path):
     with pytest.raises(VitdeployError, match="hiera_tiny_224 runs at one resolution only"):
         export_for_test("hiera_tiny", tmp_path / "x", dynamic=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("recipe", ["hiera_abswin_dynamic", "hieradet_dynamic"])
+def test_hiera_dynamic_parity_and_tensorrt_rtx_build(tmp_path: Path, recipe: str):
+    """Hiera abswin and HieraDet follow the input size at run time; the TensorRT-RTX builder takes the
+    graph with the recipe's min/opt/max profile."""
+    from vitdeploy.engine.build import build_engine
+    from vitdeploy.engine.sidecar import read_sidecar
+
+    artifact = export_for_test(str(RECIPES / f"{recipe}.toml"), tmp_path / recipe)
+    report = verify_onnx(load_artifact(artifact), batch_sizes=[1, 2])
+    assert {tuple(c.input_shape[2:]) for c in report.checks} == {(96, 96), (64, 64), (128, 160), (64, 160),
+                                                                 (128, 64)}
+    assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
+    engine = build_engine(artifact, "tensorrt_rtx", "fp32")
+    sidecar = read_sidecar(engine)
+    assert sidecar["engine"]["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 96, 96],
+                                                      "max": [2, 3, 128, 160]}}
+    assert sidecar["engine"]["io"]["stride32"] == {"mode": "output", "dtype": "float32", "shape": [-1, 768, -1, -1]}

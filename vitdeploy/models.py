@@ -68,16 +68,28 @@ def load_checkpoint(model: nn.Module, path: Path) -> None:
                              f"{' and '.join(problems)} keys")
 
 
+def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
+    """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet)."""
+    import inspect
+
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(timm_name, **timm_kwargs)
+    return "img_size" in inspect.signature(type(model)).parameters
+
+
 def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
                  img_size: tuple[int, int] | None = None) -> nn.Module:
-    """A timm model in eval mode with the requested weights (random init is seeded, so reproducible)."""
+    """A timm model in eval mode with the requested weights (random init is seeded, so reproducible);
+    `img_size` is passed on to models built for one input size."""
     import timm
 
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
                              "see timm.list_models() for the names it knows")
     kwargs = dict(timm_kwargs)
-    if img_size is not None:
+    if img_size is not None and _accepts_img_size(timm_name, timm_kwargs):
         kwargs["img_size"] = tuple(img_size)
     torch.manual_seed(weights.seed)
     try:
@@ -182,11 +194,8 @@ def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
     if checkpoint is None and source["checkpoint"]:
         checkpoint = Path(source["checkpoint"])
     weights = Weights("checkpoint" if checkpoint else source["source"], source["seed"], checkpoint)
-    from vitdeploy.export.adapt import takes_img_size
-
     opt_hw = tuple(meta["input"]["opt_hw"])
-    base = create_model(meta["timm_name"], meta["timm_kwargs"], weights,
-                        img_size=opt_hw if takes_img_size(meta["family"]) else None)
+    base = create_model(meta["timm_name"], meta["timm_kwargs"], weights, img_size=opt_hw)
     if state_dict_sha256(base) != source["sha256"]:
         raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
                              "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")

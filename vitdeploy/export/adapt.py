@@ -4,15 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-# Families whose timm constructor has no img_size argument (nothing in them depends on the input size).
-WITHOUT_IMG_SIZE = ("convnext",)
-
-
-def takes_img_size(family: str) -> bool:
-    """Whether the timm model is built for the export size (img_size=...) or for any size."""
-    return family not in WITHOUT_IMG_SIZE
-
-
 def size_multiple(model: nn.Module, family: str) -> int:
     """What height and width must be multiples of for this backbone."""
     if family == "hiera":

@@ -15,7 +15,7 @@ from vitdeploy import __version__
 from vitdeploy.artifact import (FORMAT, FORMAT_VERSION, METADATA_KEY, ONNX_FILE, SIDECAR_FILE, sha256_file,
                                 staged_directory, write_json_atomic)
 from vitdeploy.errors import VitdeployError
-from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic, takes_img_size
+from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic
 from vitdeploy.inputs import size_error
 from vitdeploy.models import (Weights, check_outputs, create_model, default_outputs, describe_outputs,
                               feature_levels, state_dict_sha256)
@@ -88,8 +88,7 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         raise VitdeployError(f"recipe '{recipe.name}' ({recipe.timm_name}) cannot be exported: {recipe.unsupported}")
     dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
     size = options.size or recipe.input.size
-    model = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights,
-                         img_size=size if takes_img_size(recipe.family) else None)
+    model = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size)
     levels = feature_levels(model, recipe.timm_name)
     outputs = options.outputs if options.outputs is not None else recipe.outputs or default_outputs(levels)
     check_outputs(recipe.timm_name, levels, outputs)
