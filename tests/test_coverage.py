@@ -44,9 +44,10 @@ def test_family_must_match_the_timm_class(tmp_path: Path):
     path.write_text('timm_name = "swin_tiny_patch4_window7_224"\nfamily = "twins"\n[input]\nsize = [224, 224]\n')
     with pytest.raises(VitdeployError, match="family 'twins' expects a timm Twins, got a SwinTransformer: set the"):
         export_for_test(str(path), tmp_path / "x")
-    path.write_text('timm_name = "convnext_tiny"\nfamily = "swin"\n[input]\nsize = [224, 224]\n')
-    with pytest.raises(VitdeployError, match=r"cannot build convnext_tiny with \['img_size'\]: .*unexpected keyword "
-                                             r"argument 'img_size'; expected only arguments its timm class takes"):
+    path.write_text('timm_name = "convnext_tiny"\nfamily = "convnext"\n[input]\nsize = [224, 224]\n'
+                    '[timm_kwargs]\ncolour = 3\n')
+    with pytest.raises(VitdeployError, match=r"cannot build convnext_tiny with \['colour'\]: .*unexpected keyword "
+                                             r"argument 'colour'; expected only arguments its timm class takes"):
         export_for_test(str(path), tmp_path / "x")
 
 

@@ -89,10 +89,10 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
                              "see timm.list_models() for the names it knows")
     kwargs = dict(timm_kwargs)
-    if img_size is not None and _accepts_img_size(timm_name, timm_kwargs):
-        kwargs["img_size"] = tuple(img_size)
-    torch.manual_seed(weights.seed)
     try:
+        if img_size is not None and _accepts_img_size(timm_name, timm_kwargs):
+            kwargs["img_size"] = tuple(img_size)
+        torch.manual_seed(weights.seed)
         model = timm.create_model(timm_name, pretrained=weights.source == "pretrained", **kwargs)
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
