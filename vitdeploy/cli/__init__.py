@@ -27,13 +27,14 @@ def main() -> None:
 
 
 def _register() -> None:
+    from vitdeploy.cli.bench import bench
     from vitdeploy.cli.build import build
     from vitdeploy.cli.export import export
     from vitdeploy.cli.list_recipes import list_recipes
     from vitdeploy.cli.matrix import matrix
     from vitdeploy.cli.verify import verify
 
-    for command in (list_recipes, export, build, verify, matrix):
+    for command in (list_recipes, export, build, verify, bench, matrix):
         main.add_command(command)
 
 

@@ -1,0 +1,134 @@
+"""Benchmark results as a table, JSON, CSV and a latency plot; the GPU peak throughput table."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from vitdeploy.bench import BenchResult, Row
+from vitdeploy.errors import VitdeployError, missing_dependency
+
+# Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets. fp32: CUDA cores; the rest: tensor cores.
+# Matched as a substring of the CUDA device name, first match wins (so "H100 PCIe" before "H100").
+GPU_PEAKS: dict[str, dict[str, float]] = {
+    "H200 NVL": {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5},
+    "H200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
+    "GH200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
+    "H100 PCIe": {"fp32": 51.0, "tf32": 378.0, "fp16": 756.0, "bf16": 756.0},
+    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},  # SXM ("H100 80GB HBM3")
+    "A100": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
+    "L40S": {"fp32": 91.6, "tf32": 183.0, "fp16": 362.0, "bf16": 362.0},
+    "L4": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
+    "A10": {"fp32": 31.2, "tf32": 62.5, "fp16": 125.0, "bf16": 125.0},
+    "RTX 4090": {"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2},
+    "T4": {"fp32": 8.1, "fp16": 65.0},
+}
+PEAK_SOURCE = "NVIDIA datasheet, dense"
+
+
+def gpu_peak(device_name: str) -> dict[str, Any] | None:
+    """The peak table entry for a CUDA device name, or None for a GPU not in the table."""
+    for entry, tflops in GPU_PEAKS.items():
+        if entry in device_name:
+            return {"gpu": device_name, "entry": entry, "source": PEAK_SOURCE, "tflops": tflops}
+    return None
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: BenchResult) -> str:
+    """The rows as aligned text, with a header saying what was measured where."""
+    options = result.options
+    flops = ", ".join(f"{size}: {gflops:.2f}" for size, gflops in result.gflops_per_image.items())
+    lines = [f"{result.artifact} ({result.model}) on {result.device}, {result.threads} threads, "
+             f"{options.warmup} warmup + {options.iterations} timed calls; GFLOP/image {flops}; "
+             f"load average {result.load_average} on {result.cpu_count} CPUs at start"]
+    gpu = result.options.device == "cuda"
+    header = (f"{'backend':<22} {'prec':<5} {'batch':>5} {'size':>9} {'median ms':>10} {'p90 ms':>9} "
+              f"{'img/s':>9} {'speedup':>8} {'max_abs':>9} {'parity':>6} {'TFLOP/s':>8}")
+    lines.append(header + (f" {'%peak':>6}" if gpu else ""))
+    for row in result.rows:
+        parity = {True: "ok", False: "FAIL", None: "-"}[row.parity]
+        line = (f"{row.backend:<22} {row.precision:<5} {row.batch:>5} {f'{row.height}x{row.width}':>9} "
+                f"{row.median_ms:>10.2f} {row.p90_ms:>9.2f} {row.images_per_s:>9.1f} {row.speedup:>7.2f}x "
+                f"{row.max_abs:>9.2e} {parity:>6} {row.tflops:>8.3f}")
+        if gpu:
+            line += f" {_cell(None if row.peak_fraction is None else row.peak_fraction * 100, '.1f'):>6}"
+        lines.append(line)
+    if gpu:
+        if result.peak:
+            peaks = ", ".join(f"{key} {value:g}" for key, value in result.peak["tflops"].items())
+            lines.append(f"peak TFLOP/s of {result.peak['entry']} ({result.peak['source']}): {peaks}; fp32 rows of "
+                         "ONNX Runtime CUDA and TensorRT are held to the TF32 peak (both may use TF32)")
+        else:
+            lines.append(f"peak: {result.device} is not in the peak table (%peak not shown)")
+    for name, fused in result.notes.items():
+        lines.append(f"{name}: {fused}")
+    for backend, reason in result.skipped.items():
+        lines.append(f"skipped {backend}: {reason}")
+    return "\n".join(lines)
+
+
+def to_dict(result: BenchResult) -> dict[str, Any]:
+    return asdict(result)
+
+
+def write_json(result: BenchResult, path: Path) -> None:
+    path.write_text(json.dumps(to_dict(result), indent=2) + "\n")
+
+
+def write_csv(result: BenchResult, path: Path) -> None:
+    names = [f.name for f in fields(Row)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=names)
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow(asdict(row))
+
+
+def check_plot_available() -> None:
+    """Before a long run: fail now if --plot cannot be drawn."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise missing_dependency("matplotlib", "plot")
+
+
+def write_plot(result: BenchResult, path: Path) -> None:
+    """Median latency against batch size, one line per backend and precision, one panel per input size."""
+    check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    sizes = sorted({(row.height, row.width) for row in result.rows})
+    if not sizes:
+        raise VitdeployError("nothing was measured: no plot to draw")
+    figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    for axis, (height, width) in zip(axes[0], sizes):
+        series: dict[str, list[Row]] = {}
+        for row in result.rows:
+            if (row.height, row.width) == (height, width):
+                series.setdefault(f"{row.backend} {row.precision}", []).append(row)
+        for label, rows in series.items():
+            rows.sort(key=lambda r: r.batch)
+            axis.plot([r.batch for r in rows], [r.median_ms for r in rows], marker="o", label=label)
+        axis.set(title=f"{result.artifact} {height}x{width} on {result.device}", xlabel="batch size",
+                 ylabel="median latency (ms)")
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sorted({r.batch for r in result.rows}))
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_ylim(bottom=0)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

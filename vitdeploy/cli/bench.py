@@ -1,0 +1,70 @@
+"""`vitdeploy bench ARTIFACT`: latency, throughput and speedup over eager PyTorch, per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vitdeploy.cli.options import IntList
+
+
+class SizeList(click.ParamType):
+    """`224x224,256x320` -> ((224, 224), (256, 320))."""
+
+    name = "sizes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple((int(h), int(w)) for h, w in (part.lower().split("x") for part in str(value).split(",")))
+        except ValueError:
+            self.fail(f"expected comma-separated HxW sizes such as 224x224,256x320, got {value!r}", param, ctx)
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
+@click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
+@click.option("--sizes", type=SizeList(), help="HxW sizes within the artifact's range [default: its export size].")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls per backend and shape.")
+@click.option("--iterations", type=int, default=30, show_default=True, help="Timed calls per backend and shape.")
+@click.option("--threads", type=int, help="Intra-op threads for both torch and ONNX Runtime [default: torch's].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: cuda when torch sees a GPU.")
+@click.option("--autocast", type=click.Choice(["bf16", "fp16"]), multiple=True,
+              help="Also time eager PyTorch under autocast at this precision (repeatable).")
+@click.option("--compile", "compile_", is_flag=True, help="Also time torch.compile (default inductor).")
+@click.option("--ort-optimized", is_flag=True,
+              help="Also time the graph after onnxruntime.transformers' optimiser (model_type vit).")
+@click.option("--no-tensorrt", is_flag=True, help="Skip the artifact's TensorRT engines.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG of latency against batch size (needs vitdeploy[plot]).")
+def bench(artifact: Path, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
+          iterations: int, threads: int | None, device: str, autocast: tuple[str, ...], compile_: bool,
+          ort_optimized: bool, no_tensorrt: bool, seed: int, json_path: Path | None, csv_path: Path | None,
+          plot_path: Path | None) -> None:
+    """Time ARTIFACT on eager PyTorch, ONNX Runtime and its engines, on the same inputs in one process."""
+    import torch
+
+    from vitdeploy.artifact import load_artifact
+    from vitdeploy.bench import BenchOptions, run_bench
+    from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
+
+    if plot_path:
+        check_plot_available()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations,
+                           threads=threads, device=device, autocast=autocast, compile=compile_,
+                           ort_optimized=ort_optimized, tensorrt=not no_tensorrt, seed=seed)
+    result = run_bench(load_artifact(artifact), options)
+    click.echo(format_table(result))
+    for path, write in ((json_path, write_json), (csv_path, write_csv), (plot_path, write_plot)):
+        if path:
+            write(result, path)
+            click.echo(f"wrote {path}")
