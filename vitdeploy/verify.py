@@ -106,7 +106,7 @@ def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, pr
                     batch_sizes: list[int], sizes: list[tuple[int, int]] | None, seed: int,
                     checkpoint: Path | None) -> VerifyReport:
     """Run eager PyTorch and `candidate` (a vitdeploy runner) on the same inputs and judge every output."""
-    from polygraphy.comparator import CompareFunc, Comparator
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 
     meta = artifact.meta
@@ -117,7 +117,7 @@ def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, pr
     tolerance = meta["tolerance"][precision]
     with G_LOGGER.verbosity(G_LOGGER.ERROR):
         results = Comparator.run([reference, candidate], data_loader=feeds)
-        accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(
+        accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
             atol=tolerance["max_abs"], rtol=0.0, check_error_stat="max"))
     iterations = accuracy[0][(REFERENCE, candidate.name)]  # one AccuracyResult per compare function
     checks = []
