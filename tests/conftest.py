@@ -30,3 +30,19 @@ def vit_small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """vit_small at 64x64 with the pooled embedding: small enough to export in seconds."""
     return export_for_test("vit_small", tmp_path_factory.mktemp("export") / "vit_small", size=(64, 64),
                            embedding=True)
+
+
+def build_tensorrt_rtx_engine(onnx_path: Path, min_shape: tuple, opt_shape: tuple, max_shape: tuple) -> bytes | None:
+    """Parse `onnx_path` with the real TensorRT-RTX parser (asserting it parses, with its errors) and build
+    an engine for one `image` profile on the CPU; returns the serialized engine, None if the build failed."""
+    trt = pytest.importorskip("tensorrt_rtx")
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", min_shape, opt_shape, max_shape)
+    config.add_optimization_profile(profile)
+    return builder.build_serialized_network(network, config)

@@ -22,6 +22,7 @@ from timm.layers import LayerScale
 from torch.export import Dim
 
 from vitdeploy.adapters.hiera import adapt_hiera, hiera_size_multiple, hiera_supports_dynamic
+from conftest import build_tensorrt_rtx_engine
 from vitdeploy.errors import VitdeployError
 
 SMALL = {"stages": (1, 1, 1, 1), "embed_dim": 32}
@@ -134,19 +135,10 @@ def test_graph_has_no_resize_and_symbolic_sizes(case: Case) -> None:
 
 
 def test_tensorrt_rtx_parses_and_builds(case: Case) -> None:
-    trt = pytest.importorskip("tensorrt_rtx")
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(case.onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
     lo, hi = (MULTIPLE * u for u in case.units) if case.dynamic else (min(case.example), max(case.example))
     small, large = ((lo, lo), (hi, hi)) if case.dynamic else (case.example, case.example)
-    profile.set_shape("image", (1, 3, *small), (1, 3, *case.example), (2, 3, *large))
-    config.add_optimization_profile(profile)
-    assert builder.build_serialized_network(network, config) is not None
+    engine = build_tensorrt_rtx_engine(case.onnx_path, (1, 3, *small), (1, 3, *case.example), (2, 3, *large))
+    assert engine is not None
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["sdpa", "unfused"])

@@ -13,6 +13,7 @@ from torch.export import Dim
 
 from vitdeploy.adapters.resample import resample_bicubic
 from vitdeploy.adapters.vit import adapt_vit, vit_size_multiple
+from conftest import build_tensorrt_rtx_engine
 from vitdeploy.errors import VitdeployError
 
 
@@ -129,18 +130,9 @@ def test_graph_has_no_antialiased_resize_and_symbolic_sizes(case: Case) -> None:
 
 
 def test_tensorrt_rtx_parses_and_builds_dynamic_engine(case: Case) -> None:
-    trt = pytest.importorskip("tensorrt_rtx")
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(case.onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
     lo, hi, p = case.min_grid * case.patch, case.max_grid * case.patch, case.patch
-    profile.set_shape("image", (1, 3, lo, lo), (1, 3, 4 * p, 4 * p), (2, 3, hi, hi))
-    config.add_optimization_profile(profile)
-    assert builder.build_serialized_network(network, config) is not None
+    engine = build_tensorrt_rtx_engine(case.onnx_path, (1, 3, lo, lo), (1, 3, 4 * p, 4 * p), (2, 3, hi, hi))
+    assert engine is not None
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,14 @@ def size_error(input_spec: dict[str, Any], height: int, width: int) -> str | Non
     return None
 
 
+def feed_image(input_spec: dict[str, Any], feed_dict: dict[str, Any]) -> Any:
+    """The image array of a runner's feed, which must hold exactly the artifact's one input."""
+    name = input_spec["name"]
+    if list(feed_dict) != [name]:
+        raise VitdeployError(f"feed has inputs {sorted(feed_dict)}: expected exactly [{name!r}]")
+    return feed_dict[name]
+
+
 def check_image_batch(input_spec: dict[str, Any], array: Any) -> None:
     """Raise a VitdeployError saying what was expected if `array` cannot be fed to the artifact."""
     name = input_spec["name"]

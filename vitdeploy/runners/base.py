@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import check_image_batch
+from vitdeploy.inputs import check_image_batch, feed_image
 
 
 class CheckedInputs:
@@ -19,8 +18,5 @@ class CheckedInputs:
     def infer(self, feed_dict: dict[str, np.ndarray], check_inputs: bool = True, *args: Any,
               **kwargs: Any) -> OrderedDict[str, np.ndarray]:
         spec = self.meta["input"]
-        unexpected = sorted(set(feed_dict) - {spec["name"]})
-        if spec["name"] not in feed_dict or unexpected:
-            raise VitdeployError(f"feed has inputs {sorted(feed_dict)}: expected exactly ['{spec['name']}']")
-        check_image_batch(spec, feed_dict[spec["name"]])
+        check_image_batch(spec, feed_image(spec, feed_dict))
         return super().infer(feed_dict, check_inputs, *args, **kwargs)

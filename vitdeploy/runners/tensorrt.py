@@ -17,16 +17,14 @@ from polygraphy.backend.trt import TrtRunner
 from vitdeploy.engine.backend import LABELS, active_backend, use_backend
 from vitdeploy.engine.sidecar import check_engine, profile_table
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import size_error
+from vitdeploy.inputs import feed_image, size_error
 
 
 def check_feed(feed_dict: dict[str, Any], sidecar: dict[str, Any]) -> None:
     """Raise a VitdeployError saying what was expected unless `feed_dict` fits the engine's profile."""
     spec, profile = sidecar["input"], sidecar["engine"]["profile"]
     name = spec["name"]
-    if list(feed_dict) != [name]:
-        raise VitdeployError(f"feed has inputs {sorted(feed_dict)}: expected exactly [{name!r}]")
-    array = feed_dict[name]
+    array = feed_image(spec, feed_dict)
     if type(array).__module__.split(".")[0] not in ("numpy", "torch") or not hasattr(array, "shape"):
         raise VitdeployError(f"input '{name}' is a {type(array).__name__}: expected a numpy.ndarray or torch.Tensor")
     if str(array.dtype).removeprefix("torch.") != spec["dtype"]:
