@@ -94,8 +94,9 @@ def test_checkpoint_export_and_verify(tmp_path: Path):
     result = run("export", "vit_small", "--size", "32,32", "--outputs", "11", "--checkpoint", str(checkpoint),
                  "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-2:] == ["input  image: [B, 3, H, W] float32, H x W = 32x32, batch 1..32",
-                                               "output block11: [B, 384, H/16, W/16]"]
+    assert result.stdout.splitlines()[-2:] == [
+        "input  image: [B, 3, H, W] float32 (normalised), H x W = 32x32, batch 1..32",
+        "output block11: [B, 384, H/16, W/16]"]
     result = run("verify", str(out), "--batch-sizes", "2")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == f"parity passed: 1 checks within tolerance; report: {out}/verify_report.json"

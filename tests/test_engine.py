@@ -269,6 +269,23 @@ def test_outputs_that_differ_from_the_description_are_refused(vit_fixed: Path, t
     assert not list(copy.glob("*.engine*"))
 
 
+def test_graph_the_parser_rejects_is_one_error_and_writes_nothing(vit_fixed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "artifact"
+    shutil.copytree(vit_fixed, copy, ignore=shutil.ignore_patterns("*.engine*"))
+    model = onnx.load(str(copy / "model.onnx"))
+    model.graph.node[0].op_type = "NoSuchOp"  # an op no TensorRT importer knows
+    onnx.save(model, str(copy / "model.onnx"))
+    meta = json.loads((copy / SIDECAR_FILE).read_text())
+    meta["export"]["onnx_sha256"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
+    (copy / SIDECAR_FILE).write_text(json.dumps(meta))
+    with pytest.raises(VitdeployError) as error:
+        build_engine(copy, RTX, "fp32")
+    assert str(error.value) == (f"TensorRT-RTX {pytest.importorskip('tensorrt_rtx').__version__} cannot parse "
+                                f"{copy / 'model.onnx'} (fp32): Could not parse ONNX correctly (TensorRT's errors "
+                                "are above)")
+    assert not list(copy.glob("*.engine*"))
+
+
 def test_backend_choice_and_switching(vit_fixed: Path) -> None:
     from polygraphy import config
     import polygraphy.backend.trt.loader as loader

@@ -17,6 +17,7 @@ import numpy as np
 
 from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.errors import VitdeployError
+from vitdeploy.inputs import image_hw
 
 BACKENDS = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
 ALIASES = {"onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu"), "auto": BACKENDS}
@@ -183,7 +184,8 @@ class Model:
         return self.artifact.input
 
     def batch(self, images: Images) -> np.ndarray:
-        """The float32 NCHW batch for `images`: a float32 batch as is, images and paths preprocessed."""
+        """The batch the artifact takes for `images` (float32 NCHW, or uint8 NHWC when it normalises in
+        its graph): a float32 batch as is, images and paths preprocessed."""
         from vitdeploy.preprocess import check_input, preprocess
 
         if isinstance(images, np.ndarray) and images.dtype != np.uint8:
@@ -194,7 +196,7 @@ class Model:
         if not items:
             raise VitdeployError("no images given: expected an image, a list of images or a float32 NCHW batch")
         tensors = [preprocess(item, self.input)[0] for item in items]
-        sizes = sorted({tuple(t.shape[2:]) for t in tensors})
+        sizes = sorted({image_hw(self.input, t.shape) for t in tensors})
         if len(sizes) > 1:
             raise VitdeployError(f"images preprocess to different sizes {[f'{h}x{w}' for h, w in sizes]}: "
                                  "expected images of one size per call (infer them one at a time)")

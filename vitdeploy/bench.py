@@ -23,8 +23,9 @@ import torch
 
 from vitdeploy.artifact import Artifact
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import size_error
+from vitdeploy.inputs import image_hw, pixels_in_graph, size_error
 from vitdeploy.models import PyramidModel, reference_models
+from vitdeploy.preprocess import normalise
 from vitdeploy.progress import Progress
 from vitdeploy.verify import verification_feeds
 
@@ -103,13 +104,13 @@ class Candidate:
 class TorchCandidate(Candidate):
     """The eager timm pyramid; optionally under autocast or torch.compile."""
 
-    def __init__(self, pyramids: Callable[[tuple[int, int]], torch.nn.Module], device: str,
-                 autocast: str | None = None, compiled: bool = False):
+    def __init__(self, pyramids: Callable[[tuple[int, int]], torch.nn.Module], input_spec: dict[str, Any],
+                 device: str, autocast: str | None = None, compiled: bool = False):
         self.name = "torch-compile" if compiled else ("torch-autocast" if autocast else REFERENCE)
         self.precision = autocast or "fp32"
         tf32 = device == "cuda" and torch.backends.cuda.matmul.allow_tf32
         self.peak_key = autocast or ("tf32" if tf32 else "fp32")
-        self._pyramids, self._device, self._autocast = pyramids, device, autocast
+        self._pyramids, self._input_spec, self._device, self._autocast = pyramids, input_spec, device, autocast
         self._compiled: dict[tuple[int, int], Any] = {} if compiled else None
 
     def _module(self, hw: tuple[int, int]) -> Any:
@@ -120,6 +121,8 @@ class TorchCandidate(Candidate):
         return self._compiled[hw]
 
     def bind(self, batch: np.ndarray) -> Callable[[], Any]:
+        if pixels_in_graph(self._input_spec):  # host normalisation, untimed (well under 1% of a call)
+            batch = normalise(batch, self._input_spec)
         image = torch.from_numpy(batch).to(self._device)
         module = self._module((batch.shape[2], batch.shape[3]))
         cuda = self._device == "cuda"
@@ -297,10 +300,10 @@ def _candidates(artifact: Artifact, options: BenchOptions, pyramids: Callable, t
     from vitdeploy.api import onnxruntime_problem
 
     device = options.device
-    candidates: list[Candidate] = [TorchCandidate(pyramids, device)]
-    candidates += [TorchCandidate(pyramids, device, autocast=dtype) for dtype in options.autocast]
+    candidates: list[Candidate] = [TorchCandidate(pyramids, artifact.input, device)]
+    candidates += [TorchCandidate(pyramids, artifact.input, device, autocast=dtype) for dtype in options.autocast]
     if options.compile:
-        candidates.append(TorchCandidate(pyramids, device, compiled=True))
+        candidates.append(TorchCandidate(pyramids, artifact.input, device, compiled=True))
     ort_problem = onnxruntime_problem(device)
     if ort_problem:
         result.skipped["onnxruntime"] = ort_problem
@@ -374,7 +377,7 @@ def _run(artifact: Artifact, options: BenchOptions, sizes: list[tuple[int, int]]
 def _measure_shape(artifact: Artifact, batch: np.ndarray, candidates: list[Candidate], options: BenchOptions,
                    result: BenchResult, progress: Progress) -> None:
     """All candidates on one batch; the first (eager fp32) gives the reference outputs and time."""
-    n, _, height, width = batch.shape
+    n, (height, width) = batch.shape[0], image_hw(artifact.input, batch.shape)
     flops = result.gflops_per_image[f"{height}x{width}"] * 1e9 * n
     reference, reference_median = None, None
     for candidate in candidates:

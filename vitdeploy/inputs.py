@@ -34,6 +34,32 @@ def feed_image(input_spec: dict[str, Any], feed_dict: dict[str, Any]) -> Any:
     return feed_dict[name]
 
 
+def pixels_in_graph(input_spec: dict[str, Any]) -> bool:
+    """Whether the artifact takes raw uint8 NHWC pixels and normalises them in its graph
+    (exported with --bake-preprocessing); otherwise it takes normalised float32 NCHW."""
+    return bool(input_spec.get("normalised_in_graph", False))
+
+
+def layout_shape(input_spec: dict[str, Any], batch: Any, height: Any, width: Any) -> list[Any]:
+    """[batch, height, width] with the channel axis where the artifact's layout puts it."""
+    channels = input_spec["channels"]
+    if input_spec["layout"] == "NHWC":
+        return [batch, height, width, channels]
+    return [batch, channels, height, width]
+
+
+def image_hw(input_spec: dict[str, Any], shape: Any) -> tuple[int, int]:
+    """(height, width) of a batch shape in the artifact's layout."""
+    return (int(shape[1]), int(shape[2])) if input_spec["layout"] == "NHWC" else (int(shape[2]), int(shape[3]))
+
+
+def dtype_hint(input_spec: dict[str, Any]) -> str:
+    """What the artifact's input values are, for error messages."""
+    if pixels_in_graph(input_spec):
+        return "raw RGB pixels 0..255: the artifact normalises them itself"
+    return "normalised pixels; see vitdeploy.preprocess"
+
+
 def check_image_batch(input_spec: dict[str, Any], array: Any) -> None:
     """Raise a VitdeployError saying what was expected if `array` cannot be fed to the artifact."""
     name = input_spec["name"]
@@ -41,15 +67,18 @@ def check_image_batch(input_spec: dict[str, Any], array: Any) -> None:
         raise VitdeployError(f"input '{name}' is a {type(array).__name__}: expected a numpy.ndarray")
     if array.dtype != np.dtype(input_spec["dtype"]):
         raise VitdeployError(f"input '{name}' has dtype {array.dtype}: expected {input_spec['dtype']} "
-                             "(normalised pixels; see vitdeploy.preprocess)")
-    channels = input_spec["channels"]
-    if array.ndim != 4 or array.shape[1] != channels:
-        hint = " (looks like NHWC: transpose to NCHW)" if array.ndim == 4 and array.shape[-1] == channels else ""
-        raise VitdeployError(f"input '{name}' has shape {list(array.shape)}: expected NCHW "
-                             f"[batch, {channels}, height, width]{hint}")
+                             f"({dtype_hint(input_spec)})")
+    channels, layout = input_spec["channels"], input_spec["layout"]
+    channel_axis = 3 if layout == "NHWC" else 1
+    if array.ndim != 4 or array.shape[channel_axis] != channels:
+        other = "NCHW" if layout == "NHWC" else "NHWC"
+        looks_other = array.ndim == 4 and array.shape[4 - channel_axis] == channels
+        hint = f" (looks like {other}: transpose to {layout})" if looks_other else ""
+        expected = ", ".join(map(str, layout_shape(input_spec, "batch", "height", "width")))
+        raise VitdeployError(f"input '{name}' has shape {list(array.shape)}: expected {layout} [{expected}]{hint}")
     batch = input_spec["batch"]
     if not batch["min"] <= array.shape[0] <= batch["max"]:
         raise VitdeployError(f"input '{name}' has batch {array.shape[0]}: expected {batch['min']}..{batch['max']}")
-    problem = size_error(input_spec, array.shape[2], array.shape[3])
+    problem = size_error(input_spec, *image_hw(input_spec, array.shape))
     if problem:
         raise VitdeployError(f"input '{name}': {problem}")

@@ -1,4 +1,4 @@
-"""Image file or RGB array -> the normalised float32 NCHW tensor an artifact expects.
+"""Image file or RGB array -> the batch an artifact expects (normalised float32 NCHW, or uint8 NHWC).
 
 Everything is driven by the artifact's own `input` description (vitdeploy.json), and every step is
 written so the C++ demo (cpp_demo/src/preprocess.cpp) reproduces it operation for operation in
@@ -14,6 +14,8 @@ Resize: bilinear with half-pixel centres and no antialiasing, on the float pixel
 torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False).
 It is deliberately the simplest reproducible filter (downscaling by a large factor aliases; resize
 large photos beforehand if that matters). Then `(pixel / pixel_scale - mean) / std` per channel.
+An artifact exported with --bake-preprocessing does that last step in its graph: it takes the
+resized pixels as uint8 NHWC, rounded to the nearest integer when a resize happened.
 
 Images are decoded as 8-bit RGB (grey is replicated, alpha is dropped without compositing, palettes
 are expanded); EXIF orientation is not applied. Only PNG and JPEG files are read, the formats the
@@ -29,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import check_image_batch
+from vitdeploy.inputs import check_image_batch, pixels_in_graph
 
 FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera JPEG with extra frames; the first is the picture
 # Pillow modes that convert to RGB the way libpng/libjpeg expand them in the C++ demo.
@@ -107,19 +109,28 @@ def _checked_rgb(image: Any) -> np.ndarray:
     return image
 
 
-def preprocess(image: str | os.PathLike[str] | np.ndarray,
-               input_spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """The [1, 3, H, W] float32 input for one image, plus where it came from (sizes, mode)."""
-    rgb = _checked_rgb(load_image(image) if isinstance(image, (str, os.PathLike)) else image)
-    out_hw = input_hw(rgb.shape[:2], input_spec)
-    pixels = resize_bilinear(rgb.astype(np.float32), out_hw)
+def normalise(pixels: np.ndarray, input_spec: dict[str, Any]) -> np.ndarray:
+    """float32 NCHW `(pixel / pixel_scale - mean) / std` from [N, H, W, 3] pixels (uint8 or float32)."""
     mean = np.asarray(input_spec["mean"], dtype=np.float32)
     std = np.asarray(input_spec["std"], dtype=np.float32)
-    normalised = (pixels / np.float32(input_spec["pixel_scale"]) - mean) / std
-    tensor = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+    normalised = (pixels.astype(np.float32) / np.float32(input_spec["pixel_scale"]) - mean) / std
+    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
+
+
+def preprocess(image: str | os.PathLike[str] | np.ndarray,
+               input_spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The one-image batch an artifact takes, plus where it came from (sizes, mode): [1, 3, H, W]
+    normalised float32, or [1, H, W, 3] uint8 pixels (rounded after a resize) for an artifact that
+    normalises in its graph."""
+    rgb = _checked_rgb(load_image(image) if isinstance(image, (str, os.PathLike)) else image)
+    out_hw = input_hw(rgb.shape[:2], input_spec)
     info = {"image_hw": [int(rgb.shape[0]), int(rgb.shape[1])], "input_hw": list(out_hw),
             "mode": input_spec["mode"]}
-    return tensor, info
+    if pixels_in_graph(input_spec):
+        if rgb.shape[:2] != out_hw:
+            rgb = np.clip(np.rint(resize_bilinear(rgb.astype(np.float32), out_hw)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(rgb[None]), info
+    return normalise(resize_bilinear(rgb.astype(np.float32), out_hw)[None], input_spec), info
 
 
 def _value_bounds(input_spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,12 +140,14 @@ def _value_bounds(input_spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_input(array: Any, input_spec: dict[str, Any]) -> None:
-    """Raise a VitdeployError saying what was expected unless `array` is a valid normalised batch.
+    """Raise a VitdeployError saying what was expected unless `array` is a valid input batch.
 
-    Checks dtype, NCHW layout, channel count, batch range and size rule (vitdeploy.inputs), then
-    that every value is finite and lies in the normalised band of pixels in [-4, 5] x pixel_scale.
+    Checks dtype, layout, channel count, batch range and size rule (vitdeploy.inputs), then, for a
+    float32 input, that every value is finite and lies in the normalised band of pixels in [-4, 5] x pixel_scale.
     """
     check_image_batch(input_spec, array)
+    if pixels_in_graph(input_spec):
+        return  # every uint8 value is a valid pixel
     name = input_spec["name"]
     if not np.isfinite(array).all():
         raise VitdeployError(f"input '{name}' holds NaN or infinite values: expected finite normalised pixels")

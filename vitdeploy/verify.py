@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vitdeploy.artifact import REPORT_FILE, Artifact, write_json_atomic
+from vitdeploy.inputs import pixels_in_graph
 from vitdeploy.models import reference_models
 from vitdeploy.runners.torch import TorchRunner
 
@@ -82,15 +83,19 @@ def verification_sizes(input_spec: dict[str, Any]) -> list[tuple[int, int]]:
 
 def verification_feeds(input_spec: dict[str, Any], sizes: list[tuple[int, int]], batch_sizes: list[int],
                        seed: int) -> list[OrderedDict[str, np.ndarray]]:
-    """Seeded image-like inputs: uniform pixels normalised with the artifact's own mean and std."""
+    """Seeded image-like inputs: uniform pixels, normalised with the artifact's own mean and std unless
+    the artifact normalises them itself (then uint8 NHWC)."""
     rng = np.random.default_rng(seed)
     mean = np.asarray(input_spec["mean"], np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(input_spec["std"], np.float32).reshape(1, 3, 1, 1)
     feeds = []
     for height, width in sizes:
         for batch in batch_sizes:
-            pixels = rng.random((batch, 3, height, width), dtype=np.float32)
-            feeds.append(OrderedDict([(input_spec["name"], ((pixels - mean) / std).astype(np.float32))]))
+            if pixels_in_graph(input_spec):
+                image = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+            else:
+                image = ((rng.random((batch, 3, height, width), dtype=np.float32) - mean) / std).astype(np.float32)
+            feeds.append(OrderedDict([(input_spec["name"], image)]))
     return feeds
 
 

@@ -12,6 +12,7 @@ from vitdeploy.engine.backend import CHOICES, resolve_backend
 from vitdeploy.engine.precision import PRECISIONS
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
+from vitdeploy.inputs import layout_shape, pixels_in_graph
 from vitdeploy.models import Weights
 from vitdeploy.recipes import load_recipe
 
@@ -37,6 +38,8 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
 @click.option("--pretrained", is_flag=True, help="timm's pretrained weights (needs the model hub).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--bake-preprocessing", is_flag=True,
+              help="Take uint8 NHWC RGB pixels and normalise them in the graph (mean/std of the artifact).")
 @click.option("--engine", is_flag=True, help="Also build a TensorRT / TensorRT-RTX engine (as `vitdeploy build`).")
 @click.option("--backend", type=click.Choice(CHOICES), default="auto", show_default=True,
               help="Engine backend with --engine.")
@@ -44,14 +47,15 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
               help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
            dynamic: bool | None, size: tuple[int, int] | None, checkpoint: Path | None, pretrained: bool,
-           seed: int, force: bool, engine: bool, backend: str, precision: str) -> None:
+           seed: int, force: bool, bake_preprocessing: bool, engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX."""
     loaded = load_recipe(recipe)
     if engine:
         resolve_backend(backend)  # a missing TensorRT is an error before a long export, not after
     out_dir = out_dir or Path("artifacts") / loaded.name
     options = ExportOptions(outputs=outputs, embedding=embedding, dynamic=dynamic, size=size,
-                            weights=_weights(checkpoint, pretrained, seed), force=force)
+                            weights=_weights(checkpoint, pretrained, seed), force=force,
+                            bake_preprocessing=bake_preprocessing)
     export_artifact(loaded, out_dir, options)
     artifact = load_artifact(out_dir)
     spec = artifact.input
@@ -60,7 +64,9 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
                  else f"{spec['opt_hw'][0]}x{spec['opt_hw'][1]}")
     click.echo(f"wrote {out_dir}/ ({artifact.onnx_path.stat().st_size / 2**20:.1f} MiB ONNX, "
                f"export {artifact.meta['export']['seconds']:.1f}s)")
-    click.echo(f"input  {spec['name']}: [B, 3, H, W] float32, H x W = {size_rule}, batch "
+    shape = ", ".join(map(str, layout_shape(spec, "B", "H", "W")))
+    values = "RGB pixels, normalised in the graph" if pixels_in_graph(spec) else "normalised"
+    click.echo(f"input  {spec['name']}: [{shape}] {spec['dtype']} ({values}), H x W = {size_rule}, batch "
                f"{spec['batch']['min']}..{spec['batch']['max']}")
     for output in artifact.outputs:
         shape = ("[B, {channels}, H/{stride}, W/{stride}]" if output["kind"] == "feature"

@@ -9,9 +9,10 @@ ahead of time on a CPU.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,13 +24,15 @@ from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS, reduced_precision_onnx
 from vitdeploy.engine.sidecar import engine_file_name, sidecar_path
 from vitdeploy.errors import VitdeployError
+from vitdeploy.inputs import layout_shape
 from vitdeploy.progress import Progress
 
 
 def engine_profile(input_spec: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
-    """The optimisation profile for the artifact's input: batch and height/width ranges, NCHW."""
-    batch, channels = input_spec["batch"], input_spec["channels"]
-    return {input_spec["name"]: {k: [batch[k], channels, *input_spec[f"{k}_hw"]] for k in ("min", "opt", "max")}}
+    """The optimisation profile for the artifact's input: batch and height/width ranges, in its layout."""
+    batch = input_spec["batch"]
+    return {input_spec["name"]: {k: layout_shape(input_spec, batch[k], *input_spec[f"{k}_hw"])
+                                 for k in ("min", "opt", "max")}}
 
 
 def network_io(network) -> dict[str, dict[str, Any]]:
@@ -59,6 +62,17 @@ def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str]):
         return network_from_onnx_path(str(artifact.onnx_path), strongly_typed=True)
     model = reduced_precision_onnx(artifact.onnx_path, precision, fp32_ops)
     return network_from_onnx_bytes(model.SerializeToString(), strongly_typed=True)
+
+
+@contextlib.contextmanager
+def _user_error(what: str) -> Iterator[None]:
+    """polygraphy's parse and build failures as one line; TensorRT's own errors are logged above it."""
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        yield
+    except PolygraphyException as exc:
+        raise VitdeployError(f"{what}: {exc} (TensorRT's errors are above)") from None
 
 
 def _timing_cache(path: Path | None, backend: str, progress: Progress) -> str | None:
@@ -120,13 +134,16 @@ def build_engine(artifact_dir: Path, backend: str = "auto", precision: str = "fp
     started = time.perf_counter()
     with G_LOGGER.verbosity(G_LOGGER.WARNING):
         with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {LABELS[backend]} {trt.__version__}"):
-            builder, network, parser = _parse(artifact, precision, fp32_ops)
+            with _user_error(f"{LABELS[backend]} {trt.__version__} cannot parse {artifact.onnx_path} ({precision})"):
+                builder, network, parser = _parse(artifact, precision, fp32_ops)
             io = network_io(network)
             _check_io(io, artifact)
         cache = _timing_cache(timing_cache, backend, progress)
         config = _config(trt, backend, profile, cache, target_gpu, progress)
         with progress.step(f"building the engine ({'for compute capability ' + target if target else 'portable'})"):
-            serialized = engine_bytes_from_network((builder, network, parser), config=config, save_timing_cache=cache)
+            with _user_error(f"{LABELS[backend]} {trt.__version__} failed to build {artifact.onnx_path} ({precision})"):
+                serialized = engine_bytes_from_network((builder, network, parser), config=config,
+                                                       save_timing_cache=cache)
     seconds = time.perf_counter() - started
     with progress.step(f"writing {engine_path.name} and its sidecar"):
         data = memoryview(serialized)

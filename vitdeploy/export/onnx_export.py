@@ -16,7 +16,8 @@ from vitdeploy.artifact import (FORMAT, FORMAT_VERSION, METADATA_KEY, ONNX_FILE,
                                 staged_directory, write_json_atomic)
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic
-from vitdeploy.inputs import size_error
+from vitdeploy.export.pixels import NormalisedPixels
+from vitdeploy.inputs import layout_shape, pixels_in_graph, size_error
 from vitdeploy.models import (Weights, check_outputs, create_model, default_outputs, describe_outputs,
                               feature_levels, state_dict_sha256)
 from vitdeploy.progress import Progress
@@ -38,6 +39,7 @@ class ExportOptions:
     size: tuple[int, int] | None = None
     weights: Weights = Weights("random")
     force: bool = False
+    bake_preprocessing: bool = False  # uint8 NHWC input, normalised in the graph
 
 
 def _versions() -> dict[str, str]:
@@ -48,7 +50,7 @@ def _versions() -> dict[str, str]:
 
 
 def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tuple[int, int] | None,
-                multiple: int) -> dict[str, Any]:
+                multiple: int, normalised_in_graph: bool) -> dict[str, Any]:
     cfg = model.pretrained_cfg
     opt = tuple(size or recipe.input.size)
     lo, hi = (recipe.input.min, recipe.input.max) if dynamic else (opt, opt)
@@ -56,7 +58,9 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
         raise VitdeployError(f"size {opt[0]}x{opt[1]} is outside recipe '{recipe.name}' range "
                              f"{lo[0]}x{lo[1]} .. {hi[0]}x{hi[1]}")
     spec = {
-        "name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB",
+        "name": INPUT_NAME, "layout": "NHWC" if normalised_in_graph else "NCHW",
+        "dtype": "uint8" if normalised_in_graph else "float32", "normalised_in_graph": normalised_in_graph,
+        "channels": 3, "color": "RGB",
         "mode": "dynamic" if dynamic else "fixed", "size_multiple": multiple,
         "min_hw": list(lo), "opt_hw": list(opt), "max_hw": list(hi),
         "batch": dict(zip(("min", "opt", "max"), recipe.input.batch)),
@@ -77,8 +81,9 @@ def _dynamic_shapes(spec: dict[str, Any], dynamic: bool) -> tuple[dict[int, Any]
     if dynamic:
         m = spec["size_multiple"]
         (min_h, min_w), (max_h, max_w) = spec["min_hw"], spec["max_hw"]
-        shapes[2] = m * dim("height_units", min=min_h // m, max=max_h // m)
-        shapes[3] = m * dim("width_units", min=min_w // m, max=max_w // m)
+        height_axis, width_axis = (1, 2) if spec["layout"] == "NHWC" else (2, 3)
+        shapes[height_axis] = m * dim("height_units", min=min_h // m, max=max_h // m)
+        shapes[width_axis] = m * dim("width_units", min=min_w // m, max=max_w // m)
     return (shapes,)
 
 
@@ -109,13 +114,15 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         "weights": {"source": options.weights.source, "seed": options.weights.seed,
                     "checkpoint": str(options.weights.checkpoint) if options.weights.checkpoint else None,
                     "sha256": state_dict_sha256(model)},
-        "input": _input_spec(recipe, model, dynamic, size, multiple),
+        "input": _input_spec(recipe, model, dynamic, size, multiple, options.bake_preprocessing),
         "outputs": described,
         "pyramid": pyramid,
         "tolerance": {k: vars(v) for k, v in recipe.tolerance.items()},
         "versions": _versions(),
     }
     wrapped = pyramid_module(adapt_for_export(model, recipe.family, dynamic), described, pyramid)
+    if options.bake_preprocessing:
+        wrapped = NormalisedPixels(wrapped, meta["input"]).eval()
     return wrapped, meta
 
 
@@ -125,7 +132,7 @@ def _name_dimensions(graph: Any, meta: dict[str, Any]) -> None:
 
     dynamic = meta["input"]["mode"] == "dynamic"
     height, width = ("height", "width") if dynamic else meta["input"]["opt_hw"]
-    graph.inputs[0].shape = ir.Shape(["batch", 3, height, width])
+    graph.inputs[0].shape = ir.Shape(layout_shape(meta["input"], "batch", height, width))
     for value, output in zip(graph.outputs, meta["outputs"]):
         if output["kind"] != "feature":
             value.shape = ir.Shape(["batch", output["channels"]])
@@ -140,7 +147,10 @@ def export_onnx(module: torch.nn.Module, meta: dict[str, Any], path: Path) -> No
 
     spec = meta["input"]
     height, width = spec["opt_hw"]
-    example = torch.randn(EXAMPLE_BATCH, 3, height, width)
+    if pixels_in_graph(spec):
+        example = torch.randint(0, 256, (EXAMPLE_BATCH, height, width, 3), dtype=torch.uint8)
+    else:
+        example = torch.randn(EXAMPLE_BATCH, 3, height, width)
     with torch.no_grad():
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, input_names=[spec["name"]],
@@ -164,7 +174,8 @@ def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = Expo
             module, meta = build_export_model(recipe, options)
         onnx_path = staging / ONNX_FILE
         started = time.perf_counter()
-        with progress.step(f"exporting ONNX (opset {OPSET}, {meta['input']['mode']} resolution)"):
+        pixels = ", uint8 NHWC input normalised in the graph" if pixels_in_graph(meta["input"]) else ""
+        with progress.step(f"exporting ONNX (opset {OPSET}, {meta['input']['mode']} resolution{pixels})"):
             export_onnx(module, meta, onnx_path)
         with progress.step("writing metadata"):
             meta["export"] = {"opset": OPSET, "exporter": "torch.export", "precision": "fp32",

@@ -17,7 +17,7 @@ from polygraphy.backend.trt import TrtRunner
 from vitdeploy.engine.backend import LABELS, active_backend, use_backend
 from vitdeploy.engine.sidecar import check_engine, profile_table
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import feed_image, size_error
+from vitdeploy.inputs import dtype_hint, feed_image, image_hw, layout_shape, size_error
 
 
 def check_feed(feed_dict: dict[str, Any], sidecar: dict[str, Any]) -> None:
@@ -28,18 +28,19 @@ def check_feed(feed_dict: dict[str, Any], sidecar: dict[str, Any]) -> None:
     if type(array).__module__.split(".")[0] not in ("numpy", "torch") or not hasattr(array, "shape"):
         raise VitdeployError(f"input '{name}' is a {type(array).__name__}: expected a numpy.ndarray or torch.Tensor")
     if str(array.dtype).removeprefix("torch.") != spec["dtype"]:
-        raise VitdeployError(f"input '{name}' has dtype {array.dtype}: expected {spec['dtype']} "
-                             "(normalised pixels; see vitdeploy.preprocess)")
+        raise VitdeployError(f"input '{name}' has dtype {array.dtype}: expected {spec['dtype']} ({dtype_hint(spec)})")
     shape, bounds = list(array.shape), profile[name]
     if len(shape) != len(bounds["min"]):
         raise VitdeployError(f"input '{name}' has shape {shape}: expected {len(bounds['min'])} dimensions "
-                             f"(NCHW)\n{profile_table(profile)}")
+                             f"({spec['layout']})\n{profile_table(profile)}")
+    axis_names = layout_shape(spec, "batch", "height", "width")
+    axis_names[axis_names.index(spec["channels"])] = "channels"
     for axis, (size, low, high) in enumerate(zip(shape, bounds["min"], bounds["max"])):
         if not low <= size <= high:
-            axis_name = ("batch", "channels", "height", "width")[axis]
+            axis_name = axis_names[axis]
             raise VitdeployError(f"input '{name}' has shape {shape}, outside the engine profile ({axis_name} "
                                  f"{size} is not in {low}..{high}):\n{profile_table(profile)}")
-    problem = size_error(spec, shape[2], shape[3])
+    problem = size_error(spec, *image_hw(spec, shape))
     if problem:
         raise VitdeployError(f"input '{name}': {problem}")
 

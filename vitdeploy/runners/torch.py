@@ -12,6 +12,8 @@ import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
+from vitdeploy.inputs import layout_shape, pixels_in_graph
+from vitdeploy.preprocess import normalise
 from vitdeploy.pyramid import pyramid_module
 from vitdeploy.runners.base import CheckedInputs
 
@@ -32,7 +34,7 @@ class TorchRunner(CheckedInputs, BaseRunner):
 
     def get_input_metadata_impl(self) -> TensorMetadata:
         spec = self.meta["input"]
-        return TensorMetadata().add(spec["name"], np.float32, (-1, spec["channels"], -1, -1))
+        return TensorMetadata().add(spec["name"], np.dtype(spec["dtype"]), layout_shape(spec, -1, -1, -1))
 
     def _pyramid(self, hw: tuple[int, int]) -> torch.nn.Module:
         if hw not in self._models:
@@ -41,7 +43,10 @@ class TorchRunner(CheckedInputs, BaseRunner):
         return self._models[hw]
 
     def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
-        image = torch.from_numpy(np.ascontiguousarray(feed_dict[self.meta["input"]["name"]]))
+        spec = self.meta["input"]
+        batch = feed_dict[spec["name"]]
+        # Pixels an artifact normalises in its graph are normalised here as the host would do it.
+        image = torch.from_numpy(normalise(batch, spec) if pixels_in_graph(spec) else np.ascontiguousarray(batch))
         model = self._pyramid((image.shape[2], image.shape[3]))
         start = time.perf_counter()
         with torch.no_grad():
