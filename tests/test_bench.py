@@ -17,7 +17,8 @@ from vitdeploy.cli.bench import bench
 from vitdeploy.errors import VitdeployError
 
 ROW_KEYS = ["backend", "precision", "batch", "height", "width", "median_ms", "p90_ms", "images_per_s", "speedup",
-            "max_abs", "parity", "tflops", "peak_fraction"]
+            "speedup_range", "max_abs", "parity", "tflops", "peak_fraction"]
+CSV_KEYS = [key for key in ROW_KEYS if key != "speedup_range"] + ["speedup_min", "speedup_max"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def cli_run(vit_small_artifact: Path, tmp_path_factory: pytest.TempPathFactory) 
     """One CLI run on CPU at two batch sizes, with the ORT-optimised graph, writing JSON, CSV and a plot."""
     out = tmp_path_factory.mktemp("bench")
     result = CliRunner().invoke(bench, [
-        str(vit_small_artifact), "--batch-sizes", "1,2", "--warmup", "1", "--iterations", "2", "--threads", "1",
+        str(vit_small_artifact), "--batch-sizes", "1,2", "--warmup", "1", "--iterations", "2", "--rounds", "2",
+        "--threads", "1",
         "--device", "cpu", "--ort-optimized", "--json", str(out / "bench.json"), "--csv", str(out / "bench.csv"),
         "--plot", str(out / "bench.png")])
     assert result.exit_code == 0, result.output
@@ -38,6 +40,7 @@ def test_json_has_a_row_per_backend_and_batch(cli_run):
     assert data["artifact"] == "vit_small" and data["model"] == "vit_small_patch16_224"
     assert data["device"] == "cpu" and data["threads"] == 1 and data["peak"] is None
     assert data["options"]["batch_sizes"] == [1, 2] and data["options"]["iterations"] == 2
+    assert data["options"]["rounds"] == 2
     assert 0.1 < data["gflops_per_image"]["64x64"] < 2  # vit_small at 64x64: 16 tokens, ~0.74 GFLOP
     assert [(r["backend"], r["batch"]) for r in data["rows"]] == [
         (backend, batch) for batch in (1, 2) for backend in ("torch", "onnxruntime", "onnxruntime-optimized")]
@@ -46,13 +49,12 @@ def test_json_has_a_row_per_backend_and_batch(cli_run):
         assert row["precision"] == "fp32" and (row["height"], row["width"]) == (64, 64)
         assert 0 < row["median_ms"] <= row["p90_ms"] and row["images_per_s"] > 0 and row["tflops"] > 0
         assert row["parity"] is True and row["max_abs"] < 1e-4 and row["peak_fraction"] is None
+        low, high = row["speedup_range"]
         if row["backend"] == "torch":
-            assert row["speedup"] == 1.0 and row["max_abs"] == 0.0
+            assert row["speedup"] == low == high == 1.0 and row["max_abs"] == 0.0
         else:
             assert row["max_abs"] > 0  # really another runtime
-    reference = {r["batch"]: r["median_ms"] for r in data["rows"] if r["backend"] == "torch"}
-    for row in data["rows"]:
-        assert row["speedup"] == pytest.approx(reference[row["batch"]] / row["median_ms"])
+            assert 0 < low <= row["speedup"] <= high  # the median of the two rounds' ratios
     assert data["notes"]["ort_optimizer_fused"]["SkipLayerNormalization"] > 0
 
 
@@ -60,19 +62,20 @@ def test_csv_table_and_plot(cli_run):
     out, stdout = cli_run
     with open(out / "bench.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ROW_KEYS and len(rows) == 6
+    assert list(rows[0]) == CSV_KEYS and len(rows) == 6
     assert {float(r["speedup"]) for r in rows if r["backend"] == "torch"} == {1.0}
     lines = stdout.splitlines()
-    assert lines[0].startswith("vit_small (vit_small_patch16_224) on cpu, 1 threads, 1 warmup + 2 timed calls")
+    assert lines[0].startswith("vit_small (vit_small_patch16_224) on cpu, 1 threads, 2 rounds of 1 warmup + 2 timed "
+                               "calls per backend")
     assert lines[1].split()[:4] == ["backend", "prec", "batch", "size"] and "speedup" in lines[1]
     assert [line.split()[0] for line in lines[2:8]] == ["torch", "onnxruntime", "onnxruntime-optimized"] * 2
-    assert lines[2].split()[7] == "1.00x"
+    assert lines[2].split()[7:9] == ["1.00x", "1.00-1.00"]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out / 'bench.png'}" in lines
 
 
 def test_autocast_row_is_compared_with_its_own_tolerance(vit_small_artifact: Path):
-    options = BenchOptions(batch_sizes=(1,), warmup=1, iterations=1, autocast=("bf16",), device="cpu")
+    options = BenchOptions(batch_sizes=(1,), warmup=1, iterations=1, rounds=1, autocast=("bf16",), device="cpu")
     result = run_bench(load_artifact(vit_small_artifact), options, verbose=False)
     autocast = [row for row in result.rows if row.backend == "torch-autocast"]
     assert len(autocast) == 1 and autocast[0].precision == "bf16"
@@ -85,7 +88,8 @@ def test_autocast_row_is_compared_with_its_own_tolerance(vit_small_artifact: Pat
     (BenchOptions(sizes=((64, 80),)), "--sizes: size 64x80 differs from the artifact's fixed size 64x64"),
     (BenchOptions(sizes=((64, 70),)), "--sizes: size 64x70 is not a multiple of 16 (the backbone's size rule)"),
     (BenchOptions(batch_sizes=(64,)), "--batch-sizes: batch 64 is outside the artifact's range 1..32"),
-    (BenchOptions(iterations=0), "--warmup 5 --iterations 0: expected both >= 1"),
+    (BenchOptions(iterations=0), "--warmup 5 --iterations 0 --rounds 3: expected all >= 1"),
+    (BenchOptions(rounds=0), "--warmup 5 --iterations 10 --rounds 0: expected all >= 1"),
 ])
 def test_bad_options_fail_before_measuring(vit_small_artifact: Path, options: BenchOptions, message: str):
     with pytest.raises(VitdeployError) as caught:
@@ -107,7 +111,7 @@ def test_gpu_table_shows_percent_of_peak():
 
     peak = gpu_peak("NVIDIA H100 80GB HBM3")
     row = Row(backend="tensorrt", precision="fp16", batch=8, height=224, width=224, median_ms=2.0, p90_ms=2.1,
-              images_per_s=4000.0, speedup=5.0, max_abs=0.01, parity=True, tflops=140.0,
+              images_per_s=4000.0, speedup=5.0, speedup_range=(4.9, 5.1), max_abs=0.01, parity=True, tflops=140.0,
               peak_fraction=140.0 / peak["tflops"]["fp16"])
     result = BenchResult(artifact="vit_base", model="vit_base_patch16_224", device="NVIDIA H100 80GB HBM3",
                          threads=8, options=BenchOptions(device="cuda"), gflops_per_image={"224x224": 35.1},

@@ -38,7 +38,8 @@ class BenchOptions:
     batch_sizes: tuple[int, ...] = (1,)
     sizes: tuple[tuple[int, int], ...] = ()  # empty: the artifact's export size
     warmup: int = 5
-    iterations: int = 30
+    iterations: int = 10  # per round
+    rounds: int = 3
     threads: int | None = None  # None: torch's default, given to ONNX Runtime too
     device: str = "cpu"
     autocast: tuple[str, ...] = ()  # "bf16", "fp16"
@@ -60,7 +61,8 @@ class Row:
     median_ms: float
     p90_ms: float
     images_per_s: float
-    speedup: float  # eager fp32 median / this median
+    speedup: float  # median over rounds of (eager fp32 median / this median) in that round
+    speedup_range: tuple[float, float]  # lowest and highest per-round ratio
     max_abs: float  # vs eager fp32 on the same batch, over all outputs
     parity: bool | None  # max_abs within the artifact's tolerance for `precision` (None: no tolerance)
     tflops: float  # achieved, from the eager model's FLOP count
@@ -264,8 +266,9 @@ def _check_options(artifact: Artifact, options: BenchOptions) -> list[tuple[int,
     for batch in options.batch_sizes:
         if not low <= batch <= high:
             raise VitdeployError(f"--batch-sizes: batch {batch} is outside the artifact's range {low}..{high}")
-    if options.iterations < 1 or options.warmup < 1:
-        raise VitdeployError(f"--warmup {options.warmup} --iterations {options.iterations}: expected both >= 1")
+    if options.iterations < 1 or options.warmup < 1 or options.rounds < 1:
+        raise VitdeployError(f"--warmup {options.warmup} --iterations {options.iterations} --rounds "
+                             f"{options.rounds}: expected all >= 1")
     unknown = sorted(set(options.autocast) - set(AUTOCAST))
     if unknown:
         raise VitdeployError(f"--autocast {unknown[0]}: expected one of {', '.join(AUTOCAST)}")
@@ -363,7 +366,7 @@ def _run(artifact: Artifact, options: BenchOptions, sizes: list[tuple[int, int]]
     feeds = verification_feeds(artifact.input, sizes, list(options.batch_sizes), options.seed)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-bench-") as workdir:
         candidates = _candidates(artifact, options, pyramids, threads, Path(workdir), result, progress)
-        progress.total = len(feeds) * len(candidates)
+        progress.total = len(feeds) * len(candidates) * options.rounds
         try:
             for feed in feeds:
                 batch = feed[artifact.input["name"]]
@@ -376,28 +379,39 @@ def _run(artifact: Artifact, options: BenchOptions, sizes: list[tuple[int, int]]
 
 def _measure_shape(artifact: Artifact, batch: np.ndarray, candidates: list[Candidate], options: BenchOptions,
                    result: BenchResult, progress: Progress) -> None:
-    """All candidates on one batch; the first (eager fp32) gives the reference outputs and time."""
+    """All candidates on one batch, in `options.rounds` rounds; the first (eager fp32) gives the
+    reference outputs and times. A round times every candidate back to back, so a slow phase of a
+    shared machine lands on eager and the others alike; the speedup is the median of per-round ratios."""
     n, (height, width) = batch.shape[0], image_hw(artifact.input, batch.shape)
     flops = result.gflops_per_image[f"{height}x{width}"] * 1e9 * n
-    reference, reference_median = None, None
+    bound: list[tuple[Candidate, Callable[[], Any], str]] = []
     for candidate in candidates:
         label = f"{candidate.name} {candidate.precision} batch {n} {height}x{width}"
-        with progress.step(f"{label}: {options.warmup} warmup + {options.iterations} timed calls"):
-            try:
-                run = candidate.bind(batch)
-            except VitdeployError as exc:  # e.g. an engine whose profile excludes this shape
-                result.skipped[label] = str(exc)
-                continue
-            seconds, last = _time(run, options.warmup, options.iterations)
-        outputs, median = candidate.to_numpy(last), statistics.median(seconds)
-        if reference is None:
-            reference, reference_median = outputs, median
-        max_abs = _max_abs(reference, outputs)
+        try:
+            bound.append((candidate, candidate.bind(batch), label))
+        except VitdeployError as exc:  # e.g. an engine whose profile excludes this shape
+            result.skipped[label] = str(exc)
+            progress.total -= options.rounds
+    samples: list[list[float]] = [[] for _ in bound]
+    medians: list[list[float]] = [[] for _ in bound]
+    last: list[Any] = [None] * len(bound)
+    for round_number in range(1, options.rounds + 1):
+        for i, (_, run, label) in enumerate(bound):
+            with progress.step(f"{label}, round {round_number}/{options.rounds}: {options.warmup} warmup + "
+                               f"{options.iterations} timed calls"):
+                seconds, last[i] = _time(run, options.warmup, options.iterations)
+            samples[i] += seconds
+            medians[i].append(statistics.median(seconds))
+    reference = bound[0][0].to_numpy(last[0])
+    for (candidate, _, _), seconds, round_medians, result_of_last in zip(bound, samples, medians, last):
+        max_abs = _max_abs(reference, candidate.to_numpy(result_of_last))
+        median = statistics.median(seconds)
+        ratios = [eager / mine for eager, mine in zip(medians[0], round_medians)]
         tolerance = artifact.meta["tolerance"].get(candidate.precision)
         peak = result.peak["tflops"].get(candidate.peak_key) if result.peak else None
         result.rows.append(Row(
             backend=candidate.name, precision=candidate.precision, batch=n, height=height, width=width,
             median_ms=median * 1e3, p90_ms=float(np.percentile(seconds, 90)) * 1e3, images_per_s=n / median,
-            speedup=reference_median / median, max_abs=max_abs,
+            speedup=statistics.median(ratios), speedup_range=(min(ratios), max(ratios)), max_abs=max_abs,
             parity=None if tolerance is None else max_abs <= tolerance["max_abs"],
             tflops=flops / median / 1e12, peak_fraction=(flops / median / 1e12) / peak if peak else None))

@@ -48,16 +48,18 @@ def format_table(result: BenchResult) -> str:
     options = result.options
     flops = ", ".join(f"{size}: {gflops:.2f}" for size, gflops in result.gflops_per_image.items())
     lines = [f"{result.artifact} ({result.model}) on {result.device}, {result.threads} threads, "
-             f"{options.warmup} warmup + {options.iterations} timed calls; GFLOP/image {flops}; "
+             f"{options.rounds} rounds of {options.warmup} warmup + {options.iterations} timed calls per backend; "
+             f"GFLOP/image {flops}; "
              f"load average {result.load_average} on {result.cpu_count} CPUs at start"]
     gpu = result.options.device == "cuda"
     header = (f"{'backend':<22} {'prec':<5} {'batch':>5} {'size':>9} {'median ms':>10} {'p90 ms':>9} "
-              f"{'img/s':>9} {'speedup':>8} {'max_abs':>9} {'parity':>6} {'TFLOP/s':>8}")
+              f"{'img/s':>9} {'speedup':>8} {'(rounds)':>11} {'max_abs':>9} {'parity':>6} {'TFLOP/s':>8}")
     lines.append(header + (f" {'%peak':>6}" if gpu else ""))
     for row in result.rows:
         parity = {True: "ok", False: "FAIL", None: "-"}[row.parity]
         line = (f"{row.backend:<22} {row.precision:<5} {row.batch:>5} {f'{row.height}x{row.width}':>9} "
                 f"{row.median_ms:>10.2f} {row.p90_ms:>9.2f} {row.images_per_s:>9.1f} {row.speedup:>7.2f}x "
+                f"{f'{row.speedup_range[0]:.2f}-{row.speedup_range[1]:.2f}':>11} "
                 f"{row.max_abs:>9.2e} {parity:>6} {row.tflops:>8.3f}")
         if gpu:
             line += f" {_cell(None if row.peak_fraction is None else row.peak_fraction * 100, '.1f'):>6}"
@@ -85,12 +87,15 @@ def write_json(result: BenchResult, path: Path) -> None:
 
 
 def write_csv(result: BenchResult, path: Path) -> None:
-    names = [f.name for f in fields(Row)]
+    """One line per row; the per-round speedup range becomes speedup_min and speedup_max."""
+    names = [f.name for f in fields(Row) if f.name != "speedup_range"] + ["speedup_min", "speedup_max"]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
         for row in result.rows:
-            writer.writerow(asdict(row))
+            values = asdict(row)
+            values["speedup_min"], values["speedup_max"] = values.pop("speedup_range")
+            writer.writerow(values)
 
 
 def check_plot_available() -> None:

@@ -29,7 +29,9 @@ class SizeList(click.ParamType):
 @click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
 @click.option("--sizes", type=SizeList(), help="HxW sizes within the artifact's range [default: its export size].")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls per backend and shape.")
-@click.option("--iterations", type=int, default=30, show_default=True, help="Timed calls per backend and shape.")
+@click.option("--iterations", type=int, default=10, show_default=True, help="Timed calls per backend, shape and round.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Rounds over all backends; speedup is the median of per-round ratios to eager.")
 @click.option("--threads", type=int, help="Intra-op threads for both torch and ONNX Runtime [default: torch's].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: cuda when torch sees a GPU.")
@@ -45,7 +47,7 @@ class SizeList(click.ParamType):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of latency against batch size (needs vitdeploy[plot]).")
 def bench(artifact: Path, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
-          iterations: int, threads: int | None, device: str, autocast: tuple[str, ...], compile_: bool,
+          iterations: int, rounds: int, threads: int | None, device: str, autocast: tuple[str, ...], compile_: bool,
           ort_optimized: bool, no_tensorrt: bool, seed: int, json_path: Path | None, csv_path: Path | None,
           plot_path: Path | None) -> None:
     """Time ARTIFACT on eager PyTorch, ONNX Runtime and its engines, on the same inputs in one process."""
@@ -59,7 +61,7 @@ def bench(artifact: Path, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, 
         check_plot_available()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations,
+    options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations, rounds=rounds,
                            threads=threads, device=device, autocast=autocast, compile=compile_,
                            ort_optimized=ort_optimized, tensorrt=not no_tensorrt, seed=seed)
     result = run_bench(load_artifact(artifact), options)
