@@ -24,6 +24,7 @@ from torch.export import Dim
 from vitdeploy.adapters.hiera import adapt_hiera, hiera_size_multiple, hiera_supports_dynamic
 from conftest import build_tensorrt_rtx_engine
 from vitdeploy.errors import VitdeployError
+from vitdeploy.export.onnx_export import OPSET
 
 SMALL = {"stages": (1, 1, 1, 1), "embed_dim": 32}
 DET = {"stages": (1, 1, 2, 1), "embed_dim": 32, "global_att_blocks": (3,)}  # timm has no global q-pool block
@@ -104,7 +105,7 @@ def case(request, tmp_path_factory) -> Case:
     case.onnx_path = tmp_path_factory.mktemp(request.param) / "model.onnx"
     with torch.no_grad():
         program = torch.onnx.export(Pyramid(model).eval(), (torch.randn(2, 3, *case.example),), dynamo=True,
-                                    opset_version=18, input_names=["image"], dynamic_shapes={"image": dims})
+                                    opset_version=OPSET, input_names=["image"], dynamic_shapes={"image": dims})
     program.save(str(case.onnx_path))
     return case
 

@@ -15,6 +15,7 @@ from vitdeploy.adapters.resample import resample_bicubic
 from vitdeploy.adapters.vit import adapt_vit, vit_size_multiple
 from conftest import build_tensorrt_rtx_engine
 from vitdeploy.errors import VitdeployError
+from vitdeploy.export.onnx_export import OPSET
 
 
 @pytest.mark.parametrize("antialias", [True, False], ids=["aa", "plain"])
@@ -91,7 +92,7 @@ def case(request, tmp_path_factory) -> Case:
     path = tmp_path_factory.mktemp(request.param) / "model.onnx"
     with torch.no_grad():
         program = torch.onnx.export(
-            Pyramid(model).eval(), (torch.randn(2, 3, mid, mid),), dynamo=True, opset_version=18,
+            Pyramid(model).eval(), (torch.randn(2, 3, mid, mid),), dynamo=True, opset_version=OPSET,
             input_names=["image"], output_names=["block_first", "block_last", "embedding"],
             dynamic_shapes={"image": dims},
         )
