@@ -119,3 +119,24 @@ def test_gpu_table_shows_percent_of_peak():
     lines = format_table(result).splitlines()
     assert lines[1].split()[-1] == "%peak" and lines[2].split()[-1] == "14.1"
     assert lines[3].startswith("peak TFLOP/s of H100 (NVIDIA datasheet, dense): fp32 67, tf32 494.7, fp16 989.4")
+
+
+def test_a_recipe_is_exported_to_a_temporary_directory_and_timed():
+    recipe = str(Path(__file__).parent / "recipes" / "vit_tiny_dynamic.toml")
+    result = CliRunner().invoke(bench, [recipe, "--batch-sizes", "1", "--warmup", "1", "--iterations", "1",
+                                        "--rounds", "1", "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("vit_tiny_dynamic (vit_tiny_patch16_224) on cpu, 1 threads")
+    assert [line.split()[:4] for line in lines[2:4]] == [["torch", "fp32", "1", "64x64"],
+                                                         ["onnxruntime", "fp32", "1", "64x64"]]
+    assert "exporting ONNX" in result.stderr
+
+
+def test_unknown_target_is_one_line():
+    from vitdeploy.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "no_such_recipe"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: unknown recipe 'no_such_recipe': expected one of ")
+    assert len(result.output.splitlines()) == 1

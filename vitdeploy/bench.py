@@ -9,11 +9,12 @@ memory on a CPU, device memory on a GPU, ONNX Runtime through IO binding), so no
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitdeploy.artifact import Artifact
+from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import image_hw, pixels_in_graph, size_error
 from vitdeploy.models import PyramidModel, reference_models
 from vitdeploy.preprocess import normalise
 from vitdeploy.progress import Progress
+from vitdeploy.recipes import load_recipe
 from vitdeploy.verify import verification_feeds
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -247,8 +249,9 @@ def ort_optimized_model(onnx_path: Path, out_dir: Path, device: str,
     from onnxruntime.transformers import optimizer
 
     num_heads, hidden_size = heads_hidden
-    model = optimizer.optimize_model(str(onnx_path), model_type="vit", num_heads=num_heads,
-                                     hidden_size=hidden_size, use_gpu=device == "cuda")
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its shape-inference failures (Hiera) to stdout
+        model = optimizer.optimize_model(str(onnx_path), model_type="vit", num_heads=num_heads,
+                                         hidden_size=hidden_size, use_gpu=device == "cuda")
     path = out_dir / "model.ort_optimized.onnx"
     model.save_model_to_file(str(path))
     fused = {op: count for op, count in model.get_fused_operator_statistics().items() if count}
@@ -341,6 +344,22 @@ def _peak(device: str) -> dict[str, Any] | None:
     from vitdeploy.bench_report import gpu_peak
 
     return gpu_peak(torch.cuda.get_device_name()) if device == "cuda" else None
+
+
+@contextlib.contextmanager
+def artifact_or_recipe(target: str, verbose: bool = True) -> Iterator[Artifact]:
+    """An existing artifact (directory or .onnx) as is; otherwise `target` is a recipe, exported with its
+    defaults and random weights (seed 0) into a temporary directory that is removed afterwards."""
+    if Path(target).exists() and not target.endswith(".toml"):
+        yield load_artifact(Path(target))
+        return
+    from vitdeploy.export import export_artifact
+
+    recipe = load_recipe(target)  # an unknown name is a one-line error listing the recipes
+    with tempfile.TemporaryDirectory(prefix="vitdeploy-bench-export-") as workdir:
+        directory = Path(workdir) / recipe.name
+        export_artifact(recipe, directory, progress=Progress(total=3, enabled=verbose))
+        yield load_artifact(directory)
 
 
 def run_bench(artifact: Artifact, options: BenchOptions, verbose: bool = True) -> BenchResult:

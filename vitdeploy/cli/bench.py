@@ -25,7 +25,7 @@ class SizeList(click.ParamType):
 
 
 @click.command()
-@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
+@click.argument("target")
 @click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
 @click.option("--sizes", type=SizeList(), help="HxW sizes within the artifact's range [default: its export size].")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls per backend and shape.")
@@ -46,15 +46,17 @@ class SizeList(click.ParamType):
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of latency against batch size (needs vitdeploy[plot]).")
-def bench(artifact: Path, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
+def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
           iterations: int, rounds: int, threads: int | None, device: str, autocast: tuple[str, ...], compile_: bool,
           ort_optimized: bool, no_tensorrt: bool, seed: int, json_path: Path | None, csv_path: Path | None,
           plot_path: Path | None) -> None:
-    """Time ARTIFACT on eager PyTorch, ONNX Runtime and its engines, on the same inputs in one process."""
+    """Time TARGET on eager PyTorch, ONNX Runtime and its engines, on the same inputs in one process.
+
+    TARGET is an artifact directory or .onnx, or a recipe (name or .toml), which is then exported first
+    (random weights, seed 0) into a temporary directory."""
     import torch
 
-    from vitdeploy.artifact import load_artifact
-    from vitdeploy.bench import BenchOptions, run_bench
+    from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
     from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
 
     if plot_path:
@@ -64,7 +66,8 @@ def bench(artifact: Path, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, 
     options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations, rounds=rounds,
                            threads=threads, device=device, autocast=autocast, compile=compile_,
                            ort_optimized=ort_optimized, tensorrt=not no_tensorrt, seed=seed)
-    result = run_bench(load_artifact(artifact), options)
+    with artifact_or_recipe(target) as artifact:
+        result = run_bench(artifact, options)
     click.echo(format_table(result))
     for path, write in ((json_path, write_json), (csv_path, write_csv), (plot_path, write_plot)):
         if path:
