@@ -56,11 +56,15 @@ def run_tool(build: Path, *args: object) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def input_spec(mode: str, min_hw, max_hw, multiple: int) -> dict:
-    return {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB", "mode": mode,
+def input_spec(mode: str, min_hw, max_hw, multiple: int, baked: bool = False) -> dict:
+    """The input section of a plain artifact, or with `baked` of one exported with --bake-preprocessing."""
+    spec = {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB", "mode": mode,
             "size_multiple": multiple, "min_hw": list(min_hw), "opt_hw": list(min_hw), "max_hw": list(max_hw),
             "batch": {"min": 1, "opt": 1, "max": 4}, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
             "pixel_scale": 255.0}
+    if baked:
+        spec.update(layout="NHWC", dtype="uint8", normalised_in_graph=True)
+    return spec
 
 
 OUTPUTS = [
@@ -122,6 +126,33 @@ def test_cpp_preprocessing_matches_python(build_dir: Path, images: dict[str, Pat
     assert np.abs(cpp - python).max() <= PREPROCESS_MAX_ABS
 
 
+@pytest.mark.parametrize(
+    ("image", "spec", "halves"),
+    [
+        ("png", input_spec("fixed", (150, 206), (150, 206), 1, baked=True), True),  # 2x upscale
+        ("jpg", input_spec("dynamic", (32, 32), (128, 128), 16, baked=True), False),  # 75x103 -> 80x96
+        ("png", input_spec("dynamic", (16, 16), (512, 512), 1, baked=True), False),  # a valid size already
+    ],
+    ids=["upscale-halves", "dynamic-jpeg", "no-resize"],
+)
+def test_cpp_baked_preprocessing_matches_python(build_dir: Path, images: dict[str, Path], tmp_path: Path, image: str,
+                                                spec: dict, halves: bool) -> None:
+    """An artifact that normalises in its graph: both give the same uint8 NHWC pixels, exactly."""
+    sidecar = write_sidecar(tmp_path, spec)
+    result = run_tool(build_dir, "preprocess", sidecar, images[image], tmp_path / "input.npy")
+    assert result.returncode == 0, result.stderr
+    cpp = np.load(tmp_path / "input.npy")
+    python, info = preprocess(images[image], spec)
+    assert cpp.dtype == python.dtype == np.uint8 and cpp.shape == python.shape == (1, *info["input_hw"], 3)
+    assert np.array_equal(cpp, python)
+    rgb = np.asarray(Image.open(images[image]).convert("RGB"))
+    if info["input_hw"] == info["image_hw"]:
+        assert np.array_equal(cpp[0], rgb)  # passed through unchanged
+    if halves:  # thousands of resized values end in .5: this case tells rounding to even (np.rint) from rounding up
+        resized = resize_bilinear(rgb.astype(np.float32), info["input_hw"])
+        assert (np.rint(resized) != np.floor(resized + 0.5)).sum() > 1000
+
+
 def overlay_reference(rgb: np.ndarray, norm: np.ndarray) -> np.ndarray:
     """The heatmap picture computed with numpy the way pyramid.cpp describes it."""
     scaled = (norm - norm.min()) / (norm.max() - norm.min())
@@ -134,8 +165,9 @@ def overlay_reference(rgb: np.ndarray, norm: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(blended + 0.5), 0, 255).astype(np.uint8)
 
 
-def test_cpp_consumers_match_numpy(build_dir: Path, images: dict[str, Path], tmp_path: Path) -> None:
-    spec = input_spec("dynamic", (32, 32), (256, 256), 32)
+@pytest.mark.parametrize("baked", [False, True], ids=["float32", "baked"])
+def test_cpp_consumers_match_numpy(build_dir: Path, images: dict[str, Path], tmp_path: Path, baked: bool) -> None:
+    spec = input_spec("dynamic", (32, 32), (256, 256), 32, baked)
     sidecar = write_sidecar(tmp_path, spec)
     height, width = preprocess(images["png"], spec)[1]["input_hw"]
     rng = np.random.default_rng(1)
@@ -177,11 +209,17 @@ def test_cpp_errors_are_one_line(build_dir: Path, images: dict[str, Path], tmp_p
     pyramid_dir.mkdir()
     for output in OUTPUTS:
         np.save(pyramid_dir / f"{output['name']}.npy", np.zeros((1, output["channels"], 3, 3), np.float32))
+    uint8_nchw = input_spec("fixed", (64, 64), (64, 64), 32) | {"dtype": "uint8"}
+    (tmp_path / "uint8_nchw").mkdir()
+    unsupported = write_sidecar(tmp_path / "uint8_nchw", uint8_nchw)
     cases = [
         (("preprocess", tmp_path / "missing.json", images["png"], tmp_path / "x.npy"), "cannot open .*missing.json"),
         (("preprocess", sidecar, tmp_path / "missing.png", tmp_path / "x.npy"), "missing.png does not exist"),
         (("preprocess", sidecar, tmp_path / "text.png", tmp_path / "x.npy"), "neither PNG nor JPEG"),
         (("preprocess", images["png"], images["png"], tmp_path / "x.npy"), "is not valid JSON"),
+        (("preprocess", unsupported, images["png"], tmp_path / "x.npy"),
+         r"input is uint8 NCHW, 3 channels, normalised_in_graph false: expected float32 NCHW "
+         r"\(normalised_in_graph false\) or uint8 NHWC \(normalised_in_graph true\)"),
         (("consume", sidecar, images["png"], pyramid_dir, tmp_path / "out"),
          "output 'stride8' has shape 1x6x3x3: expected 1x6x8x8 from the description"),
         (("consume", sidecar, images["png"], tmp_path, tmp_path / "out"), "cannot open .*stride8.npy"),
@@ -194,8 +232,11 @@ def test_cpp_errors_are_one_line(build_dir: Path, images: dict[str, Path], tmp_p
 
 
 @pytest.mark.gpu
-def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, Path], tmp_path: Path) -> None:
-    """vitdeploy_demo's input and outputs equal Python preprocessing + TensorRTRunner on the same engine."""
+@pytest.mark.parametrize("baked", [False, True], ids=["float32", "baked"])
+def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, Path], tmp_path: Path,
+                                             baked: bool) -> None:
+    """vitdeploy_demo's input and outputs equal Python preprocessing + TensorRTRunner on the same engine
+    (a plain engine, and one taking uint8 NHWC pixels)."""
     from vitdeploy.engine.backend import is_installed, use_backend
     from vitdeploy.engine.gpu import compute_capability
 
@@ -216,14 +257,17 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
     from vitdeploy.recipes import load_recipe
     from vitdeploy.runners.tensorrt import TensorRTRunner
 
-    artifact = export_artifact(load_recipe("vit_small"), tmp_path / "vit_small", ExportOptions(size=(64, 96)))
+    artifact = export_artifact(load_recipe("vit_small"), tmp_path / "vit_small",
+                               ExportOptions(size=(64, 96), bake_preprocessing=baked))
     engine = build_engine(artifact, backend=backend, precision="fp32")
     result = subprocess.run([str(demo), str(engine), str(images["png"]), "--out", str(tmp_path / "demo")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     sidecar = json.loads(Path(f"{engine}.json").read_text())
     tensor, _ = preprocess(images["png"], sidecar["input"])
-    assert np.abs(np.load(tmp_path / "demo" / "input.npy") - tensor).max() <= PREPROCESS_MAX_ABS
+    demo_input = np.load(tmp_path / "demo" / "input.npy")
+    assert demo_input.dtype == tensor.dtype and demo_input.shape == tensor.shape
+    assert np.abs(demo_input.astype(np.float64) - tensor).max() <= PREPROCESS_MAX_ABS  # exact for uint8
     with TensorRTRunner(engine) as runner:
         expected = runner.infer({"image": tensor})
     for output in sidecar["outputs"]:

@@ -37,13 +37,13 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& pat
     return shape;
 }
 
-}  // namespace
-
-void write_npy(const std::string& path, const Tensor& tensor) {
-    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
-    for (int64_t dim : tensor.shape) header += std::to_string(dim) + ", ";
-    if (tensor.shape.size() > 1) header.resize(header.size() - 2);  // (1, 2) but (3,)
-    else if (tensor.shape.size() == 1) header.pop_back();
+// `descr` is the numpy dtype string: '<f4' (float32) or '|u1' (uint8, no byte order).
+void write_array(const std::string& path, const char* descr, const std::vector<int64_t>& shape, const void* data,
+                 size_t byte_size) {
+    std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
+    for (int64_t dim : shape) header += std::to_string(dim) + ", ";
+    if (shape.size() > 1) header.resize(header.size() - 2);  // (1, 2) but (3,)
+    else if (shape.size() == 1) header.pop_back();
     header += "), }";
     const size_t unpadded = 6 + 2 + 2 + header.size() + 1;
     header.append((64 - unpadded % 64) % 64, ' ');
@@ -55,9 +55,18 @@ void write_npy(const std::string& path, const Tensor& tensor) {
     file.put(1).put(0);
     file.put(static_cast<char>(header_len & 0xFF)).put(static_cast<char>(header_len >> 8));
     file << header;
-    file.write(reinterpret_cast<const char*>(tensor.data.data()),
-               static_cast<std::streamsize>(tensor.data.size() * sizeof(float)));
+    file.write(static_cast<const char*>(data), static_cast<std::streamsize>(byte_size));
     if (!file) throw Error("cannot write " + path);
+}
+
+}  // namespace
+
+void write_npy(const std::string& path, const Tensor& tensor) {
+    write_array(path, "<f4", tensor.shape, tensor.data.data(), tensor.data.size() * sizeof(float));
+}
+
+void write_npy(const std::string& path, const InputTensor& input) {
+    write_array(path, input.is_uint8() ? "|u1" : "<f4", input.shape, input.bytes(), input.byte_size());
 }
 
 Tensor read_npy(const std::string& path) {

@@ -3,7 +3,9 @@
 #include "preprocess.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <utility>
 
 namespace vitdeploy_demo {
 namespace {
@@ -61,16 +63,24 @@ std::vector<float> resize_bilinear(const std::vector<float>& hwc, int height, in
     return out;
 }
 
-Tensor preprocess(const Image& image, const InputSpec& spec) {
+InputTensor preprocess(const Image& image, const InputSpec& spec) {
     const auto [out_h, out_w] = input_hw(image.height, image.width, spec);
     const std::vector<float> pixels = resize_bilinear(std::vector<float>(image.rgb.begin(), image.rgb.end()),
                                                       image.height, image.width, 3, out_h, out_w);
-    Tensor tensor{{1, 3, out_h, out_w}, std::vector<float>(static_cast<size_t>(3) * out_h * out_w)};
+    if (spec.normalised_in_graph) {
+        // np.clip(np.rint(x), 0, 255): nearbyint rounds halves to even in the default rounding mode, like
+        // rint (std::round would not). Without a resize the pixels are whole and come through unchanged.
+        std::vector<uint8_t> rounded(pixels.size());
+        for (size_t i = 0; i < pixels.size(); ++i)
+            rounded[i] = static_cast<uint8_t>(std::clamp(std::nearbyint(pixels[i]), 0.0f, 255.0f));
+        return {{1, out_h, out_w, 3}, std::move(rounded)};
+    }
+    std::vector<float> normalised(static_cast<size_t>(3) * out_h * out_w);
     const size_t plane = static_cast<size_t>(out_h) * out_w;
     for (size_t i = 0; i < plane; ++i)
         for (int c = 0; c < 3; ++c)
-            tensor.data[c * plane + i] = (pixels[i * 3 + c] / spec.pixel_scale - spec.mean[c]) / spec.std[c];
-    return tensor;
+            normalised[c * plane + i] = (pixels[i * 3 + c] / spec.pixel_scale - spec.mean[c]) / spec.std[c];
+    return {{1, 3, out_h, out_w}, std::move(normalised)};
 }
 
 }  // namespace vitdeploy_demo

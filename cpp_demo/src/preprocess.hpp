@@ -1,4 +1,5 @@
-// Image -> normalised float32 NCHW input, operation for operation as vitdeploy/preprocess.py does it.
+// Image -> the input batch an artifact takes (normalised float32 NCHW, or uint8 NHWC pixels), operation for
+// operation as vitdeploy/preprocess.py does it.
 #pragma once
 
 #include <array>
@@ -19,7 +20,8 @@ std::array<int, 2> input_hw(int height, int width, const InputSpec& spec);
 std::vector<float> resize_bilinear(const std::vector<float>& hwc, int height, int width, int channels,
                                    int out_height, int out_width);
 
-// [1, 3, H, W] float32: resize the pixel values, then (pixel / pixel_scale - mean) / std.
-Tensor preprocess(const Image& image, const InputSpec& spec);
+// [1, 3, H, W] float32: resize the pixel values, then (pixel / pixel_scale - mean) / std. For an input
+// normalised in the graph, [1, H, W, 3] uint8: the resized pixel values rounded half to even (np.rint).
+InputTensor preprocess(const Image& image, const InputSpec& spec);
 
 }  // namespace vitdeploy_demo

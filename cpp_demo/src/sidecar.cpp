@@ -47,9 +47,14 @@ InputSpec parse_input(const json& input, const std::string& where) {
         spec.std[c] = static_cast<float>(std_dev[c]);
     }
     spec.pixel_scale = static_cast<float>(get<double>(input, "pixel_scale", at));
-    if (get<std::string>(input, "layout", at) != "NCHW" || get<std::string>(input, "dtype", at) != "float32" ||
-        spec.channels != 3)
-        throw Error(at + " is not float32 NCHW with 3 channels: expected the vitdeploy image input");
+    // Optional: descriptions written before --bake-preprocessing existed lack it.
+    if (input.contains("normalised_in_graph")) spec.normalised_in_graph = get<bool>(input, "normalised_in_graph", at);
+    const std::string layout = get<std::string>(input, "layout", at), dtype = get<std::string>(input, "dtype", at);
+    if (layout != spec.layout() || dtype != spec.dtype() || spec.channels != 3)
+        throw Error(at + " is " + dtype + " " + layout + ", " + std::to_string(spec.channels) +
+                    " channels, normalised_in_graph " + (spec.normalised_in_graph ? "true" : "false") +
+                    ": expected float32 NCHW (normalised_in_graph false) or uint8 NHWC (normalised_in_graph "
+                    "true), 3 channels");
     if (spec.mode != "fixed" && spec.mode != "dynamic")
         throw Error(at + " mode '" + spec.mode + "': expected 'fixed' or 'dynamic'");
     if (spec.size_multiple < 1 || spec.pixel_scale <= 0.0f || spec.std[0] <= 0.0f || spec.std[1] <= 0.0f ||
@@ -79,7 +84,7 @@ OutputSpec parse_output(const json& output, const std::string& where) {
     return spec;
 }
 
-EngineSpec parse_engine(const json& engine, const std::string& input_name, const std::string& where) {
+EngineSpec parse_engine(const json& engine, const InputSpec& input, const std::string& where) {
     const std::string at = where + " engine";
     EngineSpec spec;
     spec.file = get<std::string>(engine, "file", at);
@@ -87,11 +92,14 @@ EngineSpec parse_engine(const json& engine, const std::string& input_name, const
     spec.backend_version = get<std::string>(engine, "backend_version", at);
     spec.precision = get<std::string>(engine, "precision", at);
     spec.size_bytes = get<int64_t>(engine, "size_bytes", at);
-    const json& profile = field(field(engine, "profile", at), input_name.c_str(), at + " profile");
+    const json& profile = field(field(engine, "profile", at), input.name.c_str(), at + " profile");
     spec.profile_min = get<std::vector<int64_t>>(profile, "min", at + " profile");
     spec.profile_max = get<std::vector<int64_t>>(profile, "max", at + " profile");
-    if (spec.profile_min.size() != 4 || spec.profile_max.size() != 4)
-        throw Error(at + " profile: expected NCHW min and max shapes of 4 dimensions");
+    const size_t channel_axis = input.normalised_in_graph ? 3 : 1;
+    for (const auto& shape : {spec.profile_min, spec.profile_max})
+        if (shape.size() != 4 || shape[channel_axis] != input.channels)
+            throw Error(at + " profile: expected " + input.layout() + " min and max shapes of 4 dimensions with " +
+                        std::to_string(input.channels) + " channels, as the input's layout puts them");
     return spec;
 }
 
@@ -112,7 +120,7 @@ Sidecar parse_sidecar(const std::string& json_text, const std::string& where) {
     const json& outputs = field(root, "outputs", where);
     if (!outputs.is_array() || outputs.empty()) throw Error(where + ": 'outputs' must be a non-empty list");
     for (const json& output : outputs) sidecar.outputs.push_back(parse_output(output, where));
-    if (root.contains("engine")) sidecar.engine = parse_engine(root.at("engine"), sidecar.input.name, where);
+    if (root.contains("engine")) sidecar.engine = parse_engine(root.at("engine"), sidecar.input, where);
     return sidecar;
 }
 
@@ -122,6 +130,11 @@ Sidecar load_sidecar(const std::string& path) {
     std::ostringstream text;
     text << file.rdbuf();
     return parse_sidecar(text.str(), path);
+}
+
+std::array<int, 2> shape_hw(const InputSpec& input, const std::vector<int64_t>& shape) {
+    const size_t height_axis = input.normalised_in_graph ? 1 : 2;
+    return {static_cast<int>(shape.at(height_axis)), static_cast<int>(shape.at(height_axis + 1))};
 }
 
 std::vector<int64_t> output_shape(const OutputSpec& output, int64_t batch, int64_t height, int64_t width) {

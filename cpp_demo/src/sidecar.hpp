@@ -12,6 +12,8 @@ namespace vitdeploy_demo {
 struct InputSpec {
     std::string name;
     std::string mode;  // "fixed" or "dynamic"
+    // true (--bake-preprocessing): raw uint8 NHWC pixels, normalised by the graph; false: normalised float32 NCHW.
+    bool normalised_in_graph = false;
     int channels = 3;
     int size_multiple = 1;
     std::array<int, 2> min_hw{};
@@ -21,6 +23,9 @@ struct InputSpec {
     std::array<float, 3> mean{};
     std::array<float, 3> std{};
     float pixel_scale = 255.0f;
+
+    const char* layout() const { return normalised_in_graph ? "NHWC" : "NCHW"; }
+    const char* dtype() const { return normalised_in_graph ? "uint8" : "float32"; }
 };
 
 struct OutputSpec {
@@ -36,7 +41,7 @@ struct EngineSpec {
     std::string backend;  // "tensorrt" or "tensorrt_rtx"
     std::string backend_version;
     std::string precision;
-    std::vector<int64_t> profile_min;  // NCHW shapes of the input's optimisation profile
+    std::vector<int64_t> profile_min;  // shapes of the input's optimisation profile, in the input's layout
     std::vector<int64_t> profile_max;
     int64_t size_bytes = 0;
 };
@@ -51,6 +56,9 @@ struct Sidecar {
 // Parse and check a description; `where` names its source in error messages.
 Sidecar parse_sidecar(const std::string& json_text, const std::string& where);
 Sidecar load_sidecar(const std::string& path);
+
+// (height, width) of an input batch shape in the input's layout.
+std::array<int, 2> shape_hw(const InputSpec& input, const std::vector<int64_t>& shape);
 
 // The shape an output has for a batch of `batch` images of height x width.
 std::vector<int64_t> output_shape(const OutputSpec& output, int64_t batch, int64_t height, int64_t width);

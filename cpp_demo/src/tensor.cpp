@@ -2,6 +2,14 @@
 
 namespace vitdeploy_demo {
 
+const void* InputTensor::bytes() const {
+    return std::visit([](const auto& values) -> const void* { return values.data(); }, data);
+}
+
+size_t InputTensor::byte_size() const {
+    return std::visit([](const auto& values) { return values.size() * sizeof(values[0]); }, data);
+}
+
 int64_t element_count(const std::vector<int64_t>& shape) {
     int64_t count = 1;
     for (int64_t dim : shape) count *= dim;

@@ -23,10 +23,10 @@ const char kUsage[] =
 int run_preprocess(const std::string& sidecar_path, const std::string& image_path, const std::string& out_path) {
     const vd::Sidecar sidecar = vd::load_sidecar(sidecar_path);
     const vd::Image image = vd::load_image(image_path);
-    const vd::Tensor tensor = vd::preprocess(image, sidecar.input);
-    vd::write_npy(out_path, tensor);
-    std::printf("image %dx%d -> input %s (%s)\n", image.height, image.width, vd::shape_string(tensor.shape).c_str(),
-                sidecar.input.mode.c_str());
+    const vd::InputTensor input = vd::preprocess(image, sidecar.input);
+    vd::write_npy(out_path, input);
+    std::printf("image %dx%d -> input %s %s (%s)\n", image.height, image.width, vd::shape_string(input.shape).c_str(),
+                sidecar.input.dtype(), sidecar.input.mode.c_str());
     return 0;
 }
 

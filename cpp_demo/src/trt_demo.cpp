@@ -103,9 +103,12 @@ void check_engine(const nvinfer1::ICudaEngine& engine, const vd::Sidecar& sideca
     if (actual != expected)
         throw vd::Error("the engine's tensors differ from those " + where +
                         " describes: engine and sidecar do not match");
+    const nvinfer1::DataType input_type =
+        sidecar.input.normalised_in_graph ? nvinfer1::DataType::kUINT8 : nvinfer1::DataType::kFLOAT;
     if (engine.getTensorIOMode(sidecar.input.name.c_str()) != nvinfer1::TensorIOMode::kINPUT ||
-        engine.getTensorDataType(sidecar.input.name.c_str()) != nvinfer1::DataType::kFLOAT)
-        throw vd::Error("engine tensor '" + sidecar.input.name + "' is not a float32 input as " + where + " says");
+        engine.getTensorDataType(sidecar.input.name.c_str()) != input_type)
+        throw vd::Error("engine tensor '" + sidecar.input.name + "' is not a " + sidecar.input.dtype() + " input as " +
+                        where + " says: engine and sidecar do not match");
     const char* input = sidecar.input.name.c_str();
     const auto lo = to_vector(engine.getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMIN));
     const auto hi = to_vector(engine.getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMAX));
@@ -115,7 +118,7 @@ void check_engine(const nvinfer1::ICudaEngine& engine, const vd::Sidecar& sideca
                         vd::shape_string(sidecar.engine->profile_max) + "): engine and sidecar do not match");
 }
 
-std::vector<vd::Tensor> infer(const std::vector<char>& blob, const vd::Sidecar& sidecar, const vd::Tensor& input,
+std::vector<vd::Tensor> infer(const std::vector<char>& blob, const vd::Sidecar& sidecar, const vd::InputTensor& input,
                               const std::string& where, bool verbose) {
     int devices = 0;
     const cudaError_t found = cudaGetDeviceCount(&devices);
@@ -138,15 +141,16 @@ std::vector<vd::Tensor> infer(const std::vector<char>& blob, const vd::Sidecar& 
     if (!context->setInputShape(input_name, to_dims(input.shape)))
         throw fail("rejected input shape " + vd::shape_string(input.shape));
 
-    DeviceBuffer input_buffer(input.data.size() * sizeof(float));
-    cuda_check(cudaMemcpy(input_buffer.ptr, input.data.data(), input.data.size() * sizeof(float),
-                          cudaMemcpyHostToDevice), "copy of the input");
+    DeviceBuffer input_buffer(input.byte_size());
+    cuda_check(cudaMemcpy(input_buffer.ptr, input.bytes(), input.byte_size(), cudaMemcpyHostToDevice),
+               "copy of the input");
     context->setTensorAddress(input_name, input_buffer.ptr);
     std::vector<std::unique_ptr<DeviceBuffer>> buffers;
     std::vector<vd::Tensor> outputs;
+    const auto [height, width] = vd::shape_hw(sidecar.input, input.shape);
     for (const vd::OutputSpec& output : sidecar.outputs) {
         const auto shape = to_vector(context->getTensorShape(output.name.c_str()));
-        const auto expected = vd::output_shape(output, input.shape[0], input.shape[2], input.shape[3]);
+        const auto expected = vd::output_shape(output, input.shape[0], height, width);
         if (shape != expected)
             throw vd::Error("engine output '" + output.name + "' has shape " + vd::shape_string(shape) + " but " +
                             where + " implies " + vd::shape_string(expected) + ": engine and sidecar do not match");
@@ -202,7 +206,8 @@ int run(const Args& args) {
                         ": rebuild it with " VITDEPLOY_TRT_BACKEND " or the demo against " + spec.backend);
     const std::vector<char> blob = read_engine(args.engine, spec.size_bytes, sidecar_path);
     const vd::Image image = vd::load_image(args.image);
-    const vd::Tensor input = vd::preprocess(image, sidecar.input);
+    const vd::InputTensor input = vd::preprocess(image, sidecar.input);
+    // Both are in the input's layout, so they compare axis by axis.
     if (!within(input.shape, spec.profile_min, spec.profile_max))
         throw vd::Error("input " + vd::shape_string(input.shape) + " for image " + args.image +
                         " is outside the engine's profile " + vd::shape_string(spec.profile_min) + ".." +
@@ -213,11 +218,11 @@ int run(const Args& args) {
     vd::write_npy((dir / "input.npy").string(), input);
     for (size_t i = 0; i < outputs.size(); ++i)
         vd::write_npy((dir / (sidecar.outputs[i].name + ".npy")).string(), outputs[i]);
-    const std::array<int, 2> input_hw{static_cast<int>(input.shape[2]), static_cast<int>(input.shape[3])};
-    const auto stats = vd::consume_pyramid(sidecar, image, input_hw, input.shape[0], outputs, args.out_dir);
-    std::printf("%s (%s %s, %s): image %dx%d -> input %s\n", args.engine.c_str(), spec.backend.c_str(),
+    const auto stats = vd::consume_pyramid(sidecar, image, vd::shape_hw(sidecar.input, input.shape), input.shape[0],
+                                           outputs, args.out_dir);
+    std::printf("%s (%s %s, %s): image %dx%d -> input %s %s\n", args.engine.c_str(), spec.backend.c_str(),
                 spec.backend_version.c_str(), spec.precision.c_str(), image.height, image.width,
-                vd::shape_string(input.shape).c_str());
+                vd::shape_string(input.shape).c_str(), sidecar.input.dtype());
     std::fputs(vd::stats_table(stats).c_str(), stdout);
     std::printf("wrote %s\n", args.out_dir.c_str());
     return 0;

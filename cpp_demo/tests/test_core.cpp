@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
+#include <variant>
 
 #include "error.hpp"
 #include "npy.hpp"
@@ -52,9 +54,22 @@ const std::string kSidecar = R"({
              "size_bytes": 42}
 })";
 
+// `text` with the first `from` replaced by `to`.
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+    return text.replace(text.find(from), from.size(), to);
+}
+
+// kSidecar as --bake-preprocessing exports it: uint8 NHWC input, profile shapes in NHWC.
+const std::string kBakedSidecar = replaced(
+    replaced(kSidecar, R"("layout": "NCHW", "dtype": "float32")",
+             R"("layout": "NHWC", "dtype": "uint8", "normalised_in_graph": true)"),
+    R"("min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [4, 3, 256, 192])",
+    R"("min": [1, 64, 64, 3], "opt": [1, 128, 128, 3], "max": [4, 256, 192, 3])");
+
 void test_sidecar() {
     const vd::Sidecar s = vd::parse_sidecar(kSidecar, "t.json");
     CHECK(s.input.name == "image" && s.input.mode == "dynamic" && s.input.size_multiple == 32);
+    CHECK(!s.input.normalised_in_graph && s.input.layout() == std::string("NCHW"));  // missing means false
     CHECK(s.input.max_hw[0] == 256 && s.input.max_hw[1] == 192 && s.input.batch_max == 4);
     CHECK(s.input.mean[1] == 0.25f && s.input.std[0] == 0.5f && s.input.pixel_scale == 255.0f);
     CHECK(s.outputs.size() == 2 && s.outputs[0].stride == 8 && s.outputs[1].stride == 0);
@@ -66,6 +81,30 @@ void test_sidecar() {
     CHECK_THROWS(vd::parse_sidecar(broken, "t.json"), "no 'recipe' field");
     CHECK_THROWS(vd::parse_sidecar("{", "t.json"), "not valid JSON");
     CHECK_THROWS(vd::load_sidecar("no_such_sidecar.json"), "cannot open no_such_sidecar.json");
+    CHECK((vd::shape_hw(s.input, {2, 3, 64, 96}) == std::array<int, 2>{64, 96}));
+}
+
+void test_baked_sidecar() {
+    const vd::Sidecar s = vd::parse_sidecar(kBakedSidecar, "t.json");
+    CHECK(s.input.normalised_in_graph && s.input.layout() == std::string("NHWC"));
+    CHECK(s.input.dtype() == std::string("uint8"));
+    CHECK(s.engine && s.engine->profile_max == std::vector<int64_t>({4, 256, 192, 3}));
+    CHECK((vd::shape_hw(s.input, {2, 64, 96, 3}) == std::array<int, 2>{64, 96}));
+    const std::string explicit_false = replaced(kSidecar, R"("dtype": "float32")",
+                                                R"("dtype": "float32", "normalised_in_graph": false)");
+    CHECK(!vd::parse_sidecar(explicit_false, "t.json").input.normalised_in_graph);
+
+    const std::string expected = ": expected float32 NCHW (normalised_in_graph false) or uint8 NHWC";
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("float32")", R"("uint8")"), "t.json"),
+                 "t.json input is uint8 NCHW, 3 channels, normalised_in_graph false" + expected);
+    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, R"("uint8")", R"("float32")"), "t.json"),
+                 "t.json input is float32 NHWC, 3 channels, normalised_in_graph true" + expected);
+    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, "true", "false"), "t.json"),
+                 "is uint8 NHWC, 3 channels, normalised_in_graph false" + expected);
+    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, "true", R"("yes")"), "t.json"),
+                 "field 'normalised_in_graph' has the wrong type");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, "[4, 256, 192, 3]", "[4, 3, 256, 192]"), "t.json"),
+                 "profile: expected NHWC min and max shapes of 4 dimensions with 3 channels");
 }
 
 void test_input_hw() {
@@ -91,11 +130,31 @@ void test_preprocess() {
     vd::InputSpec spec = vd::parse_sidecar(kSidecar, "t.json").input;
     spec.mode = "fixed";
     const vd::Image image{1, 1, {255, 51, 0}};
-    const vd::Tensor t = vd::preprocess(image, spec);
-    CHECK(t.shape == std::vector<int64_t>({1, 3, 64, 64}));
-    CHECK(t.data[0] == 1.0f);                 // (1 - 0.5) / 0.5
-    CHECK_NEAR(t.data[64 * 64], -0.2f, 1e-6f);  // (0.2 - 0.25) / 0.25
-    CHECK(t.data[2 * 64 * 64] == 0.0f);
+    const vd::InputTensor t = vd::preprocess(image, spec);
+    CHECK(t.shape == std::vector<int64_t>({1, 3, 64, 64}) && !t.is_uint8() && t.byte_size() == 3 * 64 * 64 * 4);
+    const auto& data = std::get<std::vector<float>>(t.data);
+    CHECK(data[0] == 1.0f);                 // (1 - 0.5) / 0.5
+    CHECK_NEAR(data[64 * 64], -0.2f, 1e-6f);  // (0.2 - 0.25) / 0.25
+    CHECK(data[2 * 64 * 64] == 0.0f);
+}
+
+void test_baked_preprocess() {
+    vd::InputSpec spec = vd::parse_sidecar(kBakedSidecar, "t.json").input;
+    // A valid size already: the pixels pass through as they are, NHWC.
+    vd::Image image{64, 96, {}};
+    for (int i = 0; i < 64 * 96 * 3; ++i) image.rgb.push_back(static_cast<uint8_t>(i * 7));
+    const vd::InputTensor same = vd::preprocess(image, spec);
+    CHECK(same.shape == std::vector<int64_t>({1, 64, 96, 3}) && same.is_uint8() && same.byte_size() == 64 * 96 * 3);
+    CHECK(std::get<std::vector<uint8_t>>(same.data) == image.rgb);
+
+    // 1x2 -> 1x4 resizes channel 0 (0, 10) to 0, 2.5, 7.5, 10 and channel 1 (1, 2) to 1, 1.25, 1.75, 2:
+    // halves round to even, as np.rint does.
+    spec.mode = "fixed";
+    spec.min_hw = spec.max_hw = {1, 4};
+    const vd::InputTensor resized = vd::preprocess({1, 2, {0, 1, 255, 10, 2, 255}}, spec);
+    CHECK(resized.shape == std::vector<int64_t>({1, 1, 4, 3}));
+    CHECK(std::get<std::vector<uint8_t>>(resized.data) ==
+          std::vector<uint8_t>({0, 1, 255, 2, 1, 255, 8, 2, 255, 10, 2, 255}));
 }
 
 void test_files() {
@@ -106,6 +165,19 @@ void test_files() {
     CHECK(back.shape == tensor.shape && back.data == tensor.data);
     vd::write_npy("test_core_tmp/b.npy", {{3}, {1, 2, 3}});
     CHECK(vd::read_npy("test_core_tmp/b.npy").shape == std::vector<int64_t>({3}));
+    const vd::InputTensor floats{{2, 3}, std::vector<float>{1.5f, -2.0f, 3.25f, 0.0f, 1e-7f, -1e7f}};
+    vd::write_npy("test_core_tmp/c.npy", floats);
+    const vd::Tensor floats_back = vd::read_npy("test_core_tmp/c.npy");
+    CHECK(floats_back.shape == floats.shape && floats_back.data == tensor.data);
+
+    // A uint8 input: dtype '|u1', one byte an element after the header (padded to 128 bytes, as np.save does).
+    const vd::InputTensor pixels{{1, 2, 1, 3}, std::vector<uint8_t>{0, 1, 2, 253, 254, 255}};
+    vd::write_npy("test_core_tmp/u8.npy", pixels);
+    std::ifstream u8_file("test_core_tmp/u8.npy", std::ios::binary);
+    const std::string u8_text((std::istreambuf_iterator<char>(u8_file)), std::istreambuf_iterator<char>());
+    CHECK(u8_text.size() == 128 + 6 && u8_text.substr(128) == std::string("\x00\x01\x02\xfd\xfe\xff", 6));
+    CHECK(u8_text.find("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 2, 1, 3), }") == 10);
+    CHECK_THROWS(vd::read_npy("test_core_tmp/u8.npy"), "not a little-endian float32");
 
     vd::Image image{2, 3, {}};
     for (int i = 0; i < 18; ++i) image.rgb.push_back(static_cast<uint8_t>(i * 14));
@@ -153,9 +225,11 @@ void test_consumers() {
 
 int main() {
     test_sidecar();
+    test_baked_sidecar();
     test_input_hw();
     test_resize();
     test_preprocess();
+    test_baked_preprocess();
     test_files();
     test_consumers();
     if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
