@@ -21,6 +21,7 @@ from vitdeploy.cli import main
 from vitdeploy.engine.build import build_engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.progress import Progress
+from vitdeploy.runners.tensorrt import check_feed
 from vitdeploy.verify import verify_onnx
 
 RECIPE = str(Path(__file__).parent / "recipes" / "vit_tiny_dynamic.toml")
@@ -92,10 +93,15 @@ def test_wrong_feeds_say_what_the_baked_graph_takes(exports, batch: np.ndarray, 
 def test_tensorrt_rtx_builds_the_uint8_input(exports, precision: str):
     pytest.importorskip("tensorrt_rtx")
     engine = build_engine(exports[0], "tensorrt_rtx", precision, progress=Progress(3, enabled=False))
-    described = json.loads(engine.with_name(engine.name + ".json").read_text())["engine"]
+    sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
+    described = sidecar["engine"]
     assert described["io"]["image"] == {"mode": "input", "dtype": "uint8", "shape": [-1, -1, -1, 3]}
     assert described["profile"]["image"] == {"min": [1, 32, 32, 3], "opt": [1, 64, 64, 3],
                                              "max": [4, 128, 96, 3]}
+    with pytest.raises(VitdeployError) as error:  # checked before any GPU is needed
+        check_feed({"image": np.zeros((1, 160, 32, 3), np.uint8)}, sidecar)
+    assert str(error.value).splitlines()[0] == ("input 'image' has shape [1, 160, 32, 3], outside the engine "
+                                                "profile (height 160 is not in 32..128):")
 
 
 def test_cli_export_prints_the_uint8_nhwc_input(tmp_path: Path):

@@ -48,6 +48,12 @@ def layout_shape(input_spec: dict[str, Any], batch: Any, height: Any, width: Any
     return [batch, channels, height, width]
 
 
+def axis_names(input_spec: dict[str, Any]) -> list[str]:
+    """The names of the input's four axes, in its layout."""
+    return ["batch", "height", "width", "channels"] if input_spec["layout"] == "NHWC" else \
+        ["batch", "channels", "height", "width"]
+
+
 def image_hw(input_spec: dict[str, Any], shape: Any) -> tuple[int, int]:
     """(height, width) of a batch shape in the artifact's layout."""
     return (int(shape[1]), int(shape[2])) if input_spec["layout"] == "NHWC" else (int(shape[2]), int(shape[3]))

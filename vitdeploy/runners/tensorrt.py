@@ -17,7 +17,7 @@ from polygraphy.backend.trt import TrtRunner
 from vitdeploy.engine.backend import LABELS, active_backend, use_backend
 from vitdeploy.engine.sidecar import check_engine, profile_table
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import dtype_hint, feed_image, image_hw, layout_shape, size_error
+from vitdeploy.inputs import axis_names, dtype_hint, feed_image, image_hw, size_error
 
 
 def check_feed(feed_dict: dict[str, Any], sidecar: dict[str, Any]) -> None:
@@ -33,11 +33,9 @@ def check_feed(feed_dict: dict[str, Any], sidecar: dict[str, Any]) -> None:
     if len(shape) != len(bounds["min"]):
         raise VitdeployError(f"input '{name}' has shape {shape}: expected {len(bounds['min'])} dimensions "
                              f"({spec['layout']})\n{profile_table(profile)}")
-    axis_names = layout_shape(spec, "batch", "height", "width")
-    axis_names[axis_names.index(spec["channels"])] = "channels"
     for axis, (size, low, high) in enumerate(zip(shape, bounds["min"], bounds["max"])):
         if not low <= size <= high:
-            axis_name = axis_names[axis]
+            axis_name = axis_names(spec)[axis]
             raise VitdeployError(f"input '{name}' has shape {shape}, outside the engine profile ({axis_name} "
                                  f"{size} is not in {low}..{high}):\n{profile_table(profile)}")
     problem = size_error(spec, *image_hw(spec, shape))
