@@ -25,9 +25,10 @@ import torch
 from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import image_hw, pixels_in_graph, size_error
-from vitdeploy.models import PyramidModel, reference_models
+from vitdeploy.models import reference_models
 from vitdeploy.preprocess import normalise
 from vitdeploy.progress import Progress
+from vitdeploy.pyramid import pyramid_module
 from vitdeploy.recipes import load_recipe
 from vitdeploy.verify import verification_feeds
 
@@ -213,13 +214,11 @@ def reference_pyramids(artifact: Artifact, device: str) -> Callable[[tuple[int, 
     """hw -> the eager timm pyramid at that size on `device`, built as `verify` builds its reference."""
     meta = artifact.meta
     model_for_size = reference_models(meta)
-    features = tuple(o["index"] for o in meta["outputs"] if o["kind"] == "feature")
-    embedding = any(o["kind"] == "embedding" for o in meta["outputs"])
     built: dict[tuple[int, int], torch.nn.Module] = {}
 
     def pyramid(hw: tuple[int, int]) -> torch.nn.Module:
         if hw not in built:
-            built[hw] = PyramidModel(model_for_size(hw), features, embedding).eval().to(device)
+            built[hw] = pyramid_module(model_for_size(hw), meta["outputs"], meta.get("pyramid")).to(device)
         return built[hw]
 
     return pyramid
@@ -421,9 +420,9 @@ def _measure_shape(artifact: Artifact, batch: np.ndarray, candidates: list[Candi
                 seconds, last[i] = _time(run, options.warmup, options.iterations)
             samples[i] += seconds
             medians[i].append(statistics.median(seconds))
-    reference = bound[0][0].to_numpy(last[0])
-    for (candidate, _, _), seconds, round_medians, result_of_last in zip(bound, samples, medians, last):
-        max_abs = _max_abs(reference, candidate.to_numpy(result_of_last))
+    outputs = [candidate.to_numpy(result_of_last) for (candidate, _, _), result_of_last in zip(bound, last)]
+    for (candidate, _, _), seconds, round_medians, candidate_outputs in zip(bound, samples, medians, outputs):
+        max_abs = _max_abs(outputs[0], candidate_outputs)
         median = statistics.median(seconds)
         ratios = [eager / mine for eager, mine in zip(medians[0], round_medians)]
         tolerance = artifact.meta["tolerance"].get(candidate.precision)

@@ -66,6 +66,11 @@ class SimpleFeaturePyramid(nn.Module):
         self.scales = [(source_stride // s, s // source_stride) for s in strides]  # (up, down), one of them 0
         self.num_features = len(model.indices)
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The timm model, as on a PyramidModel."""
+        return self.model.backbone
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.model(image)
         levels = []

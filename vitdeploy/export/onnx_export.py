@@ -17,7 +17,7 @@ from vitdeploy.artifact import (FORMAT, FORMAT_VERSION, METADATA_KEY, ONNX_FILE,
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic
 from vitdeploy.export.pixels import NormalisedPixels
-from vitdeploy.inputs import layout_shape, pixels_in_graph, size_error
+from vitdeploy.inputs import axis_names, layout_shape, pixels_in_graph, size_error
 from vitdeploy.models import (Weights, check_outputs, create_model, default_outputs, describe_outputs,
                               feature_levels, state_dict_sha256)
 from vitdeploy.progress import Progress
@@ -81,9 +81,9 @@ def _dynamic_shapes(spec: dict[str, Any], dynamic: bool) -> tuple[dict[int, Any]
     if dynamic:
         m = spec["size_multiple"]
         (min_h, min_w), (max_h, max_w) = spec["min_hw"], spec["max_hw"]
-        height_axis, width_axis = (1, 2) if spec["layout"] == "NHWC" else (2, 3)
-        shapes[height_axis] = m * dim("height_units", min=min_h // m, max=max_h // m)
-        shapes[width_axis] = m * dim("width_units", min=min_w // m, max=max_w // m)
+        axes = axis_names(spec)
+        shapes[axes.index("height")] = m * dim("height_units", min=min_h // m, max=max_h // m)
+        shapes[axes.index("width")] = m * dim("width_units", min=min_w // m, max=max_w // m)
     return (shapes,)
 
 
