@@ -32,6 +32,27 @@ def vit_small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            embedding=True)
 
 
+RECIPES = Path(__file__).parent / "recipes"
+
+
+@pytest.fixture(scope="session")
+def vit_tiny_dynamic_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/recipes/vit_tiny_dynamic.toml: a 2-block ViT-Ti, dynamic 32x32..128x96."""
+    return export_for_test(str(RECIPES / "vit_tiny_dynamic.toml"), tmp_path_factory.mktemp("dyn") / "vit")
+
+
+@pytest.fixture(scope="session")
+def vit_tiny_sfp_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/recipes/vit_tiny_sfp.toml: 4 blocks of ViT-Ti -> strides 4/8/16/32 plus the embedding, dynamic."""
+    return export_for_test(str(RECIPES / "vit_tiny_sfp.toml"), tmp_path_factory.mktemp("sfp") / "dynamic")
+
+
+def onnx_dims(model) -> dict[str, list]:
+    """Graph input and output name -> dims (symbolic names or sizes)."""
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*model.graph.input, *model.graph.output]}
+
+
 def build_tensorrt_rtx_engine(onnx_path: Path, min_shape: tuple, opt_shape: tuple, max_shape: tuple) -> bytes | None:
     """Parse `onnx_path` with the real TensorRT-RTX parser (asserting it parses, with its errors) and build
     an engine for one `image` profile on the CPU; returns the serialized engine, None if the build failed."""

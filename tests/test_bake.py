@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import export_for_test
+from conftest import RECIPES, export_for_test, onnx_dims
 
 import vitdeploy.api as api
 from vitdeploy.artifact import load_artifact
@@ -21,29 +21,27 @@ from vitdeploy.cli import main
 from vitdeploy.engine.build import build_engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.progress import Progress
+from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.runners.tensorrt import check_feed
 from vitdeploy.verify import verify_onnx
 
-RECIPE = str(Path(__file__).parent / "recipes" / "vit_tiny_dynamic.toml")
+RECIPE = str(RECIPES / "vit_tiny_dynamic.toml")
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("bake")
-    return (export_for_test(RECIPE, root / "baked", bake_preprocessing=True),
-            export_for_test(RECIPE, root / "plain"))
-
-
-def _dims(value) -> list:
-    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+def exports(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path) -> tuple[Path, Path]:
+    """(baked, plain): the plain export is the session's vit_tiny_dynamic artifact."""
+    return export_for_test(RECIPE, tmp_path_factory.mktemp("bake") / "baked", bake_preprocessing=True), \
+        vit_tiny_dynamic_artifact
 
 
 def test_graph_takes_uint8_nhwc_and_says_so(exports):
     baked, _ = exports
-    graph = onnx.load(str(baked / "model.onnx")).graph
-    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    assert _dims(graph.input[0]) == ["batch", "height", "width", 3]
-    assert [_dims(o) for o in graph.output] == [["batch", 192, "height/16", "width/16"]] * 2
+    model = onnx.load(str(baked / "model.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert onnx_dims(model) == {"image": ["batch", "height", "width", 3],
+                                "block0": ["batch", 192, "height/16", "width/16"],
+                                "block1": ["batch", 192, "height/16", "width/16"]}
     spec = load_artifact(baked).input
     assert (spec["layout"], spec["dtype"], spec["normalised_in_graph"]) == ("NHWC", "uint8", True)
     assert (load_artifact(exports[1]).input["normalised_in_graph"]) is False
@@ -83,9 +81,10 @@ def test_baked_graph_equals_host_preprocessing_plus_plain_graph(exports):
      "input 'image': size 64x40 is not a multiple of 16 (the backbone's size rule)"),
 ])
 def test_wrong_feeds_say_what_the_baked_graph_takes(exports, batch: np.ndarray, message: str):
-    with api.load(exports[0], backend="onnxruntime-cpu") as model:
+    artifact = load_artifact(exports[0])
+    with OnnxRuntimeRunner(artifact.meta, artifact.onnx_path) as runner:
         with pytest.raises(VitdeployError) as error:
-            model._runner.infer({"image": batch})
+            runner.infer({"image": batch})
     assert str(error.value) == message
 
 

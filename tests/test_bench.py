@@ -140,3 +140,14 @@ def test_unknown_target_is_one_line():
     assert result.exit_code == 1
     assert result.output.startswith("Error: unknown recipe 'no_such_recipe': expected one of ")
     assert len(result.output.splitlines()) == 1
+
+
+def test_simple_feature_pyramid_artifact_is_compared_level_by_level(vit_tiny_sfp_artifact: Path):
+    """The eager reference runs the artifact's own pyramid (strides 4..32 from ViT blocks)."""
+    result = CliRunner().invoke(bench, [str(vit_tiny_sfp_artifact), "--batch-sizes", "1", "--warmup", "1",
+                                        "--iterations", "1", "--rounds", "1", "--threads", "1", "--device", "cpu",
+                                        "--ort-optimized", "--no-tensorrt"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines()[2:5]]
+    assert [row[0] for row in rows] == ["torch", "onnxruntime", "onnxruntime-optimized"]
+    assert all(row[-2] == "ok" for row in rows)  # parity: same levels, same shapes

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from safetensors.torch import save_file
 
 from vitdeploy.cli import main
 from vitdeploy.models import Weights, create_model
 
 
-def run(*args: str) -> "click.testing.Result":
+def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import export_for_test
+from conftest import RECIPES, export_for_test
 from vitdeploy.cli.matrix import matrix
 from vitdeploy.coverage import SMALL_KWARGS, small_variant, try_mode
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
 
-RECIPES = Path(__file__).parent / "recipes"
 FAMILY_RECIPES = sorted(RECIPES.glob("family_*.toml"))
 FIXED_ONLY = ["family_beit", "family_samvit", "family_mvitv2"]
 

@@ -7,22 +7,16 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import export_for_test
+from conftest import RECIPES, export_for_test
 from vitdeploy.artifact import load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.verify import verify_onnx
 
-RECIPES = Path(__file__).parent / "recipes"
 
 
-@pytest.fixture(scope="module")
-def vit_dynamic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_for_test(str(RECIPES / "vit_tiny_dynamic.toml"), tmp_path_factory.mktemp("dyn") / "vit")
-
-
-def test_output_shapes_are_symbolic_in_the_input_size(vit_dynamic: Path):
-    model = onnx.load(str(vit_dynamic / "model.onnx"))
+def test_output_shapes_are_symbolic_in_the_input_size(vit_tiny_dynamic_artifact: Path):
+    model = onnx.load(str(vit_tiny_dynamic_artifact / "model.onnx"))
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in [*model.graph.input, *model.graph.output]}
     assert dims == {"image": ["batch", 3, "height", "width"],
@@ -31,8 +25,8 @@ def test_output_shapes_are_symbolic_in_the_input_size(vit_dynamic: Path):
     assert not [n for n in model.graph.node if n.op_type == "Resize"]
 
 
-def test_parity_at_every_corner_of_the_range(vit_dynamic: Path):
-    report = verify_onnx(load_artifact(vit_dynamic), batch_sizes=[1, 3])
+def test_parity_at_every_corner_of_the_range(vit_tiny_dynamic_artifact: Path):
+    report = verify_onnx(load_artifact(vit_tiny_dynamic_artifact), batch_sizes=[1, 3])
     sizes = {tuple(c.input_shape[2:]) for c in report.checks}
     assert sizes == {(64, 64), (32, 32), (128, 96), (32, 96), (128, 32)}
     assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
@@ -45,8 +39,8 @@ def test_parity_at_every_corner_of_the_range(vit_dynamic: Path):
     ((1, 64, 64, 3), "input 'image' has shape [1, 64, 64, 3]: expected NCHW [batch, 3, height, width] "
                      "(looks like NHWC: transpose to NCHW)"),
 ])
-def test_runner_rejects_bad_sizes_before_the_runtime(vit_dynamic: Path, shape, message):
-    artifact = load_artifact(vit_dynamic)
+def test_runner_rejects_bad_sizes_before_the_runtime(vit_tiny_dynamic_artifact: Path, shape, message):
+    artifact = load_artifact(vit_tiny_dynamic_artifact)
     with OnnxRuntimeRunner(artifact.meta, artifact.onnx_path) as runner:
         with pytest.raises(VitdeployError) as error:
             runner.infer(OrderedDict(image=np.zeros(shape, np.float32)))

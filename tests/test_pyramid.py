@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import export_for_test
+from conftest import RECIPES, export_for_test, onnx_dims
 from vitdeploy.artifact import load_artifact
 from vitdeploy.engine.build import build_engine
 from vitdeploy.errors import VitdeployError
@@ -20,36 +20,24 @@ from vitdeploy.recipes import PyramidSpec, load_recipe, load_recipe_file
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.verify import verify_onnx
 
-RECIPES = Path(__file__).parent / "recipes"
 SFP = str(RECIPES / "vit_tiny_sfp.toml")
 
 
-@pytest.fixture(scope="module")
-def sfp_dynamic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 blocks of ViT-Ti -> strides 4/8/16/32 plus the embedding, dynamic 32..128x96."""
-    return export_for_test(SFP, tmp_path_factory.mktemp("sfp") / "dynamic")
-
-
-def _dims(model: onnx.ModelProto) -> dict[str, list]:
-    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in [*model.graph.input, *model.graph.output]}
-
-
-def test_outputs_are_named_by_stride_with_symbolic_shapes(sfp_dynamic: Path):
-    model = onnx.load(str(sfp_dynamic / "model.onnx"))
-    assert _dims(model) == {"image": ["batch", 3, "height", "width"],
+def test_outputs_are_named_by_stride_with_symbolic_shapes(vit_tiny_sfp_artifact: Path):
+    model = onnx.load(str(vit_tiny_sfp_artifact / "model.onnx"))
+    assert onnx_dims(model) == {"image": ["batch", 3, "height", "width"],
                             **{f"stride{s}": ["batch", 192, f"height/{s}", f"width/{s}"] for s in (4, 8, 16, 32)},
                             "embedding": ["batch", 192]}
-    meta = load_artifact(sfp_dynamic).meta
+    meta = load_artifact(vit_tiny_sfp_artifact).meta
     assert [(o["name"], o["index"], o["stride"]) for o in meta["outputs"]] == [
         ("stride4", 0, 4), ("stride8", 1, 8), ("stride16", 2, 16), ("stride32", 3, 32), ("embedding", None, None)]
     assert meta["pyramid"]["source_stride"] == 16 and meta["pyramid"]["strides"] == [4, 8, 16, 32]
     assert meta["input"]["size_multiple"] == 32  # pooling 16 -> 32 needs an even patch grid
 
 
-def test_resampling_is_bilinear_half_pixel_and_max_pool(sfp_dynamic: Path):
+def test_resampling_is_bilinear_half_pixel_and_max_pool(vit_tiny_sfp_artifact: Path):
     """The ops TensorRT must accept: linear Resize without antialias, and MaxPool 2x2."""
-    nodes = onnx.load(str(sfp_dynamic / "model.onnx")).graph.node
+    nodes = onnx.load(str(vit_tiny_sfp_artifact / "model.onnx")).graph.node
     resize = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes if n.op_type == "Resize"]
     pool = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes if n.op_type == "MaxPool"]
     assert len(resize) == 2 and all(r["mode"] == b"linear" and r["antialias"] == 0
@@ -57,8 +45,8 @@ def test_resampling_is_bilinear_half_pixel_and_max_pool(sfp_dynamic: Path):
     assert len(pool) == 1 and pool[0]["kernel_shape"] == [2, 2] and pool[0]["strides"] == [2, 2]
 
 
-def test_parity_across_the_dynamic_range(sfp_dynamic: Path):
-    report = verify_onnx(load_artifact(sfp_dynamic), batch_sizes=[1, 2])
+def test_parity_across_the_dynamic_range(vit_tiny_sfp_artifact: Path):
+    report = verify_onnx(load_artifact(vit_tiny_sfp_artifact), batch_sizes=[1, 2])
     assert {tuple(c.input_shape[2:]) for c in report.checks} == {(64, 64), (32, 32), (128, 96), (32, 96), (128, 32)}
     assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
     shapes = {c.output: c.shape for c in report.checks if c.input_shape == [2, 3, 128, 96]}
@@ -66,8 +54,8 @@ def test_parity_across_the_dynamic_range(sfp_dynamic: Path):
                       "stride32": [2, 192, 4, 3], "embedding": [2, 192]}
 
 
-def test_tensorrt_rtx_builds_the_dynamic_pyramid(sfp_dynamic: Path):
-    engine = build_engine(sfp_dynamic, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
+def test_tensorrt_rtx_builds_the_dynamic_pyramid(vit_tiny_sfp_artifact: Path):
+    engine = build_engine(vit_tiny_sfp_artifact, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
     assert engine.stat().st_size > 0
     engine.unlink()
     engine.with_name(engine.name + ".json").unlink()
