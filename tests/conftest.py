@@ -53,17 +53,28 @@ def onnx_dims(model) -> dict[str, list]:
             for v in [*model.graph.input, *model.graph.output]}
 
 
-def build_tensorrt_rtx_engine(onnx_path: Path, min_shape: tuple, opt_shape: tuple, max_shape: tuple) -> bytes | None:
-    """Parse `onnx_path` with the real TensorRT-RTX parser (asserting it parses, with its errors) and build
-    an engine for one `image` profile on the CPU; returns the serialized engine, None if the build failed."""
+def build_tensorrt_rtx_engine(onnx_path: Path, min_shape: tuple, opt_shape: tuple, max_shape: tuple) -> bytes:
+    """Parse `onnx_path` with the real TensorRT-RTX parser and build an engine for one `image` profile on the
+    CPU. Asserts that it parses (with its errors), that the network's outputs are the graph's (names,
+    ranks, static dims), and that the engine holds the weights (an engine cannot be opened without a GPU)."""
+    import onnx
+
     trt = pytest.importorskip("tensorrt_rtx")
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     assert parser.parse_from_file(str(onnx_path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
+    graph = onnx.load(str(onnx_path)).graph
+    expected = {o.name: [d.dim_value or -1 for d in o.type.tensor_type.shape.dim] for o in graph.output}
+    parsed = {network.get_output(i).name: list(network.get_output(i).shape) for i in range(network.num_outputs)}
+    assert parsed == expected
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     profile.set_shape("image", min_shape, opt_shape, max_shape)
     config.add_optimization_profile(profile)
-    return builder.build_serialized_network(network, config)
+    engine = builder.build_serialized_network(network, config)
+    assert engine is not None, "TensorRT-RTX failed to build (its errors are logged above)"
+    weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
+    assert engine.nbytes >= 0.9 * weights, f"engine of {engine.nbytes} bytes cannot hold {weights} bytes of weights"
+    return bytes(engine)

@@ -138,8 +138,7 @@ def test_graph_has_no_resize_and_symbolic_sizes(case: Case) -> None:
 def test_tensorrt_rtx_parses_and_builds(case: Case) -> None:
     lo, hi = (MULTIPLE * u for u in case.units) if case.dynamic else (min(case.example), max(case.example))
     small, large = ((lo, lo), (hi, hi)) if case.dynamic else (case.example, case.example)
-    engine = build_tensorrt_rtx_engine(case.onnx_path, (1, 3, *small), (1, 3, *case.example), (2, 3, *large))
-    assert engine is not None
+    build_tensorrt_rtx_engine(case.onnx_path, (1, 3, *small), (1, 3, *case.example), (2, 3, *large))
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["sdpa", "unfused"])

@@ -8,14 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
+import timm
+import torch
 from click.testing import CliRunner
 
 from conftest import RECIPES, export_for_test
 from vitdeploy.cli.matrix import matrix
-from vitdeploy.coverage import SMALL_KWARGS, small_variant, try_mode
+from vitdeploy.coverage import SMALL_KWARGS, UNREDUCED, small_variant, try_mode
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
+
+def parameter_count(timm_name: str, kwargs: dict) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in timm.create_model(timm_name, **kwargs).parameters())
+
 
 FAMILY_RECIPES = sorted(RECIPES.glob("family_*.toml"))
 FIXED_ONLY = ["family_beit", "family_samvit", "family_mvitv2"]
@@ -53,9 +60,11 @@ def test_family_must_match_the_timm_class(tmp_path: Path):
 @pytest.mark.parametrize("name", available_recipes())
 def test_small_variant_of_every_shipped_recipe_is_valid(name: str):
     """--small keeps the family and size rule: its sizes pass the rule and the model describes a pyramid."""
-    recipe = small_variant(load_recipe(name))
-    assert recipe.family == load_recipe(name).family
+    full, recipe = load_recipe(name), small_variant(load_recipe(name))
+    assert recipe.family == full.family
     assert set(SMALL_KWARGS[recipe.family]) <= set(recipe.timm_kwargs)
+    if recipe.family not in UNREDUCED:  # fewer blocks, so fewer weights
+        assert parameter_count(recipe.timm_name, recipe.timm_kwargs) < parameter_count(full.timm_name, full.timm_kwargs)
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
                                       recipe.pyramid)
     assert outputs and all(o["stride"] for o in outputs)

@@ -28,6 +28,7 @@ from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
 from vitdeploy.engine.sidecar import check_gpu, sidecar_path
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
+from vitdeploy.integrity import describe_files
 from vitdeploy.recipes import load_recipe_file
 from vitdeploy.runners.tensorrt import TensorRTRunner, check_feed
 
@@ -114,12 +115,11 @@ def test_fixed_engine_sidecar(vit_fixed: Path, fixed_engine: Path) -> None:
     assert engine["backend"] == RTX and engine["backend_version"] == use_backend(RTX).__version__
     assert engine["precision"] == "fp32" and engine["fp32_ops"] == []
     assert engine["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}}
-    assert engine["compute_capability"] is None  # portable TensorRT-RTX engine
-    assert engine["onnx_sha256"] == meta["export"]["onnx_sha256"]
+    assert engine["compute_capability"] is None and engine["device"] == "cuda"  # portable TensorRT-RTX engine
     data = fixed_engine.read_bytes()
-    assert engine["size_bytes"] == len(data) > 1_000_000  # the weights are inside
-    assert engine["engine_sha256"] == hashlib.sha256(data).hexdigest()
-    assert 0 < engine["build_seconds"] < 120
+    assert engine["files"] == {fixed_engine.name: {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    assert len(data) > 1_000_000  # the weights are inside
+    assert isinstance(engine["build_seconds"], float) and engine["build_seconds"] > 0
     assert engine["io"] == {
         "image": {"mode": "input", "dtype": "float32", "shape": [-1, 3, 64, 64]},
         "block0": {"mode": "output", "dtype": "float32", "shape": [-1, 192, 4, 4]},
@@ -152,7 +152,7 @@ def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
         sidecar = read_sidecar(engine)["engine"]
         assert {name: t["shape"] for name, t in sidecar["io"].items()} == expected
         assert sidecar["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
-        sizes[precision] = sidecar["size_bytes"]
+        sizes[precision] = sidecar["files"][engine.name]["size_bytes"]
     assert sizes["fp16"] < 0.8 * sizes["fp32"]
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
     half = reduced_precision_onnx(hiera_fixed / "model.onnx", "fp16")
@@ -196,8 +196,10 @@ def test_truncated_corrupt_and_missing_sidecar(fixed_engine: Path, tmp_path: Pat
     engine = _copy_engine(fixed_engine, tmp_path)
     data = engine.read_bytes()
     engine.write_bytes(data[:-100])
-    with pytest.raises(VitdeployError, match=rf"is {len(data) - 100} bytes, truncated: expected {len(data)} bytes"):
+    with pytest.raises(VitdeployError) as error:
         check_engine(engine)
+    assert str(error.value) == (f"{engine} is {len(data) - 100} bytes, truncated: expected {len(data)} bytes "
+                                "(interrupted copy?); copy it again or rebuild it with `vitdeploy build`")
     engine.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
     with pytest.raises(VitdeployError, match="is corrupt: its sha256 differs"):
         check_engine(engine)
@@ -276,7 +278,7 @@ def test_graph_the_parser_rejects_is_one_error_and_writes_nothing(vit_fixed: Pat
     model.graph.node[0].op_type = "NoSuchOp"  # an op no TensorRT importer knows
     onnx.save(model, str(copy / "model.onnx"))
     meta = json.loads((copy / SIDECAR_FILE).read_text())
-    meta["export"]["onnx_sha256"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
+    meta["export"]["files"] = describe_files([copy / "model.onnx"])
     (copy / SIDECAR_FILE).write_text(json.dumps(meta))
     with pytest.raises(VitdeployError) as error:
         build_engine(copy, RTX, "fp32")
@@ -353,9 +355,12 @@ def test_rtx_engine_for_this_gpu(vit_fixed: Path) -> None:
 @requires_gpu
 @pytest.mark.skipif(not is_installed("tensorrt"), reason="needs full TensorRT (TensorRT-RTX has no timing cache)")
 def test_timing_cache_makes_a_rebuild_faster(vit_fixed: Path, tmp_path: Path) -> None:
+    """The rebuild finds every tactic timing in the cache, so the cache comes back unchanged (build times
+    are printed, not asserted: a shared GPU makes them noisy)."""
     cache = tmp_path / "timing.cache"
     first = read_sidecar(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
     assert first["compute_capability"] == f"{GPU[0]}.{GPU[1]}" and cache.stat().st_size > 0
+    timings = cache.read_bytes()
     second = read_sidecar(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
     print(f"build {first['build_seconds']}s, rebuild {second['build_seconds']}s", file=sys.stderr)
-    assert second["build_seconds"] < first["build_seconds"]
+    assert cache.read_bytes() == timings

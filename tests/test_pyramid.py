@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from conftest import RECIPES, export_for_test, onnx_dims
 from vitdeploy.artifact import load_artifact
-from vitdeploy.engine.build import build_engine
+from vitdeploy.engine import build_engine, read_sidecar
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.progress import Progress
@@ -56,7 +56,11 @@ def test_parity_across_the_dynamic_range(vit_tiny_sfp_artifact: Path):
 
 def test_tensorrt_rtx_builds_the_dynamic_pyramid(vit_tiny_sfp_artifact: Path):
     engine = build_engine(vit_tiny_sfp_artifact, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
-    assert engine.stat().st_size > 0
+    io = read_sidecar(engine)["engine"]["io"]
+    assert {name: t["shape"] for name, t in io.items()} == {
+        "image": [-1, 3, -1, -1], "stride4": [-1, 192, -1, -1], "stride8": [-1, 192, -1, -1],
+        "stride16": [-1, 192, -1, -1], "stride32": [-1, 192, -1, -1], "embedding": [-1, 192]}
+    assert engine.stat().st_size > (vit_tiny_sfp_artifact / "model.onnx").stat().st_size * 0.9  # weights inside
     engine.unlink()
     engine.with_name(engine.name + ".json").unlink()
 

@@ -1,8 +1,15 @@
 import json
 from pathlib import Path
 
+import timm
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from conftest import RECIPES
 from vitdeploy.artifact import load_artifact
-from vitdeploy.verify import verification_sizes, verify_onnx
+from vitdeploy.cli import main
+from vitdeploy.verify import VerifyReport, verification_sizes, verify_onnx
 
 
 def test_hiera_parity_per_output(hiera_tiny_artifact: Path):
@@ -33,3 +40,36 @@ def test_a_tight_tolerance_fails_the_check(vit_small_artifact: Path):
 def test_dynamic_sizes_cover_range_corners():
     spec = {"mode": "dynamic", "opt_hw": [224, 224], "min_hw": [128, 160], "max_hw": [512, 448]}
     assert verification_sizes(spec) == [(224, 224), (128, 160), (512, 448), (128, 448), (512, 160)]
+
+
+def test_batch_sizes_outside_the_range_are_one_line(vit_tiny_dynamic_artifact: Path):
+    """An artifact of batch 1..4: asking for 8 was a polygraphy UnboundLocalError traceback."""
+    result = CliRunner().invoke(main, ["verify", str(vit_tiny_dynamic_artifact), "--batch-sizes", "2,8"])
+    assert result.exit_code == 1
+    assert result.output == ("Error: batch size 8 is outside the artifact's batch range 1..4: expected batch sizes "
+                             "within it\n")
+
+
+def test_a_report_without_checks_never_passes():
+    assert not VerifyReport(artifact="a", candidate="c", precision="fp32", seed=0, checks=[]).passed
+
+
+def test_nonfinite_weights_warn_at_export_and_fail_verify_with_nan_cosine(tmp_path: Path):
+    torch.manual_seed(0)
+    state = timm.create_model("vit_tiny_patch16_224", depth=2, img_size=64).state_dict()
+    state["blocks.1.mlp.fc1.weight"][0, 0] = float("nan")
+    checkpoint = tmp_path / "diverged.safetensors"
+    save_file(state, str(checkpoint))
+    result = CliRunner().invoke(main, ["export", str(RECIPES / "vit_tiny_dynamic.toml"), "--fixed", "--checkpoint",
+                                       str(checkpoint), "-o", str(tmp_path / "art")])
+    assert result.exit_code == 0, result.output
+    assert (f"Warning: 1 weight tensors of vit_tiny_patch16_224 hold NaN or infinite values (e.g. "
+            f"blocks.1.mlp.fc1.weight) in checkpoint {checkpoint}: the exported outputs will not be finite and "
+            "verify will fail") in result.stderr.splitlines()
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "art"), "--batch-sizes", "1"])
+    assert result.exit_code == 1
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert [(row[1], row[5], row[-1]) for row in rows] == [("block0", "1.0000000", "pass"), ("block1", "nan", "FAIL")]
+    saved = json.loads((tmp_path / "art" / "verify_report.json").read_text())
+    assert saved["passed"] is False and saved["checks"][1]["min_cosine"] is None
+    assert saved["checks"][1]["nonfinite"] > 0

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from vitdeploy.adapters.families import FIXED_ONLY
-from vitdeploy.artifact import load_artifact, write_json_atomic
+from vitdeploy.artifact import load_artifact
+from vitdeploy.atomic import write_json_atomic
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.export.adapt import size_multiple
@@ -42,8 +43,9 @@ SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "samvit": {"depth": 4, "global_attn_indexes": [1, 3]},
     "hiera": {"stages": [1, 1, 1, 1]},
     "twins": {"depths": [2, 1, 1, 1]}, "swin": {"depths": [2, 1, 1, 1]}, "convnext": {"depths": [1, 1, 1, 1]},
-    "mvitv2": {},  # its depth comes from a config object, not a keyword
+    "mvitv2": {},
 }
+UNREDUCED = {"mvitv2": "its depth comes from a config object (MultiScaleVitCfg), not a keyword a recipe can hold"}
 
 
 @dataclass

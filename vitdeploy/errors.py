@@ -9,8 +9,8 @@ class VitdeployError(Exception):
     """A user-facing error: bad input, missing dependency, unreadable artifact."""
 
 
-class ParityError(VitdeployError):
-    """An exported artifact disagrees with eager PyTorch beyond the recipe tolerance."""
+class VitdeployWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints `Warning: ...`)."""
 
 
 def missing_dependency(module: str, extra: str) -> VitdeployError:

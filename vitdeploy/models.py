@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitdeploy.checkpoints import load_checkpoint
 from vitdeploy.errors import VitdeployError
 from vitdeploy.recipes import PyramidSpec
 
@@ -36,38 +37,6 @@ class Weights:
         return "pretrained weights from the model hub"
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise VitdeployError(f"checkpoint {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch and safetensors raise many types for a bad file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VitdeployError(f"cannot read checkpoint {path}: {reason}") from None
-    for key in ("state_dict", "model", "model_ema"):  # common training-script wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VitdeployError(f"checkpoint {path} holds no state dict (expected a mapping of names to tensors)")
-    return state
-
-
-def load_checkpoint(model: nn.Module, path: Path) -> None:
-    state = _read_state_dict(path)
-    result = model.load_state_dict(state, strict=False)
-    problems = [f"{len(keys)} {kind} (e.g. {keys[0]})" for kind, keys in
-                (("missing", result.missing_keys), ("unexpected", result.unexpected_keys)) if keys]
-    if problems:
-        raise VitdeployError(f"checkpoint {path} does not fit {type(model).__name__}: "
-                             f"{' and '.join(problems)} keys")
-
-
 def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
     """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet)."""
     import inspect
@@ -80,9 +49,10 @@ def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
 
 
 def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
-                 img_size: tuple[int, int] | None = None) -> nn.Module:
-    """A timm model in eval mode with the requested weights (random init is seeded, so reproducible);
-    `img_size` is passed on to models built for one input size."""
+                 img_size: tuple[int, int] | None = None) -> tuple[nn.Module, dict[str, Any] | None]:
+    """A timm model in eval mode with the requested weights (random init is seeded, so reproducible),
+    and for a checkpoint what loading it did (vitdeploy.checkpoints); `img_size` is passed on to
+    models built for one input size."""
     import timm
 
     if not timm.is_model(timm_name):
@@ -104,9 +74,8 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
             raise
         raise VitdeployError(f"cannot download pretrained weights for {timm_name}: "
                              f"{str(exc).splitlines()[0]}; use --checkpoint FILE for local weights") from None
-    if weights.source == "checkpoint":
-        load_checkpoint(model, weights.checkpoint)
-    return model.eval()
+    record = load_checkpoint(model, weights.checkpoint) if weights.source == "checkpoint" else None
+    return model.eval(), record
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -117,6 +86,12 @@ def state_dict_sha256(model: nn.Module) -> str:
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
                       if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding NaN or infinity (a diverged fine-tune, a bad conversion)."""
+    return [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 def feature_levels(model: nn.Module, timm_name: str) -> list[dict[str, Any]]:
@@ -195,7 +170,7 @@ def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
         checkpoint = Path(source["checkpoint"])
     weights = Weights("checkpoint" if checkpoint else source["source"], source["seed"], checkpoint)
     opt_hw = tuple(meta["input"]["opt_hw"])
-    base = create_model(meta["timm_name"], meta["timm_kwargs"], weights, img_size=opt_hw)
+    base, _ = create_model(meta["timm_name"], meta["timm_kwargs"], weights, img_size=opt_hw)
     if state_dict_sha256(base) != source["sha256"]:
         raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
                              "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
@@ -205,7 +180,7 @@ def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
         if hw not in built:
             if type(base).__name__ != "Hiera":
                 return base
-            model = create_model(meta["timm_name"], meta["timm_kwargs"], Weights("random"), img_size=hw)
+            model, _ = create_model(meta["timm_name"], meta["timm_kwargs"], Weights("random"), img_size=hw)
             model.load_state_dict(base.state_dict())
             built[hw] = model
         return built[hw]

@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from vitdeploy.artifact import REPORT_FILE, Artifact, write_json_atomic
+from vitdeploy.artifact import REPORT_FILE, Artifact
+from vitdeploy.atomic import write_json_atomic
+from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import pixels_in_graph
 from vitdeploy.models import reference_models
 from vitdeploy.runners.torch import TorchRunner
 
 REFERENCE = "torch"
+DEFAULT_BATCH_SIZES = (1, 2, 4)  # those within the artifact's batch range; asked-for sizes must all be in it
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
+        return bool(self.checks) and all(check.passed for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         import timm
@@ -58,7 +61,7 @@ class VerifyReport:
         return {"artifact": self.artifact, "reference": f"eager torch {torch.__version__} / timm {timm.__version__}",
                 "candidate": self.candidate, "precision": self.precision, "seed": self.seed,
                 "passed": self.passed, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "checks": [asdict(check) for check in self.checks]}
+                "checks": [{k: _json_number(v) for k, v in asdict(check).items()} for check in self.checks]}
 
     def table(self) -> str:
         header = f"{'input':<15} {'output':<10} {'shape':<18} {'max_abs':>9} {'max_rel':>9} {'cosine':>10} " \
@@ -69,6 +72,26 @@ class VerifyReport:
                         f"{c.max_abs:>9.2e} {c.max_rel:>9.2e} {c.min_cosine:>10.7f} {c.nonfinite:>9d} "
                         f"{c.tol_max_abs:>8.0e}  {'pass' if c.passed else 'FAIL'}")
         return "\n".join(rows)
+
+
+def _json_number(value: Any) -> Any:
+    """NaN and infinities are not JSON: a non-finite figure is written as null (and its check failed)."""
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def verification_batches(input_spec: dict[str, Any], batch_sizes: list[int] | None) -> list[int]:
+    """The batch sizes to check: the asked-for ones, each within the artifact's batch range, or by
+    default those of DEFAULT_BATCH_SIZES that are (always at least the minimum)."""
+    low, high = input_spec["batch"]["min"], input_spec["batch"]["max"]
+    if batch_sizes is None:
+        return [b for b in DEFAULT_BATCH_SIZES if low <= b <= high] or [low]
+    if not batch_sizes:
+        raise VitdeployError(f"no batch sizes given: expected sizes within the artifact's batch range {low}..{high}")
+    for batch in batch_sizes:
+        if not low <= batch <= high:
+            raise VitdeployError(f"batch size {batch} is outside the artifact's batch range {low}..{high}: "
+                                 "expected batch sizes within it")
+    return list(dict.fromkeys(batch_sizes))
 
 
 def verification_sizes(input_spec: dict[str, Any]) -> list[tuple[int, int]]:
@@ -99,16 +122,21 @@ def verification_feeds(input_spec: dict[str, Any], sizes: list[tuple[int, int]],
     return feeds
 
 
-def _per_sample_min_cosine(expected: np.ndarray, actual: np.ndarray) -> float:
+def per_sample_min_cosine(expected: np.ndarray, actual: np.ndarray) -> float:
+    """The lowest cosine similarity between matching samples; NaN when either holds a NaN or infinity
+    (no similarity can be claimed), 1.0 for two all-zero samples."""
     a = expected.reshape(expected.shape[0], -1).astype(np.float64)
     b = actual.reshape(actual.shape[0], -1).astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
-    return float(np.nan_to_num(cosine, nan=-1.0).min())
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    return float(cosine.min())
 
 
 def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, precision: str,
-                    batch_sizes: list[int], sizes: list[tuple[int, int]] | None, seed: int,
+                    batch_sizes: list[int] | None, sizes: list[tuple[int, int]] | None, seed: int,
                     checkpoint: Path | None) -> VerifyReport:
     """Run eager PyTorch and `candidate` (a vitdeploy runner) on the same inputs and judge every output."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
@@ -116,11 +144,10 @@ def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, pr
 
     meta = artifact.meta
     spec = meta["input"]
-    batch_sizes = [b for b in batch_sizes if spec["batch"]["min"] <= b <= spec["batch"]["max"]]
-    feeds = verification_feeds(spec, sizes or verification_sizes(spec), batch_sizes, seed)
+    feeds = verification_feeds(spec, sizes or verification_sizes(spec), verification_batches(spec, batch_sizes), seed)
     reference = TorchRunner(meta, reference_models(meta, checkpoint), name=REFERENCE)
     tolerance = meta["tolerance"][precision]
-    with G_LOGGER.verbosity(G_LOGGER.ERROR):
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the report below says per output what polygraphy logs as [E]
         results = Comparator.run([reference, candidate], data_loader=feeds)
         accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
             atol=tolerance["max_abs"], rtol=0.0, check_error_stat="max"))
@@ -132,7 +159,7 @@ def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, pr
             expected, actual = expected_it[output], actual_it[output]
             same_shape = expected.shape == actual.shape
             stats = compared.get(output)
-            cosine = _per_sample_min_cosine(expected, actual) if same_shape else -1.0
+            cosine = per_sample_min_cosine(expected, actual) if same_shape else -1.0
             nonfinite = int((~np.isfinite(actual)).sum())
             passed = bool(same_shape and stats is not None and bool(stats) and nonfinite == 0
                           and cosine >= tolerance["min_cosine"])
@@ -147,7 +174,7 @@ def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, pr
                         precision=precision, seed=seed, checks=checks)
 
 
-def verify_onnx(artifact: Artifact, providers: list[str] | None = None, batch_sizes: list[int] = (1, 2),
+def verify_onnx(artifact: Artifact, providers: list[str] | None = None, batch_sizes: list[int] | None = None,
                 sizes: list[tuple[int, int]] | None = None, seed: int = 0,
                 checkpoint: Path | None = None) -> VerifyReport:
     """ONNX Runtime vs eager PyTorch; the report is also written into the artifact directory."""
@@ -156,23 +183,28 @@ def verify_onnx(artifact: Artifact, providers: list[str] | None = None, batch_si
     runner = OnnxRuntimeRunner(artifact.meta, artifact.onnx_path, providers, name="onnxruntime")
     label = f"onnxruntime ({', '.join(providers or ['CPUExecutionProvider'])})"
     report = compare_runners(artifact, runner, label, artifact.meta["export"]["precision"]
-                             if "export" in artifact.meta else "fp32", list(batch_sizes), sizes, seed, checkpoint)
+                             if "export" in artifact.meta else "fp32", batch_sizes, sizes, seed, checkpoint)
     if artifact.directory is not None:
         write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
     return report
 
 
-def verify_engine(engine_path: Path, batch_sizes: list[int] = (1, 2), sizes: list[tuple[int, int]] | None = None,
+def verify_engine(engine_path: Path, batch_sizes: list[int] | None = None, sizes: list[tuple[int, int]] | None = None,
                   seed: int = 0, checkpoint: Path | None = None) -> VerifyReport:
-    """A TensorRT / TensorRT-RTX engine vs eager PyTorch over its profile's sizes (needs a GPU); the
-    report is written beside the engine as ENGINE.verify.json."""
-    from vitdeploy.runners.tensorrt import TensorRTRunner
+    """An engine (TensorRT / TensorRT-RTX: needs a GPU; OpenVINO: the CPU) vs eager PyTorch over its input
+    range, at its precision's tolerance; the report is written beside the engine as ENGINE.verify.json."""
+    from vitdeploy.engine.openvino import BACKEND as OPENVINO
+    from vitdeploy.engine.sidecar import read_sidecar
 
-    runner = TensorRTRunner(engine_path, name="engine")
+    if read_sidecar(engine_path)["engine"]["backend"] == OPENVINO:
+        from vitdeploy.runners.openvino import OpenVINORunner as Runner
+    else:
+        from vitdeploy.runners.tensorrt import TensorRTRunner as Runner
+    runner = Runner(engine_path, name="engine")
     sidecar = runner.sidecar
     engine = sidecar["engine"]
     report = compare_runners(Artifact(onnx_path=engine_path, meta=sidecar, directory=None), runner,
                              f"{engine['backend']} {engine['backend_version']} engine", engine["precision"],
-                             list(batch_sizes), sizes, seed, checkpoint)
+                             batch_sizes, sizes, seed, checkpoint)
     write_json_atomic(engine_path.with_name(engine_path.name + ".verify.json"), report.to_dict())
     return report

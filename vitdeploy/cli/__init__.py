@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import warnings
 from typing import Any
 
 import click
 
 from vitdeploy import __version__
-from vitdeploy.errors import VitdeployError
+from vitdeploy.errors import VitdeployError, VitdeployWarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    click.echo(f"Warning: {message}" if issubclass(category, VitdeployWarning) else
+               warnings.formatwarning(message, category, *args, **kwargs).rstrip(), err=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (containers, CI time-outs, systemd) unwinds like Ctrl-C, so every staged write is removed."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
 
 
 class _Group(click.Group):
-    """Turns a VitdeployError anywhere below into `Error: <message>` and exit status 1, no traceback."""
+    """Turns a VitdeployError anywhere below into `Error: <message>` and exit status 1, no traceback;
+    shows vitdeploy's warnings as `Warning: <message>`; SIGINT and SIGTERM stop with one line and the
+    shell's exit status (130, 143) after every staged write has been removed."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+        previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None, warnings.showwarning
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except VitdeployError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            click.echo(f"Error: stopped by {signum.name}: nothing half-written was left behind", err=True)
+            ctx.exit(128 + signum)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous[0])
+            warnings.showwarning = previous[1]
 
 
 @click.group(cls=_Group)

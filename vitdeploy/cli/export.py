@@ -40,6 +40,8 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--bake-preprocessing", is_flag=True,
               help="Take uint8 NHWC RGB pixels and normalise them in the graph (mean/std of the artifact).")
+@click.option("--external-data", is_flag=True,
+              help="Keep the weights in model.onnx.data beside model.onnx (always done above 2 GB).")
 @click.option("--engine", is_flag=True, help="Also build a TensorRT / TensorRT-RTX engine (as `vitdeploy build`).")
 @click.option("--backend", type=click.Choice(CHOICES), default="auto", show_default=True,
               help="Engine backend with --engine.")
@@ -47,7 +49,7 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
               help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
            dynamic: bool | None, size: tuple[int, int] | None, checkpoint: Path | None, pretrained: bool,
-           seed: int, force: bool, bake_preprocessing: bool, engine: bool, backend: str, precision: str) -> None:
+           seed: int, force: bool, bake_preprocessing: bool, external_data: bool, engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX."""
     loaded = load_recipe(recipe)
     if engine:
@@ -55,14 +57,15 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
     out_dir = out_dir or Path("artifacts") / loaded.name
     options = ExportOptions(outputs=outputs, embedding=embedding, dynamic=dynamic, size=size,
                             weights=_weights(checkpoint, pretrained, seed), force=force,
-                            bake_preprocessing=bake_preprocessing)
+                            bake_preprocessing=bake_preprocessing, external_data=external_data)
     export_artifact(loaded, out_dir, options)
     artifact = load_artifact(out_dir)
     spec = artifact.input
     size_rule = (f"{spec['min_hw'][0]}x{spec['min_hw'][1]}..{spec['max_hw'][0]}x{spec['max_hw'][1]}, "
                  f"multiples of {spec['size_multiple']}" if artifact.dynamic
                  else f"{spec['opt_hw'][0]}x{spec['opt_hw'][1]}")
-    click.echo(f"wrote {out_dir}/ ({artifact.onnx_path.stat().st_size / 2**20:.1f} MiB ONNX, "
+    onnx_mib = sum(f["size_bytes"] for f in artifact.meta["export"]["files"].values()) / 2**20
+    click.echo(f"wrote {out_dir}/ ({onnx_mib:.1f} MiB ONNX in {', '.join(artifact.meta['export']['files'])}, "
                f"export {artifact.meta['export']['seconds']:.1f}s)")
     shape = ", ".join(map(str, layout_shape(spec, "B", "H", "W")))
     values = "RGB pixels, normalised in the graph" if pixels_in_graph(spec) else "normalised"

@@ -13,20 +13,21 @@ from vitdeploy.verify import verify_engine, verify_onnx
 
 @click.command()
 @click.argument("artifact", type=click.Path(exists=True, path_type=Path))
-@click.option("--batch-sizes", type=IntList(), default="1,2,4", show_default=True, help="Batch sizes to check.")
+@click.option("--batch-sizes", type=IntList(),
+              help="Batch sizes to check, within the artifact's batch range [default: those of 1,2,4 within it].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Weights to rebuild the reference from, if not where the export found them.")
 @click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
-def verify(artifact: Path, batch_sizes: tuple[int, ...], seed: int, checkpoint: Path | None, cuda: bool) -> None:
-    """Compare ARTIFACT (a directory, .onnx or .engine) with eager PyTorch, output by output."""
-    if artifact.suffix == ".engine":
-        report = verify_engine(artifact, list(batch_sizes), seed=seed, checkpoint=checkpoint)
+def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool) -> None:
+    """Compare ARTIFACT (a directory, .onnx, .engine or OpenVINO .xml) with eager PyTorch, output by output."""
+    if artifact.suffix in (".engine", ".xml"):
+        report = verify_engine(artifact, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:
         loaded = load_artifact(artifact)
         providers = ["CUDAExecutionProvider"] if cuda else None
-        report = verify_onnx(loaded, providers, list(batch_sizes), seed=seed, checkpoint=checkpoint)
+        report = verify_onnx(loaded, providers, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
         name, where = loaded.name, f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
     click.echo(f"{name}: {report.candidate} vs eager torch, {report.precision}, seed {seed}")
     click.echo(report.table())

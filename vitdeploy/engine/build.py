@@ -10,20 +10,21 @@ ahead of time on a CPU.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vitdeploy.artifact import Artifact, load_artifact, write_bytes_atomic, write_json_atomic
+from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.atomic import staged_files, write_json_atomic
 from vitdeploy.engine.backend import LABELS, resolve_backend, use_backend
 from vitdeploy.engine.gpu import compute_capability, format_capability
 from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS, reduced_precision_onnx
 from vitdeploy.engine.sidecar import engine_file_name, sidecar_path
 from vitdeploy.errors import VitdeployError
+from vitdeploy.integrity import describe_files
 from vitdeploy.inputs import layout_shape
 from vitdeploy.progress import Progress
 
@@ -54,14 +55,22 @@ def _check_io(io: dict[str, dict[str, Any]], artifact: Artifact) -> None:
                              "says; re-export the artifact")
 
 
-def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str]):
-    """(builder, network, parser) for the artifact's ONNX at `precision`."""
-    from polygraphy.backend.trt import network_from_onnx_bytes, network_from_onnx_path
+def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str], scratch: Path):
+    """(builder, network, parser) for the artifact's ONNX at `precision`. A reduced-precision graph is
+    written to `scratch` with external data first: models over 2 GB have no single-buffer form."""
+    import onnx
+    from polygraphy.backend.trt import network_from_onnx_path
 
     if precision == "fp32":
         return network_from_onnx_path(str(artifact.onnx_path), strongly_typed=True)
-    model = reduced_precision_onnx(artifact.onnx_path, precision, fp32_ops)
-    return network_from_onnx_bytes(model.SerializeToString(), strongly_typed=True)
+    path = scratch / f"model.{precision}.onnx"
+    onnx.save(reduced_precision_onnx(artifact.onnx_path, precision, fp32_ops), str(path),
+              save_as_external_data=True, location=f"{path.name}.data")
+    try:
+        return network_from_onnx_path(str(path), strongly_typed=True)
+    finally:
+        path.unlink()
+        path.with_name(f"{path.name}.data").unlink()
 
 
 @contextlib.contextmanager
@@ -132,10 +141,10 @@ def build_engine(artifact_dir: Path, backend: str = "auto", precision: str = "fp
     from polygraphy.logger import G_LOGGER
 
     started = time.perf_counter()
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+    with G_LOGGER.verbosity(G_LOGGER.WARNING), staged_files(artifact.directory, engine_path.name) as staging:
         with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {LABELS[backend]} {trt.__version__}"):
             with _user_error(f"{LABELS[backend]} {trt.__version__} cannot parse {artifact.onnx_path} ({precision})"):
-                builder, network, parser = _parse(artifact, precision, fp32_ops)
+                builder, network, parser = _parse(artifact, precision, fp32_ops, staging)
             io = network_io(network)
             _check_io(io, artifact)
         cache = _timing_cache(timing_cache, backend, progress)
@@ -144,18 +153,14 @@ def build_engine(artifact_dir: Path, backend: str = "auto", precision: str = "fp
             with _user_error(f"{LABELS[backend]} {trt.__version__} failed to build {artifact.onnx_path} ({precision})"):
                 serialized = engine_bytes_from_network((builder, network, parser), config=config,
                                                        save_timing_cache=cache)
-    seconds = time.perf_counter() - started
-    with progress.step(f"writing {engine_path.name} and its sidecar"):
-        data = memoryview(serialized)
-        sidecar = {**artifact.meta, "engine": {
-            "file": engine_path.name, "backend": backend, "backend_version": trt.__version__,
-            "precision": precision, "profile": profile, "compute_capability": target,
-            "fp32_ops": list(fp32_ops) if precision != "fp32" else [], "io": io,
-            "onnx_sha256": artifact.meta["export"]["onnx_sha256"],
-            "engine_sha256": hashlib.sha256(data).hexdigest(), "size_bytes": data.nbytes,
-            "build_seconds": round(seconds, 2),
-        }}
-        sidecar_path(engine_path).unlink(missing_ok=True)  # never leave an old sidecar beside a new engine
-        write_bytes_atomic(engine_path, data)
-        write_json_atomic(sidecar_path(engine_path), sidecar)
+        seconds = time.perf_counter() - started
+        with progress.step(f"writing {engine_path.name} and its description"):
+            (staging / engine_path.name).write_bytes(memoryview(serialized))
+            description = {**artifact.meta, "engine": {
+                "file": engine_path.name, "backend": backend, "backend_version": trt.__version__,
+                "precision": precision, "device": "cuda", "profile": profile, "compute_capability": target,
+                "fp32_ops": list(fp32_ops) if precision != "fp32" else [], "io": io,
+                "files": describe_files([staging / engine_path.name]), "build_seconds": round(seconds, 2),
+            }}
+            write_json_atomic(staging / sidecar_path(engine_path).name, description)
     return engine_path

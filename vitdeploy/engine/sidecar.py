@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitdeploy.artifact import FORMAT, FORMAT_VERSION, sha256_file
+from vitdeploy.artifact import FORMAT, FORMAT_VERSION
 from vitdeploy.engine.backend import EXTRAS, LABELS, is_installed, use_backend
 from vitdeploy.engine.gpu import compute_capability, format_capability
 from vitdeploy.errors import VitdeployError, missing_dependency
+from vitdeploy.integrity import check_files
 
 # A TensorRT-RTX engine built without a target GPU runs on these and later (Turing needs a targeted build).
 RTX_PORTABLE_MIN_CAPABILITY = (8, 0)
@@ -42,20 +43,6 @@ def read_sidecar(engine_path: Path) -> dict[str, Any]:
         raise VitdeployError(f"{path} is not a vitdeploy engine sidecar: expected format {FORMAT!r} version "
                              f"{FORMAT_VERSION} with an 'engine' section")
     return sidecar
-
-
-def check_engine_file(engine_path: Path, engine: dict[str, Any]) -> None:
-    """The engine file is the one the sidecar describes: same size, same sha256."""
-    if not engine_path.is_file():
-        raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
-    size, expected = engine_path.stat().st_size, engine["size_bytes"]
-    if size != expected:
-        what = "truncated" if size < expected else "longer than built"
-        raise VitdeployError(f"{engine_path.name} is {size} bytes, {what}: expected {expected} bytes "
-                             "(interrupted copy?); copy it again or rebuild")
-    if sha256_file(engine_path) != engine["engine_sha256"]:
-        raise VitdeployError(f"{engine_path.name} is corrupt: its sha256 differs from the one recorded at build "
-                             "time (same size, changed bytes); copy it again or rebuild")
 
 
 def check_runtime(engine: dict[str, Any]) -> None:
@@ -92,7 +79,9 @@ def check_engine(engine_path: Path) -> dict[str, Any]:
     """Everything that decides whether `engine_path` can load here; returns its sidecar."""
     sidecar = read_sidecar(engine_path)
     engine = sidecar["engine"]
-    check_engine_file(engine_path, engine)
+    if not engine_path.is_file():
+        raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
+    check_files(engine_path.parent, engine["files"], "copy it again or rebuild it with `vitdeploy build`")
     check_runtime(engine)
     check_gpu(engine, compute_capability())
     return sidecar
@@ -112,7 +101,8 @@ def describe_engine(sidecar: dict[str, Any]) -> str:
     target = engine["compute_capability"] or "portable (no GPU-specific target)"
     lines = [
         f"{engine['file']}: {LABELS.get(engine['backend'], engine['backend'])} {engine['backend_version']}, "
-        f"{engine['precision']}, {engine['size_bytes'] / 2**20:.1f} MiB, built in {engine['build_seconds']:.1f}s",
+        f"{engine['precision']}, {sum(f['size_bytes'] for f in engine['files'].values()) / 2**20:.1f} MiB, "
+        f"built in {engine['build_seconds']:.1f}s",
         f"model: {sidecar['timm_name']} (recipe {sidecar['recipe']}), compute capability: {target}",
         profile_table(engine["profile"]),
         "outputs: " + ", ".join(f"{o['name']} ({o['kind']}, {o['channels']} ch"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,14 +13,15 @@ from typing import Any
 import torch
 
 from vitdeploy import __version__
-from vitdeploy.artifact import (FORMAT, FORMAT_VERSION, METADATA_KEY, ONNX_FILE, SIDECAR_FILE, sha256_file,
-                                staged_directory, write_json_atomic)
-from vitdeploy.errors import VitdeployError
+from vitdeploy.artifact import FORMAT, FORMAT_VERSION, METADATA_KEY, ONNX_FILE, SIDECAR_FILE
+from vitdeploy.atomic import staged_directory, write_json_atomic
+from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.export.adapt import adapt_for_export, size_multiple, supports_dynamic
 from vitdeploy.export.pixels import NormalisedPixels
+from vitdeploy.integrity import describe_files
 from vitdeploy.inputs import axis_names, layout_shape, pixels_in_graph, size_error
 from vitdeploy.models import (Weights, check_outputs, create_model, default_outputs, describe_outputs,
-                              feature_levels, state_dict_sha256)
+                              feature_levels, nonfinite_tensors, state_dict_sha256)
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import describe_pyramid, pyramid_module, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
@@ -40,6 +42,7 @@ class ExportOptions:
     weights: Weights = Weights("random")
     force: bool = False
     bake_preprocessing: bool = False  # uint8 NHWC input, normalised in the graph
+    external_data: bool = False  # weights in model.onnx.data even below 2 GB (above, always)
 
 
 def _versions() -> dict[str, str]:
@@ -93,7 +96,12 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         raise VitdeployError(f"recipe '{recipe.name}' ({recipe.timm_name}) cannot be exported: {recipe.unsupported}")
     dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
     size = options.size or recipe.input.size
-    model = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size)
+    model, loaded = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size)
+    broken = nonfinite_tensors(model)
+    if broken:
+        warnings.warn(f"{len(broken)} weight tensors of {recipe.timm_name} hold NaN or infinite values (e.g. "
+                      f"{broken[0]}) in {options.weights.describe()}: the exported outputs will not be finite and "
+                      "verify will fail", VitdeployWarning, stacklevel=2)
     levels = feature_levels(model, recipe.timm_name)
     outputs = options.outputs if options.outputs is not None else recipe.outputs or default_outputs(levels)
     check_outputs(recipe.timm_name, levels, outputs)
@@ -113,7 +121,7 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         "timm_name": recipe.timm_name, "family": recipe.family, "timm_kwargs": recipe.timm_kwargs,
         "weights": {"source": options.weights.source, "seed": options.weights.seed,
                     "checkpoint": str(options.weights.checkpoint) if options.weights.checkpoint else None,
-                    "sha256": state_dict_sha256(model)},
+                    "sha256": state_dict_sha256(model), **(loaded or {})},
         "input": _input_spec(recipe, model, dynamic, size, multiple, options.bake_preprocessing),
         "outputs": described,
         "pyramid": pyramid,
@@ -141,8 +149,19 @@ def _name_dimensions(graph: Any, meta: dict[str, Any]) -> None:
             value.shape = ir.Shape(["batch", output["channels"], f"height/{stride}", f"width/{stride}"])
 
 
-def export_onnx(module: torch.nn.Module, meta: dict[str, Any], path: Path) -> None:
-    """torch.export-based ONNX export with named outputs and the description in metadata_props."""
+def onnx_files(path: Path) -> list[Path]:
+    """`path` and the external-data files its initializers point to (models over 2 GB, or --external-data)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    return [path, *(path.parent / location for location in sorted(locations))]
+
+
+def export_onnx(module: torch.nn.Module, meta: dict[str, Any], path: Path, external_data: bool = False) -> None:
+    """torch.export-based ONNX export with named outputs and the description in metadata_props; weights
+    go to `<path>.data` when `external_data` or when the model is over 2 GB (protobuf's limit)."""
     import onnx
 
     spec = meta["input"]
@@ -158,7 +177,7 @@ def export_onnx(module: torch.nn.Module, meta: dict[str, Any], path: Path) -> No
             dynamic_shapes=_dynamic_shapes(spec, spec["mode"] == "dynamic"), verbose=False)
     _name_dimensions(program.model.graph, meta)
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
-    program.save(str(path), external_data=False)
+    program.save(str(path), external_data=external_data)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -176,10 +195,10 @@ def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = Expo
         started = time.perf_counter()
         pixels = ", uint8 NHWC input normalised in the graph" if pixels_in_graph(meta["input"]) else ""
         with progress.step(f"exporting ONNX (opset {OPSET}, {meta['input']['mode']} resolution{pixels})"):
-            export_onnx(module, meta, onnx_path)
+            export_onnx(module, meta, onnx_path, options.external_data)
         with progress.step("writing metadata"):
             meta["export"] = {"opset": OPSET, "exporter": "torch.export", "precision": "fp32",
-                              "onnx_file": ONNX_FILE, "onnx_sha256": sha256_file(onnx_path),
+                              "onnx_file": ONNX_FILE, "files": describe_files(onnx_files(onnx_path)),
                               "seconds": round(time.perf_counter() - started, 2)}
             meta["created_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             write_json_atomic(staging / SIDECAR_FILE, meta)
