@@ -93,11 +93,11 @@ def test_unavailable_backend_lists_the_available_ones(vit_small_artifact: Path):
     with pytest.raises(VitdeployError) as caught:
         api.load(vit_small_artifact, backend="tensorrt")
     message = str(caught.value)
-    assert message.startswith("backend 'tensorrt' is not available for vit_small (tensorrt: no engine in the "
-                              "artifact (build one with `vitdeploy build`)): available: ")
+    assert message.startswith("backend 'tensorrt' is not available for vit_small (tensorrt: no tensorrt engine in "
+                              "the artifact (build one with `vitdeploy build --backend tensorrt`)): available: ")
     assert "onnxruntime-cpu" in message.rsplit("available: ", 1)[1] and "\n" not in message
     with pytest.raises(VitdeployError, match=r"^unknown backend 'onnx': expected one of auto, onnxruntime, "
-                                             r"tensorrt, onnxruntime-cuda, onnxruntime-cpu$"):
+                                             r"tensorrt, onnxruntime-cuda, openvino, onnxruntime-cpu$"):
         api.load(vit_small_artifact, backend="onnx")
 
 
@@ -129,7 +129,7 @@ def test_engine_preference_and_precision_filter(vit_small_artifact: Path, tmp_pa
     assert [p.name for p in api.engine_paths(artifact)] == [
         "model.tensorrt.fp32.engine", "model.tensorrt_rtx.fp32.engine", "model.tensorrt_rtx.fp16.engine",
         "model.tensorrt.bf16.engine"]
-    assert [p.name for p in api.engine_paths(artifact, "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
+    assert [p.name for p in api.engine_paths(artifact, "tensorrt", "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
 
 
 def test_closed_model_says_so(vit_small_artifact: Path):

@@ -19,9 +19,11 @@ from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import image_hw
 
-BACKENDS = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+# `auto` tries them in this order: GPU runtimes first, then OpenVINO, the faster CPU runtime (README, Benchmark).
+BACKENDS = ("tensorrt", "onnxruntime-cuda", "openvino", "onnxruntime-cpu")
 ALIASES = {"onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu"), "auto": BACKENDS}
-ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")  # preference when no precision is asked for
+ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")  # preference when no precision is asked for: exactness first
+ENGINE_FAMILIES = {"tensorrt": ("tensorrt", "tensorrt_rtx"), "openvino": ("openvino",)}  # backend -> builders
 
 Images = np.ndarray | str | os.PathLike[str] | Sequence[np.ndarray | str | os.PathLike[str]]
 
@@ -69,36 +71,45 @@ def gpu_present() -> bool:
     return compute_capability() is not None
 
 
-def engine_paths(artifact: Artifact, precision: str | None = None) -> list[Path]:
-    """The artifact's engines (with a sidecar), `precision` only if given, in order of preference."""
+def engine_paths(artifact: Artifact, backend: str = "tensorrt", precision: str | None = None) -> list[Path]:
+    """The artifact's engines for `backend` (`model.<builder>.<precision>.<ext>` with a `.json` description),
+    `precision` only if given, in order of preference."""
     if artifact.directory is None:
         return []
-    engines = [p for p in artifact.directory.glob("model.*.engine") if p.with_name(p.name + ".json").is_file()]
     precisions = (precision,) if precision else ENGINE_PRECISIONS
     rank = {p: i for i, p in enumerate(precisions)}
-    chosen = [p for p in engines if p.name.split(".")[-2] in rank]
-    return sorted(chosen, key=lambda p: (rank[p.name.split(".")[-2]], p.name))
+    engines = []
+    for description in artifact.directory.glob("model.*.*.*.json"):
+        _, builder, engine_precision, _, _ = description.name.split(".", 4)
+        if builder in ENGINE_FAMILIES[backend] and engine_precision in rank and description.with_suffix("").is_file():
+            engines.append((rank[engine_precision], description.with_suffix("")))
+    return [path for _, path in sorted(engines)]
 
 
 def engine_problem(artifact: Artifact, path: Path) -> str | None:
-    """Why the engine at `path` cannot run the artifact here (sidecar, file, runtime, GPU); None if it can."""
-    from vitdeploy.engine.sidecar import check_engine
+    """Why the engine at `path` cannot run the artifact here (description, files, runtime, device); None if it can."""
+    from vitdeploy.engine.openvino import BACKEND as OPENVINO, check_openvino_engine
+    from vitdeploy.engine.sidecar import check_engine, read_sidecar
 
     try:
-        sidecar = check_engine(path)
+        sidecar = read_sidecar(path)
+        if sidecar["engine"]["backend"] == OPENVINO:
+            check_openvino_engine(path, sidecar)
+        else:
+            check_engine(path)
     except VitdeployError as exc:
         return str(exc)
-    if sidecar["engine"]["onnx_sha256"] != artifact.meta["export"]["onnx_sha256"]:
+    if sidecar["export"]["files"] != artifact.meta["export"]["files"]:
         return f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`"
     return None
 
 
-def usable_engine(artifact: Artifact, precision: str | None = None) -> tuple[Path | None, str]:
-    """The first engine that can load here, or None and why none can."""
-    paths = engine_paths(artifact, precision)
+def usable_engine(artifact: Artifact, backend: str, precision: str | None = None) -> tuple[Path | None, str]:
+    """The first `backend` engine that can load here, or None and why none can."""
+    paths = engine_paths(artifact, backend, precision)
     if not paths:
-        what = f"no {precision} engine" if precision else "no engine"
-        return None, f"{what} in the artifact (build one with `vitdeploy build`)"
+        what = f"no {precision} {backend} engine" if precision else f"no {backend} engine"
+        return None, f"{what} in the artifact (build one with `vitdeploy build --backend {backend}`)"
     reasons = []
     for path in paths:
         problem = engine_problem(artifact, path)
@@ -125,8 +136,8 @@ def onnxruntime_problem(device: str) -> str | None:
 
 def _check_backend(artifact: Artifact, backend: str, precision: str | None) -> tuple[str | None, Path | None]:
     """(why `backend` cannot run `artifact` here or None, the engine it would use)."""
-    if backend == "tensorrt":
-        engine, problem = usable_engine(artifact, precision)
+    if backend in ENGINE_FAMILIES:
+        engine, problem = usable_engine(artifact, backend, precision)
         return problem or None, engine
     return onnxruntime_problem(backend.removeprefix("onnxruntime-")), None
 
@@ -168,6 +179,10 @@ class Model:
             from vitdeploy.runners.tensorrt import TensorRTRunner
 
             self._runner = TensorRTRunner(self.engine)
+        elif self.backend == "openvino":
+            from vitdeploy.runners.openvino import OpenVINORunner
+
+            self._runner = OpenVINORunner(self.engine, threads)
         else:
             from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 
@@ -227,8 +242,9 @@ def load(artifact: str | os.PathLike[str], backend: str = "auto", precision: str
          threads: int | None = None) -> Model:
     """Load an artifact directory (or bare .onnx) for inference.
 
-    backend: auto (a TensorRT engine if one loads here, else ONNX Runtime CUDA, else CPU), tensorrt,
-    onnxruntime (CUDA if usable, else CPU), onnxruntime-cuda or onnxruntime-cpu. precision picks the
-    engine (fp32, fp16, bf16; default: the first of these built). threads: ONNX Runtime intra-op threads.
+    backend: auto (the first that runs here of: a TensorRT engine, ONNX Runtime CUDA, an OpenVINO
+    engine, ONNX Runtime CPU), tensorrt, openvino, onnxruntime (CUDA if usable, else CPU),
+    onnxruntime-cuda or onnxruntime-cpu. precision picks the engine (fp32, fp16, bf16; default: the
+    first of these built). threads: intra-op threads of ONNX Runtime or OpenVINO.
     """
     return Model(load_artifact(Path(artifact)), backend, precision, threads)

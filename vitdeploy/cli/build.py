@@ -12,8 +12,8 @@ from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS
 
 @click.command("build")
 @click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(CHOICES), default="auto", show_default=True,
-              help="auto: full TensorRT if installed, else TensorRT-RTX.")
+@click.option("--backend", type=click.Choice([*CHOICES, "openvino"]), default="auto", show_default=True,
+              help="auto: full TensorRT if installed, else TensorRT-RTX; openvino: an IR for CPUs (fp32, bf16).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="Tactic timing cache to read and update, so a rebuild on this GPU is fast.")
@@ -23,7 +23,13 @@ from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS
               help="TensorRT-RTX: build for this machine's GPU only instead of a portable engine.")
 def build(artifact_dir: Path, backend: str, precision: str, timing_cache: Path | None,
           fp32_ops: tuple[str, ...], target_gpu: bool) -> None:
-    """Build model.<backend>.<precision>.engine (+ .json sidecar) in ARTIFACT_DIR; prints the engine path."""
+    """Build an engine (model.<backend>.<precision>.engine, or .xml + .bin for OpenVINO) and its .json
+    description in ARTIFACT_DIR; prints the engine path."""
+    if backend == "openvino":
+        from vitdeploy.engine.openvino import build_openvino
+
+        click.echo(build_openvino(artifact_dir, precision))
+        return
     from vitdeploy.engine.build import build_engine
 
     engine = build_engine(artifact_dir, backend, precision, timing_cache=timing_cache,
