@@ -78,7 +78,7 @@ OUTPUTS = [
 def write_sidecar(directory: Path, spec: dict) -> Path:
     """A vitdeploy.json as the exporter writes it (docs/ARTIFACT_FORMAT.md), for the given input section."""
     path = directory / "vitdeploy.json"
-    path.write_text(json.dumps({"format": "vitdeploy.pyramid", "format_version": 1, "recipe": "cpp_demo_test",
+    path.write_text(json.dumps({"format": "vitdeploy.pyramid", "format_version": 2, "recipe": "cpp_demo_test",
                                 "timm_name": "none", "family": "hiera", "input": spec, "outputs": OUTPUTS}))
     return path
 
