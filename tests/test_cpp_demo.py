@@ -267,7 +267,8 @@ def build_openvino_engine(artifact: Path, precision: str) -> Path:
                                 "shape": [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]}
           for mode, port in ports}
     engine = {"file": xml.name, "backend": "openvino", "backend_version": ov.get_version().split("-")[0],
-              "precision": precision, "device": "CPU", "inference_precision": {"fp32": "f32", "bf16": "bf16"}[precision],
+              "precision": precision, "device": "CPU",
+              "inference_precision": {"fp32": "f32", "bf16": "bf16"}[precision],
               "profile": engine_profile(meta["input"]), "io": io,
               "files": {f.name: {"size_bytes": f.stat().st_size, "sha256": sha256_file(f)}
                         for f in (xml, xml.with_suffix(".bin"))},
@@ -424,6 +425,12 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
             handle.seek(size // 2)
             handle.write(bytes([byte[0] ^ 0xFF]))
 
+    def rename(engine: Path) -> Path:
+        renamed = engine.with_name("renamed.xml")
+        engine.rename(renamed)
+        Path(f"{engine}.json").rename(f"{renamed}.json")
+        return renamed
+
     def narrow_profile(description: dict) -> None:
         description["engine"]["profile"]["image"]["max"] = [1, 3, 64, 64]
 
@@ -458,6 +465,9 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
                           "image {tmp}/nothing.jpg does not exist: expected a PNG or JPEG file"),
         "out of profile": (lambda engine: edited_description(engine, narrow_profile), "chelsea.png",
                            "input 1x3x128x96 for image {photo} is outside the engine's profile 1x3x32x32..1x3x64x64"),
+        "renamed engine": (rename, "chelsea.png",
+                           f"engine renamed.xml is described as {xml} in {{dir}}/renamed.xml.json: expected the names "
+                           "`vitdeploy build` gave them (the files are found by name)"),
         "other io": (lambda engine: edited_description(engine, rename_output), "chelsea.png",
                      f"{xml} has inputs [image] and outputs [block0, block1]: expected inputs [image] and outputs "
                      "[block0, pooled] as {dir}/" + xml + ".json says; the engine and its description do not belong "
@@ -471,8 +481,7 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
     for name, (damage, image, message) in cases.items():
         directory = tmp_path / name.replace(" ", "_")
         shutil.copytree(source.parent, directory)
-        engine = directory / xml
-        damage(engine)
+        engine = damage(directory / xml) or directory / xml  # a damage that renames the engine returns its new path
         photo = photos.get(image, tmp_path / image)
         result = run_demo(demo, engine, photo, directory / "out")
         expected = message.format(dir=directory, tmp=tmp_path, photo=photo)

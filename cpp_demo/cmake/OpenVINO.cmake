@@ -1,14 +1,12 @@
 # Finds the OpenVINO runtime (for instance the one in the `openvino` pip wheel, which ships its headers and
 # CMake package) and, when found, compiles the OpenVINO runtime into vitdeploy_demo and adds the ctest
-# openvino_runtime. OpenVINO_DIR points at the package; without it, the `python` on PATH is asked where its
-# openvino wheel is.
+# openvino_runtime. OpenVINO_DIR points at the package; without it, the `python3` on PATH is asked where its
+# openvino wheel is (python3 -c 'import openvino').
 if(NOT OpenVINO_DIR)
-  find_program(VITDEPLOY_PYTHON NAMES python3 python)
-  if(VITDEPLOY_PYTHON)
-    execute_process(
-      COMMAND ${VITDEPLOY_PYTHON} -c "import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), 'cmake'))"
-      OUTPUT_VARIABLE _openvino_wheel_cmake OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE _no_wheel)
-  endif()
+  # Not cached: the python on PATH is the one of the environment CMake runs in now (an activated venv).
+  execute_process(
+    COMMAND python3 -c "import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), 'cmake'))"
+    OUTPUT_VARIABLE _openvino_wheel_cmake OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE _no_wheel)
 endif()
 find_package(OpenVINO QUIET COMPONENTS Runtime HINTS ${_openvino_wheel_cmake})
 

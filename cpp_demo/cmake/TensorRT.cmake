@@ -29,7 +29,8 @@ if(TENSORRT_INCLUDE_DIR AND TENSORRT_LIBRARY AND CUDAToolkit_FOUND)
 else()
   message(STATUS "vitdeploy_demo: TensorRT runtime: not found (headers: ${TENSORRT_INCLUDE_DIR}, library: "
                  "${TENSORRT_LIBRARY}, CUDA toolkit found: ${CUDAToolkit_FOUND}); point at it with "
-                 "-DTENSORRT_ROOT=<TensorRT or TensorRT-RTX install> (or -DTENSORRT_INCLUDE_DIR= and -DTENSORRT_LIBRARY=)")
+                 "-DTENSORRT_ROOT=<TensorRT or TensorRT-RTX install> "
+                 "(or -DTENSORRT_INCLUDE_DIR= and -DTENSORRT_LIBRARY=)")
 endif()
 
 if(VITDEPLOY_TRT_SYNTAX_CHECK)

@@ -73,13 +73,15 @@ std::vector<int64_t> recorded_shape(const ov::PartialShape& shape) {
 }
 
 // The port among `ports` carrying `name`, or nullptr.
-const ov::Output<const ov::Node>* find_port(const std::vector<ov::Output<const ov::Node>>& ports, const std::string& name) {
+using Ports = std::vector<ov::Output<const ov::Node>>;
+
+const ov::Output<const ov::Node>* find_port(const Ports& ports, const std::string& name) {
     for (const auto& port : ports)
         if (port.get_names().count(name)) return &port;
     return nullptr;
 }
 
-std::string port_names(const std::vector<ov::Output<const ov::Node>>& ports) {
+std::string port_names(const Ports& ports) {
     std::string names;
     for (const auto& port : ports) names += (names.empty() ? "" : ", ") + port.get_any_name();
     return "[" + names + "]";
@@ -117,7 +119,8 @@ public:
         const EngineSpec& engine = *sidecar.engine;
         const std::string where = engine_path + ".json", file = std::filesystem::path(engine_path).filename();
         ov::Core core;
-        const std::shared_ptr<ov::Model> model = openvino("reading " + file, [&] { return core.read_model(engine_path); });
+        const std::shared_ptr<ov::Model> model =
+            openvino("reading " + file, [&] { return core.read_model(engine_path); });
         check_io(*model, sidecar, file, where);
         // Bounded to the profile: OpenVINO itself then refuses a shape outside it.
         ov::PartialShape bounds;

@@ -141,7 +141,8 @@ public:
         runtime_.reset(nvinfer1::createInferRuntime(logger_));
         if (!runtime_) throw fail("runtime creation failed");
         engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
-        if (!engine_) throw fail("cannot deserialise the engine (built by another TensorRT version or for another GPU?)");
+        if (!engine_)
+            throw fail("cannot deserialise the engine (built by another TensorRT version or for another GPU?)");
         check_engine(*engine_, sidecar, where_);
         context_.reset(engine_->createExecutionContext());
         if (!context_) throw fail("cannot create an execution context");

@@ -91,7 +91,9 @@ nlohmann::json description(const std::string& backend_version) {
                     {"files", files}, {"build_seconds", 0.1}}}};
 }
 
-vd::Sidecar parsed(const nlohmann::json& text) { return vd::parse_sidecar(text.dump(), "model.openvino.fp32.xml.json"); }
+vd::Sidecar parsed(const nlohmann::json& document) {
+    return vd::parse_sidecar(document.dump(), std::string(kXml) + ".json");
+}
 
 // A 2x3x16x24 input whose values follow a formula, and the pooled values that formula gives.
 vd::InputTensor ramp() {
@@ -149,7 +151,8 @@ void test_refuses() {
     uint8_input["input"]["layout"] = "NHWC";
     uint8_input["input"]["normalised_in_graph"] = true;
     uint8_input["engine"]["io"]["image"] = {{"mode", "input"}, {"dtype", "uint8"}, {"shape", {-1, -1, -1, 3}}};
-    uint8_input["engine"]["profile"]["image"] = {{"min", {1, 8, 8, 3}}, {"opt", {1, 16, 16, 3}}, {"max", {2, 32, 24, 3}}};
+    uint8_input["engine"]["profile"]["image"] = {
+        {"min", {1, 8, 8, 3}}, {"opt", {1, 16, 16, 3}}, {"max", {2, 32, 24, 3}}};
     CHECK_THROWS(vd::openvino_backend().open(parsed(uint8_input), kXml, false),
                  "model.openvino.fp32.xml input 'image' is float32 -1x3x-1x-1: expected uint8 -1x-1x-1x3");
 
