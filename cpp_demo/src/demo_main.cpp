@@ -91,8 +91,9 @@ int run(const Args& args) {
         vd::write_npy((dir / (sidecar.outputs[i].name + ".npy")).string(), outputs[i]);
     const auto stats = vd::consume_pyramid(sidecar, image, vd::shape_hw(sidecar.input, input.shape), input.shape[0],
                                            outputs, args.out_dir);
-    std::printf("%s (%s %s on %s, %s): image %dx%d -> input %s %s\n", args.engine.c_str(), spec.backend.c_str(),
-                backend.version.c_str(), spec.device.c_str(), spec.precision.c_str(), image.height, image.width,
+    std::printf("%s (%s, built with %s %s, run with %s %s on %s): image %dx%d -> input %s %s\n", args.engine.c_str(),
+                spec.precision.c_str(), spec.backend.c_str(), spec.backend_version.c_str(), backend.name.c_str(),
+                backend.version.c_str(), spec.device.c_str(), image.height, image.width,
                 vd::shape_string(input.shape).c_str(), sidecar.input.dtype());
     std::fputs(vd::stats_table(stats).c_str(), stdout);
     std::printf("wrote %s\n", args.out_dir.c_str());
