@@ -307,8 +307,7 @@ def demo(build_dir: Path) -> Path:
     if importlib.util.find_spec("openvino") is None:
         pytest.skip("openvino is not installed (pip install -e '.[test]'), so CMake had no OpenVINO to build with")
     program = build_dir / "vitdeploy_demo"
-    versions = subprocess.run([str(program), "--version"], capture_output=True, text=True, check=True).stdout
-    assert re.search(r"^openvino \d+\.\d+\.\d+ ", versions, re.M), f"OpenVINO was not compiled in: {versions}"
+    assert "openvino" in compiled_runtimes(program), "CMake was given openvino's CMake package but did not use it"
     return program
 
 
@@ -345,6 +344,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     small = tmp_path_factory.mktemp("photos") / "coffee_small.png"
     Image.open(paths["coffee.png"]).resize((70, 45), Image.Resampling.BILINEAR).save(small)
     return paths | {"coffee_small.png": small}
+
+
+def compiled_runtimes(demo: Path) -> dict[str, str]:
+    """Runtime name -> version, from `vitdeploy_demo --version` (one line per runtime compiled in)."""
+    versions = subprocess.run([str(demo), "--version"], capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"^(\w+) (\d+\.\d+\.\d+) ", versions, re.M))
 
 
 def run_demo(demo: Path, engine: Path, image: Path, out: Path) -> subprocess.CompletedProcess:
@@ -410,8 +415,7 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
     source = openvino_engine("vit-dynamic")
     xml, binary = source.name, source.with_suffix(".bin").name
     size = source.with_suffix(".bin").stat().st_size
-    compiled_in = re.findall(r"^(\w+) \d", subprocess.run([str(demo), "--version"], capture_output=True,
-                                                           text=True).stdout, re.M)
+    compiled_in = compiled_runtimes(demo)
     (tmp_path / "text.png").write_text("not an image")
 
     def truncate(engine: Path) -> None:
@@ -454,11 +458,11 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
         "format version 1": (lambda engine: edited_description(engine, lambda d: d.update(format_version=1)),
                              "chelsea.png", "{dir}/" + xml + ".json is format_version 1: this demo reads version 2; "
                              "re-export the artifact (and rebuild its engines) with a current vitdeploy"),
-        "newer openvino": (lambda engine: edited_description(
-                               engine, lambda d: d["engine"].update(backend_version="2999.0.0")), "chelsea.png",
-                           "the engine was built with OpenVINO 2999.0.0 but this vitdeploy_demo runs OpenVINO "
-                           f"{compiled_version(demo, 'openvino')}: expected 2999.0.0 or newer; rebuild the engine with "
-                           "this OpenVINO or the demo against a newer one"),
+        "runtime older than the engine": (
+            lambda engine: edited_description(engine, lambda d: d["engine"].update(backend_version="2999.0.0")),
+            "chelsea.png", "the engine was built with OpenVINO 2999.0.0 but this vitdeploy_demo runs OpenVINO "
+            f"{compiled_in['openvino']}: expected 2999.0.0 or newer; rebuild the engine with this OpenVINO or the "
+            "demo against a newer one"),
         "unreadable image": (lambda engine: None, "text.png",
                              "{tmp}/text.png is neither PNG nor JPEG: expected a PNG or JPEG file"),
         "missing image": (lambda engine: None, "nothing.jpg",
@@ -489,11 +493,6 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
         assert not (directory / "out").exists(), f"{name}: the demo wrote output before failing"
 
 
-def compiled_version(demo: Path, backend: str) -> str:
-    versions = subprocess.run([str(demo), "--version"], capture_output=True, text=True).stdout
-    return re.search(rf"^{backend} (\S+)", versions, re.M).group(1)
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("baked", [False, True], ids=["float32", "baked"])
 def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, Path], tmp_path: Path,
@@ -504,8 +503,7 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
     from vitdeploy.engine.gpu import compute_capability
 
     demo = build_dir / "vitdeploy_demo"
-    versions = dict(re.findall(r"^(\w+) (\S+)", subprocess.run([str(demo), "--version"], capture_output=True,
-                                                                 text=True).stdout, re.M))
+    versions = compiled_runtimes(demo)
     compiled = [name for name in ("tensorrt", "tensorrt_rtx") if name in versions]
     if not compiled:
         pytest.skip("vitdeploy_demo has no TensorRT runtime: CMake found no TensorRT/TensorRT-RTX (set TENSORRT_ROOT) "

@@ -57,8 +57,8 @@ const std::string kSidecar = R"({
                     "stride8": {"mode": "output", "dtype": "float32", "shape": [-1, 2, -1, -1]},
                     "embedding": {"mode": "output", "dtype": "float32", "shape": [-1, 5]}},
              "files": {
-               "m.xml": {"size_bytes": 3, "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
-               "m.bin": {"size_bytes": 0, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
+             "m.xml": {"size_bytes": 3, "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+             "m.bin": {"size_bytes": 0, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
              "build_seconds": 0.5}
 })";
 
