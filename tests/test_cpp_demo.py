@@ -1,18 +1,23 @@
-"""The C++ demo (cpp_demo/) against Python: preprocessing, pyramid consumers and, on a GPU, TensorRT outputs.
+"""The C++ demo (cpp_demo/) against Python: preprocessing, pyramid consumers, OpenVINO outputs on exported
+models and real photos, its load-time errors, and, on a GPU, TensorRT outputs.
 
 Builds cpp_demo with CMake into a temporary directory. Needs cmake, a C++17 compiler and
-`apt-get install libpng-dev libjpeg-dev nlohmann-json3-dev` (skipped with that reason otherwise).
-The TensorRT program vitdeploy_demo is built too when CMake finds TensorRT and CUDA (environment
-TENSORRT_ROOT, or TENSORRT_INCLUDE_DIR and TENSORRT_LIBRARY, are passed on to CMake).
+`apt-get install libpng-dev libjpeg-dev nlohmann-json3-dev libssl-dev` (skipped with that reason otherwise).
+vitdeploy_demo gets the OpenVINO runtime when this Python has the openvino wheel (its CMake package is
+passed on), and the TensorRT runtime when CMake finds TensorRT and CUDA (environment TENSORRT_ROOT, or
+TENSORRT_INCLUDE_DIR and TENSORRT_LIBRARY, are passed on to CMake). A runtime CMake finds is tested, never
+skipped: the OpenVINO tests fail if openvino is importable but the demo lacks it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,7 @@ from PIL import Image
 from vitdeploy.preprocess import preprocess, resize_bilinear
 
 CPP_DEMO = Path(__file__).resolve().parents[1] / "cpp_demo"
-APT_PACKAGES = "cmake g++ libpng-dev libjpeg-dev nlohmann-json3-dev"
+APT_PACKAGES = "cmake g++ libpng-dev libjpeg-dev nlohmann-json3-dev libssl-dev"
 PREPROCESS_MAX_ABS = 1e-5
 TENSORRT_HINTS = ("TENSORRT_ROOT", "TENSORRT_INCLUDE_DIR", "TENSORRT_LIBRARY")  # passed on to CMake
 # matplotlib's inferno at 0, 1/4, 1/2, 3/4, 1 and the 50/50 blend: cpp_demo/src/pyramid.cpp.
@@ -37,6 +42,8 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"no C++ compiler (apt-get install {APT_PACKAGES})")
     build = tmp_path_factory.mktemp("cpp_demo_build")
     hints = [f"-D{name}={os.environ[name]}" for name in TENSORRT_HINTS if os.environ.get(name)]
+    if importlib.util.find_spec("openvino"):  # the wheel's CMake package, as the README's build line passes it
+        hints.append(f"-DOpenVINO_DIR={Path(importlib.util.find_spec('openvino').origin).parent / 'cmake'}")
     configure = subprocess.run(["cmake", "-S", str(CPP_DEMO), "-B", str(build), *hints], capture_output=True,
                                text=True)
     if configure.returncode:
@@ -46,7 +53,8 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             names = sorted({a or b for a, b in missing})
             pytest.skip(f"cpp_demo needs {', '.join(names)}: apt-get install {APT_PACKAGES}")
         pytest.fail(f"cmake configure failed:\n{configure.stdout}\n{configure.stderr}")
-    compiled = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    compiled = subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "vitdeploy_demo_tool",
+                               "vitdeploy_demo"], capture_output=True, text=True)
     assert compiled.returncode == 0, f"cpp_demo build failed:\n{compiled.stdout[-4000:]}\n{compiled.stderr[-4000:]}"
     return build
 
@@ -78,7 +86,7 @@ OUTPUTS = [
 def write_sidecar(directory: Path, spec: dict) -> Path:
     """A vitdeploy.json as the exporter writes it (docs/ARTIFACT_FORMAT.md), for the given input section."""
     path = directory / "vitdeploy.json"
-    path.write_text(json.dumps({"format": "vitdeploy.pyramid", "format_version": 1, "recipe": "cpp_demo_test",
+    path.write_text(json.dumps({"format": "vitdeploy.pyramid", "format_version": 2, "recipe": "cpp_demo_test",
                                 "timm_name": "none", "family": "hiera", "input": spec, "outputs": OUTPUTS}))
     return path
 
@@ -231,6 +239,260 @@ def test_cpp_errors_are_one_line(build_dir: Path, images: dict[str, Path], tmp_p
     assert run_tool(build_dir, "preprocess").returncode == 2  # usage
 
 
+# vitdeploy_demo through OpenVINO on exported timm models (random weights) and real photos.
+
+OPENVINO_MAX_ABS = 1e-5  # C++ against the Python OpenVINO runner on the same IR, input and device
+# name: (test recipe, export options). Together: fixed and dynamic, ViT and Hiera, float32 and uint8 input.
+MODELS = {
+    "vit-dynamic": ("vit_tiny_dynamic.toml", {}),
+    "vit-fixed-baked": ("vit_tiny_dynamic.toml", {"dynamic": False, "size": (64, 96), "bake_preprocessing": True}),
+    "hiera-dynamic-baked": ("hiera_abswin_dynamic.toml", {"bake_preprocessing": True}),
+}
+
+
+def build_openvino_engine(artifact: Path, precision: str) -> Path:
+    """STAND-IN for `vitdeploy build ARTIFACT --backend openvino --precision P`, which the Python side has not
+    shipped yet: the IR and its format_version 2 engine description, exactly as that contract specifies."""
+    import openvino as ov
+
+    from vitdeploy.artifact import sha256_file
+    from vitdeploy.engine.build import engine_profile
+
+    meta = json.loads((artifact / "vitdeploy.json").read_text())
+    xml = artifact / f"model.openvino.{precision}.xml"
+    model = ov.convert_model(str(artifact / "model.onnx"))
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    ports = [("input", port) for port in model.inputs] + [("output", port) for port in model.outputs]
+    io = {port.get_any_name(): {"mode": mode, "dtype": str(port.get_element_type().to_dtype()),
+                                "shape": [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]}
+          for mode, port in ports}
+    engine = {"file": xml.name, "backend": "openvino", "backend_version": ov.get_version().split("-")[0],
+              "precision": precision, "device": "CPU",
+              "inference_precision": {"fp32": "f32", "bf16": "bf16"}[precision],
+              "profile": engine_profile(meta["input"]), "io": io,
+              "files": {f.name: {"size_bytes": f.stat().st_size, "sha256": sha256_file(f)}
+                        for f in (xml, xml.with_suffix(".bin"))},
+              "build_seconds": 0.0}
+    Path(f"{xml}.json").write_text(json.dumps(meta | {"format_version": 2, "engine": engine}, indent=2))
+    return xml
+
+
+def python_openvino_outputs(engine: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """STAND-IN for `vitdeploy.load(ARTIFACT, backend="openvino")`: the IR compiled as its description says
+    (device, inference precision), every output fetched by name."""
+    import openvino as ov
+
+    description = json.loads(Path(f"{engine}.json").read_text())
+    spec = description["engine"]
+    compiled = ov.Core().compile_model(str(engine), spec["device"],
+                                       {"INFERENCE_PRECISION_HINT": spec["inference_precision"]})
+    request = compiled.create_infer_request()
+    request.infer({description["input"]["name"]: batch})
+    return {o["name"]: request.get_tensor(o["name"]).data.copy() for o in description["outputs"]}
+
+
+def eager_outputs(artifact: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The unmodified timm model in PyTorch, with the artifact's weights (vitdeploy verify's reference)."""
+    from vitdeploy.models import reference_models
+    from vitdeploy.runners.torch import TorchRunner
+
+    meta = json.loads((artifact / "vitdeploy.json").read_text())
+    with TorchRunner(meta, reference_models(meta)) as runner:
+        return dict(runner.infer({meta["input"]["name"]: batch}))
+
+
+@pytest.fixture(scope="module")
+def demo(build_dir: Path) -> Path:
+    """vitdeploy_demo with the OpenVINO runtime; it must have it whenever this Python has openvino."""
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed (pip install -e '.[test]'), so CMake had no OpenVINO to build with")
+    program = build_dir / "vitdeploy_demo"
+    assert "openvino" in compiled_runtimes(program), "CMake was given openvino's CMake package but did not use it"
+    return program
+
+
+@pytest.fixture(scope="module")
+def openvino_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path):
+    """engine(model, precision) -> the OpenVINO engine of MODELS[model], exported and built once."""
+    from conftest import RECIPES, export_for_test
+
+    artifacts: dict[str, Path] = {}
+    engines: dict[tuple[str, str], Path] = {}
+
+    def engine(model: str, precision: str = "fp32") -> Path:
+        if model not in artifacts:
+            directory = tmp_path_factory.mktemp("openvino") / model
+            recipe, options = MODELS[model]
+            if model == "vit-dynamic":  # the session's export of the same recipe; engines are added to a copy
+                shutil.copytree(vit_tiny_dynamic_artifact, directory)
+            else:
+                export_for_test(str(RECIPES / recipe), directory, **options)
+            artifacts[model] = directory
+        if (model, precision) not in engines:
+            engines[model, precision] = build_openvino_engine(artifacts[model], precision)
+        return engines[model, precision]
+
+    return engine
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """scikit-image's sample photographs as files (PNG and JPEG), and a small copy that a dynamic model
+    takes at (nearly) its own size instead of clamping it."""
+    data = Path(pytest.importorskip("skimage.data", reason="scikit-image is in the test extra").__file__).parent
+    paths = {name: data / name for name in ("chelsea.png", "rocket.jpg", "astronaut.png", "coffee.png")}
+    small = tmp_path_factory.mktemp("photos") / "coffee_small.png"
+    Image.open(paths["coffee.png"]).resize((70, 45), Image.Resampling.BILINEAR).save(small)
+    return paths | {"coffee_small.png": small}
+
+
+def compiled_runtimes(demo: Path) -> dict[str, str]:
+    """Runtime name -> version, from `vitdeploy_demo --version` (one line per runtime compiled in)."""
+    versions = subprocess.run([str(demo), "--version"], capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"^(\w+) (\d+\.\d+\.\d+) ", versions, re.M))
+
+
+def run_demo(demo: Path, engine: Path, image: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(demo), str(engine), str(image), "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("model", "photo"),
+    [
+        ("vit-dynamic", "chelsea.png"),  # 300x451 -> clamped to 128x96
+        ("vit-dynamic", "coffee_small.png"),  # 45x70 -> 48x64 (rounded to multiples of 16, within the range)
+        ("vit-fixed-baked", "rocket.jpg"),  # JPEG -> 64x96 uint8
+        ("hiera-dynamic-baked", "astronaut.png"),  # 512x512 -> 128x160 uint8, four strides
+    ],
+)
+def test_demo_openvino_matches_python_and_eager(demo: Path, openvino_engine, photos: dict[str, Path],
+                                                tmp_path: Path, model: str, photo: str) -> None:
+    engine = openvino_engine(model)
+    result = run_demo(demo, engine, photos[photo], tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    description = json.loads(Path(f"{engine}.json").read_text())
+    batch, info = preprocess(photos[photo], description["input"])
+    cpp_input = np.load(tmp_path / "input.npy")
+    assert cpp_input.dtype == batch.dtype and np.array_equal(cpp_input, batch)
+    python = python_openvino_outputs(engine, batch)
+    eager = eager_outputs(engine.parent, batch)
+    tolerance = description["tolerance"]["fp32"]["max_abs"]
+    for output in description["outputs"]:
+        name = output["name"]
+        cpp = np.load(tmp_path / f"{name}.npy")
+        assert cpp.shape == python[name].shape == eager[name].shape, name
+        assert np.abs(cpp - python[name]).max() <= OPENVINO_MAX_ABS, name
+        assert np.abs(cpp - eager[name]).max() <= tolerance, name
+        assert f"{name} " in result.stdout and (tmp_path / f"{name}_heatmap.png").is_file()
+    assert f"image {info['image_hw'][0]}x{info['image_hw'][1]} -> input {'x'.join(map(str, batch.shape))}" \
+        in result.stdout
+
+
+def test_demo_openvino_bf16_matches_python(demo: Path, openvino_engine, photos: dict[str, Path],
+                                           tmp_path: Path) -> None:
+    """bf16 inference precision: the same as Python's OpenVINO at bf16, and within the recipe's bf16 tolerance."""
+    engine = openvino_engine("vit-dynamic", "bf16")
+    result = run_demo(demo, engine, photos["coffee_small.png"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    description = json.loads(Path(f"{engine}.json").read_text())
+    batch, _ = preprocess(photos["coffee_small.png"], description["input"])
+    python, eager = python_openvino_outputs(engine, batch), eager_outputs(engine.parent, batch)
+    for output in description["outputs"]:
+        cpp = np.load(tmp_path / f"{output['name']}.npy")
+        assert np.abs(cpp - python[output["name"]]).max() <= OPENVINO_MAX_ABS
+        assert np.abs(cpp - eager[output["name"]]).max() <= description["tolerance"]["bf16"]["max_abs"]
+
+
+def edited_description(engine: Path, edit) -> None:
+    description = json.loads(Path(f"{engine}.json").read_text())
+    edit(description)
+    Path(f"{engine}.json").write_text(json.dumps(description))
+
+
+def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[str, Path], tmp_path: Path) -> None:
+    """Every load-time check fails before inference with one exact line and exit status 1."""
+    source = openvino_engine("vit-dynamic")
+    xml, binary = source.name, source.with_suffix(".bin").name
+    size = source.with_suffix(".bin").stat().st_size
+    compiled_in = compiled_runtimes(demo)
+    (tmp_path / "text.png").write_text("not an image")
+
+    def truncate(engine: Path) -> None:
+        with open(engine.with_suffix(".bin"), "r+b") as handle:
+            handle.truncate(size - 1)
+
+    def corrupt(engine: Path) -> None:
+        with open(engine.with_suffix(".bin"), "r+b") as handle:
+            handle.seek(size // 2)
+            byte = handle.read(1)
+            handle.seek(size // 2)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+
+    def rename(engine: Path) -> Path:
+        renamed = engine.with_name("renamed.xml")
+        engine.rename(renamed)
+        Path(f"{engine}.json").rename(f"{renamed}.json")
+        return renamed
+
+    def narrow_profile(description: dict) -> None:
+        description["engine"]["profile"]["image"]["max"] = [1, 3, 64, 64]
+
+    def rename_output(description: dict) -> None:
+        description["outputs"][1]["name"] = "pooled"
+        description["engine"]["io"]["pooled"] = description["engine"]["io"].pop("block1")
+
+    cases = {  # name: (what is done to a fresh copy of the engine, image, the error after "vitdeploy_demo: error: ")
+        "truncated": (truncate, "chelsea.png",
+                      f"{binary} is {size - 1} bytes, truncated: expected {size} bytes (interrupted copy?); copy it "
+                      "again or rebuild"),
+        "corrupt": (corrupt, "chelsea.png",
+                    f"{binary} is corrupt: its sha256 differs from the one recorded at build time (same size, changed "
+                    "bytes); copy it again or rebuild"),
+        "missing file": (lambda engine: engine.with_suffix(".bin").unlink(), "chelsea.png",
+                         "{dir}/" + binary + " does not exist: {dir}/" + xml + ".json lists it as part of the engine; "
+                         "copy it beside the engine or rebuild with `vitdeploy build`"),
+        "missing description": (lambda engine: Path(f"{engine}.json").unlink(), "chelsea.png",
+                                "engine description {dir}/" + xml + ".json does not exist: expected it beside the "
+                                "engine, as `vitdeploy build` writes it"),
+        "format version 1": (lambda engine: edited_description(engine, lambda d: d.update(format_version=1)),
+                             "chelsea.png", "{dir}/" + xml + ".json is format_version 1: this demo reads version 2; "
+                             "re-export the artifact (and rebuild its engines) with a current vitdeploy"),
+        "runtime older than the engine": (
+            lambda engine: edited_description(engine, lambda d: d["engine"].update(backend_version="2999.0.0")),
+            "chelsea.png", "the engine was built with OpenVINO 2999.0.0 but this vitdeploy_demo runs OpenVINO "
+            f"{compiled_in['openvino']}: expected 2999.0.0 or newer; rebuild the engine with this OpenVINO or the "
+            "demo against a newer one"),
+        "unreadable image": (lambda engine: None, "text.png",
+                             "{tmp}/text.png is neither PNG nor JPEG: expected a PNG or JPEG file"),
+        "missing image": (lambda engine: None, "nothing.jpg",
+                          "image {tmp}/nothing.jpg does not exist: expected a PNG or JPEG file"),
+        "out of profile": (lambda engine: edited_description(engine, narrow_profile), "chelsea.png",
+                           "input 1x3x128x96 for image {photo} is outside the engine's profile 1x3x32x32..1x3x64x64"),
+        "renamed engine": (rename, "chelsea.png",
+                           f"engine renamed.xml is described as {xml} in {{dir}}/renamed.xml.json: expected the names "
+                           "`vitdeploy build` gave them (the files are found by name)"),
+        "other io": (lambda engine: edited_description(engine, rename_output), "chelsea.png",
+                     f"{xml} has inputs [image] and outputs [block0, block1]: expected inputs [image] and outputs "
+                     "[block0, pooled] as {dir}/" + xml + ".json says; the engine and its description do not belong "
+                     "together"),
+    }
+    if "tensorrt_rtx" not in compiled_in:
+        cases["backend not compiled in"] = (
+            lambda engine: edited_description(engine, lambda d: d["engine"].update(backend="tensorrt_rtx")),
+            "chelsea.png", f"the engine is a tensorrt_rtx engine but this vitdeploy_demo was built with "
+            f"{', '.join(compiled_in)} only: rebuild the demo with tensorrt_rtx (-DTENSORRT_ROOT=...)")
+    for name, (damage, image, message) in cases.items():
+        directory = tmp_path / name.replace(" ", "_")
+        shutil.copytree(source.parent, directory)
+        engine = damage(directory / xml) or directory / xml  # a damage that renames the engine returns its new path
+        photo = photos.get(image, tmp_path / image)
+        result = run_demo(demo, engine, photo, directory / "out")
+        expected = message.format(dir=directory, tmp=tmp_path, photo=photo)
+        assert (result.returncode, result.stderr) == (1, f"vitdeploy_demo: error: {expected}\n"), name
+        assert not (directory / "out").exists(), f"{name}: the demo wrote output before failing"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("baked", [False, True], ids=["float32", "baked"])
 def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, Path], tmp_path: Path,
@@ -241,11 +503,14 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
     from vitdeploy.engine.gpu import compute_capability
 
     demo = build_dir / "vitdeploy_demo"
-    if not demo.exists():
-        pytest.skip("vitdeploy_demo was not built: CMake found no TensorRT/TensorRT-RTX (set TENSORRT_ROOT) or CUDA")
+    versions = compiled_runtimes(demo)
+    compiled = [name for name in ("tensorrt", "tensorrt_rtx") if name in versions]
+    if not compiled:
+        pytest.skip("vitdeploy_demo has no TensorRT runtime: CMake found no TensorRT/TensorRT-RTX (set TENSORRT_ROOT) "
+                    "or CUDA")
     if compute_capability() is None:
         pytest.skip("no CUDA GPU")
-    backend, version = subprocess.run([str(demo), "--version"], capture_output=True, text=True).stdout.split()[:2]
+    backend, version = compiled[0], versions[compiled[0]]
     if not is_installed(backend):
         pytest.skip(f"the Python module {backend} is not installed, so no engine for the demo can be built")
     if use_backend(backend).__version__.split(".")[:3] != version.split("."):

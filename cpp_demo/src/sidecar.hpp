@@ -1,4 +1,5 @@
-// The pyramid description (vitdeploy.json or an engine's .engine.json): see docs/ARTIFACT_FORMAT.md.
+// The pyramid description (vitdeploy.json, or an engine's description ENGINE.json), format_version 2:
+// see docs/ARTIFACT_FORMAT.md.
 #pragma once
 
 #include <array>
@@ -36,26 +37,53 @@ struct OutputSpec {
     int stride = 0;  // 0 for the embedding
 };
 
+// One file an engine consists of (a TensorRT engine; an OpenVINO IR's .xml and .bin), beside the engine.
+struct EngineFile {
+    std::string name;
+    int64_t size_bytes = 0;
+    std::string sha256;  // lower-case hex
+};
+
+// One tensor of the built model as `vitdeploy build` recorded it; -1 is a dynamic dimension.
+struct TensorSpec {
+    std::string name;
+    std::string mode;   // "input" or "output"
+    std::string dtype;  // "float32" or "uint8"
+    std::vector<int64_t> shape;
+};
+
 struct EngineSpec {
-    std::string file;
-    std::string backend;  // "tensorrt" or "tensorrt_rtx"
+    std::string file;     // the engine file the demo is given: the TensorRT engine or the OpenVINO .xml
+    std::string backend;  // "tensorrt", "tensorrt_rtx" or "openvino"
     std::string backend_version;
     std::string precision;
+    std::string device;               // "cuda" (TensorRT) or an OpenVINO device ("CPU")
+    std::string inference_precision;  // OpenVINO's inference_precision hint ("f32" or "bf16"); empty for TensorRT
+    std::optional<std::string> compute_capability;  // TensorRT: the GPU it was built for; none = portable
     std::vector<int64_t> profile_min;  // shapes of the input's optimisation profile, in the input's layout
     std::vector<int64_t> profile_max;
-    int64_t size_bytes = 0;
+    std::vector<TensorSpec> io;      // input first, then the outputs in pyramid order
+    std::vector<EngineFile> files;   // in the description's order
+
+    const TensorSpec& tensor(const std::string& name) const;
 };
 
 struct Sidecar {
     std::string recipe;
     InputSpec input;
     std::vector<OutputSpec> outputs;
-    std::optional<EngineSpec> engine;  // present in engine sidecars only
+    std::optional<EngineSpec> engine;  // present in engine descriptions only
 };
+
+inline constexpr int kFormatVersion = 2;
 
 // Parse and check a description; `where` names its source in error messages.
 Sidecar parse_sidecar(const std::string& json_text, const std::string& where);
 Sidecar load_sidecar(const std::string& path);
+
+// "2026.4.1-22982-abc" -> {2026, 4, 1}: the leading X.Y.Z of a backend version; throws if there is none.
+// `what` names the version in the error.
+std::vector<int> version_numbers(const std::string& version, const std::string& what);
 
 // (height, width) of an input batch shape in the input's layout.
 std::array<int, 2> shape_hw(const InputSpec& input, const std::vector<int64_t>& shape);

@@ -8,6 +8,7 @@
 #include <string>
 #include <variant>
 
+#include "engine_files.hpp"
 #include "error.hpp"
 #include "npy.hpp"
 #include "preprocess.hpp"
@@ -42,16 +43,23 @@ void check_throws(const std::function<void()>& body, const std::string& needle, 
 #define CHECK_THROWS(body, needle) check_throws([&] { body; }, needle, __LINE__)
 
 const std::string kSidecar = R"({
-  "format": "vitdeploy.pyramid", "format_version": 1, "recipe": "test",
+  "format": "vitdeploy.pyramid", "format_version": 2, "recipe": "test",
   "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB",
             "mode": "dynamic", "size_multiple": 32, "min_hw": [64, 64], "opt_hw": [128, 128],
             "max_hw": [256, 192], "batch": {"min": 1, "opt": 1, "max": 4},
             "mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 1.0], "pixel_scale": 255.0},
   "outputs": [{"name": "stride8", "kind": "feature", "index": 0, "channels": 2, "stride": 8, "layout": "NCHW"},
               {"name": "embedding", "kind": "embedding", "index": null, "channels": 5, "stride": null, "layout": "NC"}],
-  "engine": {"file": "m.engine", "backend": "tensorrt", "backend_version": "11.1.0", "precision": "fp16",
+  "engine": {"file": "m.xml", "backend": "openvino", "backend_version": "2026.4.1", "precision": "fp32",
+             "device": "CPU", "inference_precision": "f32",
              "profile": {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [4, 3, 256, 192]}},
-             "size_bytes": 42}
+             "io": {"image": {"mode": "input", "dtype": "float32", "shape": [-1, 3, -1, -1]},
+                    "stride8": {"mode": "output", "dtype": "float32", "shape": [-1, 2, -1, -1]},
+                    "embedding": {"mode": "output", "dtype": "float32", "shape": [-1, 5]}},
+             "files": {
+             "m.xml": {"size_bytes": 3, "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+             "m.bin": {"size_bytes": 0, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
+             "build_seconds": 0.5}
 })";
 
 // `text` with the first `from` replaced by `to`.
@@ -59,12 +67,70 @@ std::string replaced(std::string text, const std::string& from, const std::strin
     return text.replace(text.find(from), from.size(), to);
 }
 
-// kSidecar as --bake-preprocessing exports it: uint8 NHWC input, profile shapes in NHWC.
+// kSidecar as --bake-preprocessing exports it: uint8 NHWC input, profile and input shapes in NHWC.
 const std::string kBakedSidecar = replaced(
-    replaced(kSidecar, R"("layout": "NCHW", "dtype": "float32")",
-             R"("layout": "NHWC", "dtype": "uint8", "normalised_in_graph": true)"),
-    R"("min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [4, 3, 256, 192])",
-    R"("min": [1, 64, 64, 3], "opt": [1, 128, 128, 3], "max": [4, 256, 192, 3])");
+    replaced(replaced(kSidecar, R"("layout": "NCHW", "dtype": "float32")",
+                      R"("layout": "NHWC", "dtype": "uint8", "normalised_in_graph": true)"),
+             R"("min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [4, 3, 256, 192])",
+             R"("min": [1, 64, 64, 3], "opt": [1, 128, 128, 3], "max": [4, 256, 192, 3])"),
+    R"("dtype": "float32", "shape": [-1, 3, -1, -1])", R"("dtype": "uint8", "shape": [-1, -1, -1, 3])");
+
+// The description checks of the engine section: each edit of kSidecar and the error it gives.
+void test_engine_section() {
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("format_version": 2)", R"("format_version": 1)"), "t.json"),
+                 "t.json is format_version 1: this demo reads version 2; re-export the artifact (and rebuild its "
+                 "engines) with a current vitdeploy");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("backend": "openvino")", R"("backend": "onnx")"), "t.json"),
+                 "t.json engine backend 'onnx' is unknown: expected openvino, tensorrt or tensorrt_rtx");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("inference_precision": "f32")",
+                                            R"("inference_precision": "f16")"), "t.json"),
+                 "inference_precision 'f16': expected f32 or bf16");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("file": "m.xml")", R"("file": "n.xml")"), "t.json"),
+                 "'files' does not list the engine file n.xml");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("m.bin")", R"("../m.bin")"), "t.json"),
+                 "t.json engine files '../m.bin': expected a file name beside the engine");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, "\"sha256\": \"e3b0", "\"sha256\": \"E3B0"), "t.json"),
+                 "64 lower-case hex digits");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("stride8": {"mode": "output", "dtype": "float32")",
+                                            R"("stride8": {"mode": "output", "dtype": "float16")"), "t.json"),
+                 "t.json engine io 'stride8' is a float16 output of 4 dimensions: expected a float32 output");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("stride8": {"mode")", R"("stride4": {"mode")"), "t.json"),
+                 "t.json engine io has no 'stride8' field");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, "[-1, 3, -1, -1]", "[-1, 3, 64, -1]"), "t.json"),
+                 "input 'image' is -1x3x64x-1 but the profile spans 1x3x64x64..4x3x256x192");
+    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("device": "CPU", )", ""), "t.json"),
+                 "t.json engine has no 'device' field");
+    CHECK((vd::version_numbers("2026.4.1-22982-e213a147257-releases/2026/4", "x") == std::vector<int>{2026, 4, 1}));
+    CHECK((vd::version_numbers("1.7.1.116", "x") == std::vector<int>{1, 7, 1}));
+    CHECK_THROWS(vd::version_numbers("custom_build", "the engine's OpenVINO"),
+                 "the engine's OpenVINO version 'custom_build' does not start with X.Y.Z");
+}
+
+// sha256 against FIPS 180-2's test vectors; truncated, longer, corrupt and missing engine files.
+void test_engine_files() {
+    std::filesystem::create_directories("test_core_tmp/engine");
+    std::ofstream("test_core_tmp/engine/m.xml", std::ios::binary) << "abc";
+    std::ofstream("test_core_tmp/engine/m.bin", std::ios::binary);
+    CHECK(vd::sha256_file("test_core_tmp/engine/m.xml") ==
+          "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    std::ofstream("test_core_tmp/engine/long.txt", std::ios::binary) << std::string(1000000, 'a');  // > one chunk
+    CHECK(vd::sha256_file("test_core_tmp/engine/long.txt") ==
+          "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    const vd::EngineSpec engine = *vd::parse_sidecar(kSidecar, "t.json").engine;
+    vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json");  // passes
+    std::ofstream("test_core_tmp/engine/m.xml", std::ios::binary) << "ab";
+    CHECK_THROWS(vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json"),
+                 "m.xml is 2 bytes, truncated: expected 3 bytes (interrupted copy?); copy it again or rebuild");
+    std::ofstream("test_core_tmp/engine/m.xml", std::ios::binary) << "abcd";
+    CHECK_THROWS(vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json"),
+                 "m.xml is 4 bytes, longer than built: expected 3 bytes");
+    std::ofstream("test_core_tmp/engine/m.xml", std::ios::binary) << "abd";
+    CHECK_THROWS(vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json"),
+                 "m.xml is corrupt: its sha256 differs from the one recorded at build time");
+    std::filesystem::remove("test_core_tmp/engine/m.bin");
+    CHECK_THROWS(vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json"),
+                 "test_core_tmp/engine/m.bin does not exist: m.xml.json lists it as part of the engine");
+}
 
 void test_sidecar() {
     const vd::Sidecar s = vd::parse_sidecar(kSidecar, "t.json");
@@ -73,7 +139,10 @@ void test_sidecar() {
     CHECK(s.input.max_hw[0] == 256 && s.input.max_hw[1] == 192 && s.input.batch_max == 4);
     CHECK(s.input.mean[1] == 0.25f && s.input.std[0] == 0.5f && s.input.pixel_scale == 255.0f);
     CHECK(s.outputs.size() == 2 && s.outputs[0].stride == 8 && s.outputs[1].stride == 0);
-    CHECK(s.engine && s.engine->profile_max == std::vector<int64_t>({4, 3, 256, 192}) && s.engine->size_bytes == 42);
+    CHECK(s.engine && s.engine->profile_max == std::vector<int64_t>({4, 3, 256, 192}));
+    CHECK(s.engine->files.size() == 2 && s.engine->files[0].name == "m.xml" && s.engine->files[1].size_bytes == 0);
+    CHECK(s.engine->io.size() == 3 && s.engine->io[2].name == "embedding" && s.engine->inference_precision == "f32");
+    CHECK(s.engine->tensor("stride8").shape == std::vector<int64_t>({-1, 2, -1, -1}));
     CHECK(vd::output_shape(s.outputs[0], 1, 64, 96) == std::vector<int64_t>({1, 2, 8, 12}));
     CHECK(vd::output_shape(s.outputs[1], 2, 64, 96) == std::vector<int64_t>({2, 5}));
     std::string broken = kSidecar;
@@ -226,6 +295,8 @@ void test_consumers() {
 int main() {
     test_sidecar();
     test_baked_sidecar();
+    test_engine_section();
+    test_engine_files();
     test_input_hw();
     test_resize();
     test_preprocess();

@@ -1,0 +1,35 @@
+#include "runtime.hpp"
+
+#include "error.hpp"
+
+namespace vitdeploy_demo {
+
+const std::vector<Backend>& compiled_backends() {
+    static const std::vector<Backend> backends = [] {
+        std::vector<Backend> all;
+#ifdef VITDEPLOY_WITH_OPENVINO
+        all.push_back(openvino_backend());
+#endif
+#ifdef VITDEPLOY_WITH_TENSORRT
+        all.push_back(tensorrt_backend());
+#endif
+        return all;
+    }();
+    return backends;
+}
+
+const Backend& backend_for(const EngineSpec& engine) {
+    std::string names;
+    for (const Backend& backend : compiled_backends()) {
+        if (backend.name == engine.backend) {
+            backend.check(engine);
+            return backend;
+        }
+        names += (names.empty() ? "" : ", ") + backend.name;
+    }
+    throw Error("the engine is a " + engine.backend + " engine but this vitdeploy_demo was built with " +
+                (names.empty() ? "no runtime" : names + " only") + ": rebuild the demo with " + engine.backend +
+                (engine.backend == "openvino" ? " (-DOpenVINO_DIR=<openvino>/cmake)" : " (-DTENSORRT_ROOT=...)"));
+}
+
+}  // namespace vitdeploy_demo
