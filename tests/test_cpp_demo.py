@@ -250,45 +250,12 @@ MODELS = {
 }
 
 
-def build_openvino_engine(artifact: Path, precision: str) -> Path:
-    """STAND-IN for `vitdeploy build ARTIFACT --backend openvino --precision P`, which the Python side has not
-    shipped yet: the IR and its format_version 2 engine description, exactly as that contract specifies."""
-    import openvino as ov
-
-    from vitdeploy.artifact import sha256_file
-    from vitdeploy.engine.build import engine_profile
-
-    meta = json.loads((artifact / "vitdeploy.json").read_text())
-    xml = artifact / f"model.openvino.{precision}.xml"
-    model = ov.convert_model(str(artifact / "model.onnx"))
-    ov.save_model(model, str(xml), compress_to_fp16=False)
-    ports = [("input", port) for port in model.inputs] + [("output", port) for port in model.outputs]
-    io = {port.get_any_name(): {"mode": mode, "dtype": str(port.get_element_type().to_dtype()),
-                                "shape": [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]}
-          for mode, port in ports}
-    engine = {"file": xml.name, "backend": "openvino", "backend_version": ov.get_version().split("-")[0],
-              "precision": precision, "device": "CPU",
-              "inference_precision": {"fp32": "f32", "bf16": "bf16"}[precision],
-              "profile": engine_profile(meta["input"]), "io": io,
-              "files": {f.name: {"size_bytes": f.stat().st_size, "sha256": sha256_file(f)}
-                        for f in (xml, xml.with_suffix(".bin"))},
-              "build_seconds": 0.0}
-    Path(f"{xml}.json").write_text(json.dumps(meta | {"format_version": 2, "engine": engine}, indent=2))
-    return xml
-
-
 def python_openvino_outputs(engine: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
-    """STAND-IN for `vitdeploy.load(ARTIFACT, backend="openvino")`: the IR compiled as its description says
-    (device, inference precision), every output fetched by name."""
-    import openvino as ov
+    """vitdeploy's Python OpenVINO runner on the same engine and batch."""
+    from vitdeploy.runners.openvino import OpenVINORunner
 
-    description = json.loads(Path(f"{engine}.json").read_text())
-    spec = description["engine"]
-    compiled = ov.Core().compile_model(str(engine), spec["device"],
-                                       {"INFERENCE_PRECISION_HINT": spec["inference_precision"]})
-    request = compiled.create_infer_request()
-    request.infer({description["input"]["name"]: batch})
-    return {o["name"]: request.get_tensor(o["name"]).data.copy() for o in description["outputs"]}
+    with OpenVINORunner(engine) as runner:
+        return dict(runner.infer({runner.meta["input"]["name"]: batch}))
 
 
 def eager_outputs(artifact: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -315,6 +282,8 @@ def demo(build_dir: Path) -> Path:
 def openvino_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path):
     """engine(model, precision) -> the OpenVINO engine of MODELS[model], exported and built once."""
     from conftest import RECIPES, export_for_test
+    from vitdeploy.engine.openvino import build_openvino
+    from vitdeploy.progress import Progress
 
     artifacts: dict[str, Path] = {}
     engines: dict[tuple[str, str], Path] = {}
@@ -329,7 +298,7 @@ def openvino_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_a
                 export_for_test(str(RECIPES / recipe), directory, **options)
             artifacts[model] = directory
         if (model, precision) not in engines:
-            engines[model, precision] = build_openvino_engine(artifacts[model], precision)
+            engines[model, precision] = build_openvino(artifacts[model], precision, Progress(2, enabled=False))
         return engines[model, precision]
 
     return engine
