@@ -6,6 +6,7 @@ depend on the weights being trained.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,11 @@ def vit_tiny_dynamic_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vit_tiny_sfp_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/recipes/vit_tiny_sfp.toml: 4 blocks of ViT-Ti -> strides 4/8/16/32 plus the embedding, dynamic."""
     return export_for_test(str(RECIPES / "vit_tiny_sfp.toml"), tmp_path_factory.mktemp("sfp") / "dynamic")
+
+
+def description_json(engine_path: Path) -> dict:
+    """An engine's description as written on disk (`<engine>.json`)."""
+    return json.loads(engine_path.with_name(engine_path.name + ".json").read_text())
 
 
 def onnx_dims(model) -> dict[str, list]:

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.export import Dim
 
 from vitdeploy.adapters.resample import resample_bicubic
-from vitdeploy.adapters.vit import adapt_vit, vit_size_multiple
+from vitdeploy.adapters.vit import adapt_vit
+from vitdeploy.families import get as family
 from conftest import build_tensorrt_rtx_engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export.onnx_export import OPSET
@@ -86,7 +87,7 @@ def case(request, tmp_path_factory) -> Case:
     model = _tiny_vit(name, **kwargs)
     model.load_state_dict(reference.model.state_dict())
     adapt_vit(model, dynamic=True)
-    patch = vit_size_multiple(model)
+    patch = family("vit").size_multiple(model)
     mid = patch * ((lo + hi) // 2)
     dims = {0: Dim("batch", min=1, max=8), 2: patch * Dim("gh", min=lo, max=hi), 3: patch * Dim("gw", min=lo, max=hi)}
     path = tmp_path_factory.mktemp(request.param) / "model.onnx"
@@ -147,7 +148,7 @@ def test_tensorrt_rtx_parses_and_builds_dynamic_engine(case: Case) -> None:
 def test_adapted_eager_matches_timm(name: str, kwargs: dict) -> None:
     reference = _tiny_vit(name, **kwargs)
     model = adapt_vit(_tiny_vit(name, **kwargs), dynamic=True)
-    patch = vit_size_multiple(model)
+    patch = family("vit").size_multiple(model)
     torch.manual_seed(2)
     for gh, gw in [(1, 2), (3, 5), (9, 4), (6, 6), (13, 13)]:  # stored grid is 6x6
         image = torch.randn(1, 3, patch * gh, patch * gw)

@@ -14,6 +14,7 @@ import vitdeploy.api as api
 from vitdeploy.artifact import load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.preprocess import preprocess
+from vitdeploy.runners import RUNTIMES
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +32,10 @@ def test_outputs_follow_the_artifact_description(model, vit_small_artifact: Path
     description = load_artifact(vit_small_artifact).outputs
     batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     pyramid = model.infer(batch)
-    assert list(pyramid) == [o["name"] for o in description] == ["block2", "block5", "block8", "block11",
+    assert list(pyramid) == [o.name for o in description] == ["block2", "block5", "block8", "block11",
                                                                   "embedding"]
     assert [(lv.name, lv.kind, lv.channels, lv.stride, lv.index) for lv in pyramid.levels] == \
-        [(o["name"], o["kind"], o["channels"], o["stride"], o["index"]) for o in description]
+        [(o.name, o.kind, o.channels, o.stride, o.index) for o in description]
     for level in pyramid.levels:
         expected = [2, level.channels, 64 // level.stride, 64 // level.stride] if level.kind == "feature" \
             else [2, level.channels]
@@ -102,7 +103,7 @@ def test_unavailable_backend_lists_the_available_ones(vit_small_artifact: Path):
 
 
 def test_auto_skips_an_engine_that_cannot_load(vit_small_artifact: Path, tmp_path: Path):
-    """A damaged engine sidecar is reported by name and 'auto' falls back to ONNX Runtime."""
+    """A damaged engine description is reported by name and 'auto' falls back to ONNX Runtime."""
     copy = tmp_path / "vit_small"
     copy.mkdir()
     shutil.copy(vit_small_artifact / "vitdeploy.json", copy)
@@ -123,13 +124,13 @@ def test_engine_preference_and_precision_filter(vit_small_artifact: Path, tmp_pa
                  "model.tensorrt.bf16.engine"):
         (tmp_path / name).write_bytes(b"")
         (tmp_path / f"{name}.json").write_text("{}")
-    (tmp_path / "model.tensorrt.fp16.engine").write_bytes(b"")  # no sidecar: never considered
+    (tmp_path / "model.tensorrt.fp16.engine").write_bytes(b"")  # no description: never considered
     artifact = load_artifact(vit_small_artifact)
-    artifact = type(artifact)(artifact.onnx_path, artifact.meta, tmp_path)
-    assert [p.name for p in api.engine_paths(artifact)] == [
+    artifact = type(artifact)(artifact.onnx_path, artifact.description, tmp_path)
+    assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact)] == [
         "model.tensorrt.fp32.engine", "model.tensorrt_rtx.fp32.engine", "model.tensorrt_rtx.fp16.engine",
         "model.tensorrt.bf16.engine"]
-    assert [p.name for p in api.engine_paths(artifact, "tensorrt", "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
+    assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact, "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
 
 
 def test_closed_model_says_so(vit_small_artifact: Path):

@@ -18,11 +18,11 @@ from conftest import RECIPES, export_for_test, onnx_dims
 import vitdeploy.api as api
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
-from vitdeploy.engine.build import build_engine
+from vitdeploy.engine import build as build_engine, read_engine_description
+from vitdeploy.inputs import check_feed
 from vitdeploy.errors import VitdeployError
 from vitdeploy.progress import Progress
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
-from vitdeploy.runners.tensorrt import check_feed
 from vitdeploy.verify import verify_onnx
 
 RECIPE = str(RECIPES / "vit_tiny_dynamic.toml")
@@ -43,8 +43,8 @@ def test_graph_takes_uint8_nhwc_and_says_so(exports):
                                 "block0": ["batch", 192, "height/16", "width/16"],
                                 "block1": ["batch", 192, "height/16", "width/16"]}
     spec = load_artifact(baked).input
-    assert (spec["layout"], spec["dtype"], spec["normalised_in_graph"]) == ("NHWC", "uint8", True)
-    assert (load_artifact(exports[1]).input["normalised_in_graph"]) is False
+    assert (spec.layout, spec.dtype, spec.normalised_in_graph) == ("NHWC", "uint8", True)
+    assert load_artifact(exports[1]).input.normalised_in_graph is False
 
 
 def test_verify_compares_against_host_normalisation_at_every_size(exports):
@@ -82,7 +82,7 @@ def test_baked_graph_equals_host_preprocessing_plus_plain_graph(exports):
 ])
 def test_wrong_feeds_say_what_the_baked_graph_takes(exports, batch: np.ndarray, message: str):
     artifact = load_artifact(exports[0])
-    with OnnxRuntimeRunner(artifact.meta, artifact.onnx_path) as runner:
+    with OnnxRuntimeRunner(artifact.description, artifact.onnx_path) as runner:
         with pytest.raises(VitdeployError) as error:
             runner.infer({"image": batch})
     assert str(error.value) == message
@@ -92,13 +92,14 @@ def test_wrong_feeds_say_what_the_baked_graph_takes(exports, batch: np.ndarray, 
 def test_tensorrt_rtx_builds_the_uint8_input(exports, precision: str):
     pytest.importorskip("tensorrt_rtx")
     engine = build_engine(exports[0], "tensorrt_rtx", precision, progress=Progress(3, enabled=False))
-    sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
-    described = sidecar["engine"]
+    description = json.loads(engine.with_name(engine.name + ".json").read_text())
+    described = description["engine"]
     assert described["io"]["image"] == {"mode": "input", "dtype": "uint8", "shape": [-1, -1, -1, 3]}
     assert described["profile"]["image"] == {"min": [1, 32, 32, 3], "opt": [1, 64, 64, 3],
                                              "max": [4, 128, 96, 3]}
+    description = read_engine_description(engine)
     with pytest.raises(VitdeployError) as error:  # checked before any GPU is needed
-        check_feed({"image": np.zeros((1, 160, 32, 3), np.uint8)}, sidecar)
+        check_feed(description.input, {"image": np.zeros((1, 160, 32, 3), np.uint8)}, description.engine.profile)
     assert str(error.value).splitlines()[0] == ("input 'image' has shape [1, 160, 32, 3], outside the engine "
                                                 "profile (height 160 is not in 32..128):")
 

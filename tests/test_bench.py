@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from vitdeploy.artifact import load_artifact
 from vitdeploy.bench import BenchOptions, Row, run_bench
-from vitdeploy.bench_report import format_table, gpu_peak
+from vitdeploy.bench_report import format_table
+from vitdeploy.hardware import gpu_peak
 from vitdeploy.cli.bench import bench
 from vitdeploy.errors import VitdeployError
 
@@ -79,7 +80,7 @@ def test_autocast_row_is_compared_with_its_own_tolerance(vit_small_artifact: Pat
     result = run_bench(load_artifact(vit_small_artifact), options, verbose=False)
     autocast = [row for row in result.rows if row.backend == "torch-autocast"]
     assert len(autocast) == 1 and autocast[0].precision == "bf16"
-    assert 1e-4 < autocast[0].max_abs < load_artifact(vit_small_artifact).meta["tolerance"]["bf16"]["max_abs"]
+    assert 1e-4 < autocast[0].max_abs < load_artifact(vit_small_artifact).description.tolerance["bf16"].max_abs
     assert autocast[0].parity is True
     assert torch.get_num_threads() == result.threads  # no --threads: torch's own count, left as it was
 
@@ -146,7 +147,7 @@ def test_simple_feature_pyramid_artifact_is_compared_level_by_level(vit_tiny_sfp
     """The eager reference runs the artifact's own pyramid (strides 4..32 from ViT blocks)."""
     result = CliRunner().invoke(bench, [str(vit_tiny_sfp_artifact), "--batch-sizes", "1", "--warmup", "1",
                                         "--iterations", "1", "--rounds", "1", "--threads", "1", "--device", "cpu",
-                                        "--ort-optimized", "--no-tensorrt"])
+                                        "--ort-optimized", "--no-engines"])
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.stdout.splitlines()[2:5]]
     assert [row[0] for row in rows] == ["torch", "onnxruntime", "onnxruntime-optimized"]

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from conftest import RECIPES, export_for_test
 from vitdeploy.cli.matrix import matrix
-from vitdeploy.coverage import SMALL_KWARGS, UNREDUCED, small_variant, try_mode
+from vitdeploy import families
+from vitdeploy.coverage import small_variant, try_mode
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
@@ -62,12 +63,13 @@ def test_small_variant_of_every_shipped_recipe_is_valid(name: str):
     """--small keeps the family and size rule: its sizes pass the rule and the model describes a pyramid."""
     full, recipe = load_recipe(name), small_variant(load_recipe(name))
     assert recipe.family == full.family
-    assert set(SMALL_KWARGS[recipe.family]) <= set(recipe.timm_kwargs)
-    if recipe.family not in UNREDUCED:  # fewer blocks, so fewer weights
+    family = families.get(recipe.family)
+    assert family.small_kwargs.items() <= recipe.timm_kwargs.items()
+    if family.unreduced is None:  # fewer blocks, so fewer weights
         assert parameter_count(recipe.timm_name, recipe.timm_kwargs) < parameter_count(full.timm_name, full.timm_kwargs)
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
                                       recipe.pyramid)
-    assert outputs and all(o["stride"] for o in outputs)
+    assert outputs and all(o.stride for o in outputs)
     assert max(recipe.input.size) <= 96
 
 

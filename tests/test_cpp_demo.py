@@ -17,14 +17,25 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import RECIPES, export_for_test
+from vitdeploy.description import Description, InputSpec, parse
+from vitdeploy.engine import build as build_engine
+from vitdeploy.engine.tensorrt_family import use_backend
+from vitdeploy.export.onnx_export import ExportOptions, export_artifact
+from vitdeploy.hardware import compute_capability
+from vitdeploy.optional import is_installed
 from vitdeploy.preprocess import preprocess, resize_bilinear
+from vitdeploy.progress import Progress
+from vitdeploy.recipes import load_recipe
+from vitdeploy.runners.openvino import OpenVINORunner
+from vitdeploy.runners.tensorrt import TensorRTRunner
+from vitdeploy.runners.torch import TorchRunner
 
 CPP_DEMO = Path(__file__).resolve().parents[1] / "cpp_demo"
 APT_PACKAGES = "cmake g++ libpng-dev libjpeg-dev nlohmann-json3-dev libssl-dev"
@@ -66,7 +77,8 @@ def run_tool(build: Path, *args: object) -> subprocess.CompletedProcess:
 
 def input_spec(mode: str, min_hw, max_hw, multiple: int, baked: bool = False) -> dict:
     """The input section of a plain artifact, or with `baked` of one exported with --bake-preprocessing."""
-    spec = {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB", "mode": mode,
+    spec = {"name": "image", "layout": "NCHW", "dtype": "float32", "normalised_in_graph": False, "channels": 3,
+            "color": "RGB", "mode": mode,
             "size_multiple": multiple, "min_hw": list(min_hw), "opt_hw": list(min_hw), "max_hw": list(max_hw),
             "batch": {"min": 1, "opt": 1, "max": 4}, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
             "pixel_scale": 255.0}
@@ -83,7 +95,7 @@ OUTPUTS = [
 ]
 
 
-def write_sidecar(directory: Path, spec: dict) -> Path:
+def write_description(directory: Path, spec: dict) -> Path:
     """A vitdeploy.json as the exporter writes it (docs/ARTIFACT_FORMAT.md), for the given input section."""
     path = directory / "vitdeploy.json"
     path.write_text(json.dumps({"format": "vitdeploy.pyramid", "format_version": 2, "recipe": "cpp_demo_test",
@@ -125,11 +137,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 )
 def test_cpp_preprocessing_matches_python(build_dir: Path, images: dict[str, Path], tmp_path: Path, image: str,
                                           spec: dict) -> None:
-    sidecar = write_sidecar(tmp_path, spec)
-    result = run_tool(build_dir, "preprocess", sidecar, images[image], tmp_path / "input.npy")
+    description = write_description(tmp_path, spec)
+    result = run_tool(build_dir, "preprocess", description, images[image], tmp_path / "input.npy")
     assert result.returncode == 0, result.stderr
     cpp = np.load(tmp_path / "input.npy")
-    python, info = preprocess(images[image], spec)
+    python, info = preprocess(images[image], parse(InputSpec, spec))
     assert cpp.dtype == np.float32 and cpp.shape == python.shape == (1, 3, *info["input_hw"])
     assert np.abs(cpp - python).max() <= PREPROCESS_MAX_ABS
 
@@ -146,11 +158,11 @@ def test_cpp_preprocessing_matches_python(build_dir: Path, images: dict[str, Pat
 def test_cpp_baked_preprocessing_matches_python(build_dir: Path, images: dict[str, Path], tmp_path: Path, image: str,
                                                 spec: dict, halves: bool) -> None:
     """An artifact that normalises in its graph: both give the same uint8 NHWC pixels, exactly."""
-    sidecar = write_sidecar(tmp_path, spec)
-    result = run_tool(build_dir, "preprocess", sidecar, images[image], tmp_path / "input.npy")
+    description = write_description(tmp_path, spec)
+    result = run_tool(build_dir, "preprocess", description, images[image], tmp_path / "input.npy")
     assert result.returncode == 0, result.stderr
     cpp = np.load(tmp_path / "input.npy")
-    python, info = preprocess(images[image], spec)
+    python, info = preprocess(images[image], parse(InputSpec, spec))
     assert cpp.dtype == python.dtype == np.uint8 and cpp.shape == python.shape == (1, *info["input_hw"], 3)
     assert np.array_equal(cpp, python)
     rgb = np.asarray(Image.open(images[image]).convert("RGB"))
@@ -176,8 +188,8 @@ def overlay_reference(rgb: np.ndarray, norm: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("baked", [False, True], ids=["float32", "baked"])
 def test_cpp_consumers_match_numpy(build_dir: Path, images: dict[str, Path], tmp_path: Path, baked: bool) -> None:
     spec = input_spec("dynamic", (32, 32), (256, 256), 32, baked)
-    sidecar = write_sidecar(tmp_path, spec)
-    height, width = preprocess(images["png"], spec)[1]["input_hw"]
+    description = write_description(tmp_path, spec)
+    height, width = preprocess(images["png"], parse(InputSpec, spec))[1]["input_hw"]
     rng = np.random.default_rng(1)
     pyramid_dir = tmp_path / "pyramid"
     pyramid_dir.mkdir()
@@ -188,7 +200,7 @@ def test_cpp_consumers_match_numpy(build_dir: Path, images: dict[str, Path], tmp
         levels[output["name"]] = (rng.standard_normal(shape) * (i + 1) + i).astype(np.float32)
         np.save(pyramid_dir / f"{output['name']}.npy", levels[output["name"]])
 
-    result = run_tool(build_dir, "consume", sidecar, images["png"], pyramid_dir, tmp_path / "out")
+    result = run_tool(build_dir, "consume", description, images["png"], pyramid_dir, tmp_path / "out")
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["input_hw"] == [height, width] and stats["image_hw"] == [75, 103]
@@ -211,7 +223,7 @@ def test_cpp_consumers_match_numpy(build_dir: Path, images: dict[str, Path], tmp
 
 
 def test_cpp_errors_are_one_line(build_dir: Path, images: dict[str, Path], tmp_path: Path) -> None:
-    sidecar = write_sidecar(tmp_path, input_spec("fixed", (64, 64), (64, 64), 32))
+    description = write_description(tmp_path, input_spec("fixed", (64, 64), (64, 64), 32))
     (tmp_path / "text.png").write_text("not an image")
     pyramid_dir = tmp_path / "pyramid"
     pyramid_dir.mkdir()
@@ -219,18 +231,18 @@ def test_cpp_errors_are_one_line(build_dir: Path, images: dict[str, Path], tmp_p
         np.save(pyramid_dir / f"{output['name']}.npy", np.zeros((1, output["channels"], 3, 3), np.float32))
     uint8_nchw = input_spec("fixed", (64, 64), (64, 64), 32) | {"dtype": "uint8"}
     (tmp_path / "uint8_nchw").mkdir()
-    unsupported = write_sidecar(tmp_path / "uint8_nchw", uint8_nchw)
+    unsupported = write_description(tmp_path / "uint8_nchw", uint8_nchw)
     cases = [
         (("preprocess", tmp_path / "missing.json", images["png"], tmp_path / "x.npy"), "cannot open .*missing.json"),
-        (("preprocess", sidecar, tmp_path / "missing.png", tmp_path / "x.npy"), "missing.png does not exist"),
-        (("preprocess", sidecar, tmp_path / "text.png", tmp_path / "x.npy"), "neither PNG nor JPEG"),
+        (("preprocess", description, tmp_path / "missing.png", tmp_path / "x.npy"), "missing.png does not exist"),
+        (("preprocess", description, tmp_path / "text.png", tmp_path / "x.npy"), "neither PNG nor JPEG"),
         (("preprocess", images["png"], images["png"], tmp_path / "x.npy"), "is not valid JSON"),
         (("preprocess", unsupported, images["png"], tmp_path / "x.npy"),
          r"input is uint8 NCHW, 3 channels, normalised_in_graph false: expected float32 NCHW "
          r"\(normalised_in_graph false\) or uint8 NHWC \(normalised_in_graph true\)"),
-        (("consume", sidecar, images["png"], pyramid_dir, tmp_path / "out"),
+        (("consume", description, images["png"], pyramid_dir, tmp_path / "out"),
          "output 'stride8' has shape 1x6x3x3: expected 1x6x8x8 from the description"),
-        (("consume", sidecar, images["png"], tmp_path, tmp_path / "out"), "cannot open .*stride8.npy"),
+        (("consume", description, images["png"], tmp_path, tmp_path / "out"), "cannot open .*stride8.npy"),
     ]
     for args, message in cases:
         result = run_tool(build_dir, *args)
@@ -252,20 +264,15 @@ MODELS = {
 
 def python_openvino_outputs(engine: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     """vitdeploy's Python OpenVINO runner on the same engine and batch."""
-    from vitdeploy.runners.openvino import OpenVINORunner
-
     with OpenVINORunner(engine) as runner:
-        return dict(runner.infer({runner.meta["input"]["name"]: batch}))
+        return dict(runner.infer({runner.description.input.name: batch}))
 
 
 def eager_outputs(artifact: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     """The unmodified timm model in PyTorch, with the artifact's weights (vitdeploy verify's reference)."""
-    from vitdeploy.models import reference_models
-    from vitdeploy.runners.torch import TorchRunner
-
-    meta = json.loads((artifact / "vitdeploy.json").read_text())
-    with TorchRunner(meta, reference_models(meta)) as runner:
-        return dict(runner.infer({meta["input"]["name"]: batch}))
+    description = Description.read(artifact / "vitdeploy.json")
+    with TorchRunner(description) as runner:
+        return dict(runner.infer({description.input.name: batch}))
 
 
 @pytest.fixture(scope="module")
@@ -281,10 +288,6 @@ def demo(build_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def openvino_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path):
     """engine(model, precision) -> the OpenVINO engine of MODELS[model], exported and built once."""
-    from conftest import RECIPES, export_for_test
-    from vitdeploy.engine.openvino import build_openvino
-    from vitdeploy.progress import Progress
-
     artifacts: dict[str, Path] = {}
     engines: dict[tuple[str, str], Path] = {}
 
@@ -298,7 +301,8 @@ def openvino_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_a
                 export_for_test(str(RECIPES / recipe), directory, **options)
             artifacts[model] = directory
         if (model, precision) not in engines:
-            engines[model, precision] = build_openvino(artifacts[model], precision, Progress(2, enabled=False))
+            engines[model, precision] = build_engine(artifacts[model], "openvino", precision,
+                                                     progress=Progress(2, enabled=False))
         return engines[model, precision]
 
     return engine
@@ -341,7 +345,7 @@ def test_demo_openvino_matches_python_and_eager(demo: Path, openvino_engine, pho
     result = run_demo(demo, engine, photos[photo], tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     description = json.loads(Path(f"{engine}.json").read_text())
-    batch, info = preprocess(photos[photo], description["input"])
+    batch, info = preprocess(photos[photo], parse(InputSpec, description["input"]))
     cpp_input = np.load(tmp_path / "input.npy")
     assert cpp_input.dtype == batch.dtype and np.array_equal(cpp_input, batch)
     python = python_openvino_outputs(engine, batch)
@@ -365,7 +369,7 @@ def test_demo_openvino_bf16_matches_python(demo: Path, openvino_engine, photos: 
     result = run_demo(demo, engine, photos["coffee_small.png"], tmp_path)
     assert result.returncode == 0, result.stderr
     description = json.loads(Path(f"{engine}.json").read_text())
-    batch, _ = preprocess(photos["coffee_small.png"], description["input"])
+    batch, _ = preprocess(photos["coffee_small.png"], parse(InputSpec, description["input"]))
     python, eager = python_openvino_outputs(engine, batch), eager_outputs(engine.parent, batch)
     for output in description["outputs"]:
         cpp = np.load(tmp_path / f"{output['name']}.npy")
@@ -468,9 +472,6 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
                                              baked: bool) -> None:
     """vitdeploy_demo's input and outputs equal Python preprocessing + TensorRTRunner on the same engine
     (a plain engine, and one taking uint8 NHWC pixels)."""
-    from vitdeploy.engine.backend import is_installed, use_backend
-    from vitdeploy.engine.gpu import compute_capability
-
     demo = build_dir / "vitdeploy_demo"
     versions = compiled_runtimes(demo)
     compiled = [name for name in ("tensorrt", "tensorrt_rtx") if name in versions]
@@ -486,25 +487,20 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
         pytest.skip(f"vitdeploy_demo links {backend} {version} but Python has {use_backend(backend).__version__}: "
                     "an engine only loads on the version that built it")
 
-    from vitdeploy.engine.build import build_engine
-    from vitdeploy.export.onnx_export import ExportOptions, export_artifact
-    from vitdeploy.recipes import load_recipe
-    from vitdeploy.runners.tensorrt import TensorRTRunner
-
     artifact = export_artifact(load_recipe("vit_small"), tmp_path / "vit_small",
                                ExportOptions(size=(64, 96), bake_preprocessing=baked))
     engine = build_engine(artifact, backend=backend, precision="fp32")
     result = subprocess.run([str(demo), str(engine), str(images["png"]), "--out", str(tmp_path / "demo")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    sidecar = json.loads(Path(f"{engine}.json").read_text())
-    tensor, _ = preprocess(images["png"], sidecar["input"])
+    description = json.loads(Path(f"{engine}.json").read_text())
+    tensor, _ = preprocess(images["png"], parse(InputSpec, description["input"]))
     demo_input = np.load(tmp_path / "demo" / "input.npy")
     assert demo_input.dtype == tensor.dtype and demo_input.shape == tensor.shape
     assert np.abs(demo_input.astype(np.float64) - tensor).max() <= PREPROCESS_MAX_ABS  # exact for uint8
     with TensorRTRunner(engine) as runner:
         expected = runner.infer({"image": tensor})
-    for output in sidecar["outputs"]:
+    for output in description["outputs"]:
         got = np.load(tmp_path / "demo" / f"{output['name']}.npy")
         want = expected[output["name"]]
         assert got.shape == want.shape

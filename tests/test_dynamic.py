@@ -41,7 +41,7 @@ def test_parity_at_every_corner_of_the_range(vit_tiny_dynamic_artifact: Path):
 ])
 def test_runner_rejects_bad_sizes_before_the_runtime(vit_tiny_dynamic_artifact: Path, shape, message):
     artifact = load_artifact(vit_tiny_dynamic_artifact)
-    with OnnxRuntimeRunner(artifact.meta, artifact.onnx_path) as runner:
+    with OnnxRuntimeRunner(artifact.description, artifact.onnx_path) as runner:
         with pytest.raises(VitdeployError) as error:
             runner.infer(OrderedDict(image=np.zeros(shape, np.float32)))
     assert str(error.value) == message
@@ -57,8 +57,8 @@ def test_plain_hiera_cannot_go_dynamic(tmp_path: Path):
 def test_hiera_dynamic_parity_and_tensorrt_rtx_build(tmp_path: Path, recipe: str):
     """Hiera abswin and HieraDet follow the input size at run time; the TensorRT-RTX builder takes the
     graph with the recipe's min/opt/max profile."""
-    from vitdeploy.engine.build import build_engine
-    from vitdeploy.engine.sidecar import read_sidecar
+    from vitdeploy.engine import build as build_engine
+    from conftest import description_json
 
     artifact = export_for_test(str(RECIPES / f"{recipe}.toml"), tmp_path / recipe)
     report = verify_onnx(load_artifact(artifact), batch_sizes=[1, 2])
@@ -66,7 +66,7 @@ def test_hiera_dynamic_parity_and_tensorrt_rtx_build(tmp_path: Path, recipe: str
                                                                  (128, 64)}
     assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
     engine = build_engine(artifact, "tensorrt_rtx", "fp32")
-    sidecar = read_sidecar(engine)
-    assert sidecar["engine"]["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 96, 96],
+    description = description_json(engine)
+    assert description["engine"]["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 96, 96],
                                                       "max": [2, 3, 128, 160]}}
-    assert sidecar["engine"]["io"]["stride32"] == {"mode": "output", "dtype": "float32", "shape": [-1, 768, -1, -1]}
+    assert description["engine"]["io"]["stride32"] == {"mode": "output", "dtype": "float32", "shape": [-1, 768, -1, -1]}

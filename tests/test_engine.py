@@ -1,4 +1,4 @@
-"""TensorRT-RTX engines built for real from small exported artifacts: sidecars, load checks, profiles.
+"""TensorRT-RTX engines built for real from small exported artifacts: descriptions, load checks, profiles.
 
 TensorRT-RTX builds ahead of time on a CPU, so everything up to deserialisation runs everywhere; the
 tests that run an engine are marked `gpu` and skip without one.
@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +20,22 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from vitdeploy.artifact import SIDECAR_FILE
+from conftest import description_json
+from vitdeploy.artifact import DESCRIPTION_FILE
 from vitdeploy.cli.build import build
-from vitdeploy.engine import build_engine, check_engine, describe_engine, read_sidecar
-from vitdeploy.engine.backend import is_installed, resolve_backend, use_backend
-from vitdeploy.engine.gpu import compute_capability
+from vitdeploy.engine import build as build_engine, builder, check_engine, describe_engine, read_engine_description
+from vitdeploy.engine.descriptions import engine_description_path
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
-from vitdeploy.engine.sidecar import check_gpu, sidecar_path
+from vitdeploy.engine.tensorrt import check_gpu
+from vitdeploy.engine.tensorrt_family import auto_family, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
+from vitdeploy.hardware import compute_capability
+from vitdeploy.inputs import check_feed
 from vitdeploy.integrity import describe_files
+from vitdeploy.optional import is_installed
 from vitdeploy.recipes import load_recipe_file
-from vitdeploy.runners.tensorrt import TensorRTRunner, check_feed
+from vitdeploy.runners.tensorrt import TensorRTRunner
 
 GPU = compute_capability()
 requires_gpu = pytest.mark.skipif(GPU is None, reason="needs an NVIDIA GPU")
@@ -101,15 +106,15 @@ def dynamic_fp16_engine(vit_dynamic: Path) -> Path:
 
 def _copy_engine(engine: Path, to: Path) -> Path:
     shutil.copy(engine, to / engine.name)
-    shutil.copy(sidecar_path(engine), to / sidecar_path(engine).name)
+    shutil.copy(engine_description_path(engine), to / engine_description_path(engine).name)
     return to / engine.name
 
 
-def test_fixed_engine_sidecar(vit_fixed: Path, fixed_engine: Path) -> None:
-    meta = json.loads((vit_fixed / SIDECAR_FILE).read_text())
-    sidecar = read_sidecar(fixed_engine)
-    engine = sidecar.pop("engine")
-    assert sidecar == meta  # the pyramid description, copied unchanged
+def test_fixed_engine_description(vit_fixed: Path, fixed_engine: Path) -> None:
+    meta = json.loads((vit_fixed / DESCRIPTION_FILE).read_text())
+    description = description_json(fixed_engine)
+    engine = description.pop("engine")
+    assert description == meta  # the pyramid description, copied unchanged
     assert fixed_engine.name == "model.tensorrt_rtx.fp32.engine"
     assert engine["file"] == fixed_engine.name
     assert engine["backend"] == RTX and engine["backend_version"] == use_backend(RTX).__version__
@@ -126,12 +131,12 @@ def test_fixed_engine_sidecar(vit_fixed: Path, fixed_engine: Path) -> None:
         "block1": {"mode": "output", "dtype": "float32", "shape": [-1, 192, 4, 4]},
     }
     assert not [p.name for p in vit_fixed.iterdir() if p.name.startswith(".")]  # no temp files left
-    text = describe_engine(read_sidecar(fixed_engine))
+    text = describe_engine(read_engine_description(fixed_engine))
     assert "TensorRT-RTX" in text and "[4, 3, 64, 64]" in text and "block1 (feature, 192 ch, stride 16)" in text
 
 
 def test_dynamic_fp16_engine(vit_dynamic: Path, dynamic_fp16_engine: Path) -> None:
-    engine = read_sidecar(dynamic_fp16_engine)["engine"]
+    engine = description_json(dynamic_fp16_engine)["engine"]
     assert engine["precision"] == "fp16" and engine["fp32_ops"] == list(DEFAULT_FP32_OPS)
     assert engine["profile"] == {"image": {"min": [1, 3, 32, 32], "opt": [2, 3, 64, 64], "max": [4, 3, 96, 96]}}
     assert engine["io"]["image"] == {"mode": "input", "dtype": "float32", "shape": [-1, 3, -1, -1]}
@@ -149,10 +154,10 @@ def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
     sizes = {}
     for precision in ("fp32", "fp16"):
         engine = build_engine(hiera_fixed, RTX, precision)
-        sidecar = read_sidecar(engine)["engine"]
-        assert {name: t["shape"] for name, t in sidecar["io"].items()} == expected
-        assert sidecar["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
-        sizes[precision] = sidecar["files"][engine.name]["size_bytes"]
+        description = description_json(engine)["engine"]
+        assert {name: t["shape"] for name, t in description["io"].items()} == expected
+        assert description["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
+        sizes[precision] = description["files"][engine.name]["size_bytes"]
     assert sizes["fp16"] < 0.8 * sizes["fp32"]
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
     half = reduced_precision_onnx(hiera_fixed / "model.onnx", "fp16")
@@ -184,35 +189,36 @@ def test_fp16_onnx_keeps_io_and_fp32_ops_and_runs_in_onnxruntime(vit_dynamic: Pa
 
 def test_bf16_engine_builds(vit_dynamic: Path) -> None:
     engine = build_engine(vit_dynamic, RTX, "bf16")
-    sidecar = read_sidecar(engine)["engine"]
-    assert engine.name == "model.tensorrt_rtx.bf16.engine" and sidecar["precision"] == "bf16"
-    assert sidecar["io"]["block1"]["dtype"] == "float32"
+    description = description_json(engine)["engine"]
+    assert engine.name == "model.tensorrt_rtx.bf16.engine" and description["precision"] == "bf16"
+    assert description["io"]["block1"]["dtype"] == "float32"
     bf16 = reduced_precision_onnx(vit_dynamic / "model.onnx", "bf16")
     dtypes = {t.data_type for t in bf16.graph.initializer}
     assert onnx.TensorProto.BFLOAT16 in dtypes and onnx.TensorProto.FLOAT16 not in dtypes
 
 
-def test_truncated_corrupt_and_missing_sidecar(fixed_engine: Path, tmp_path: Path) -> None:
+def test_truncated_corrupt_and_missing_description(fixed_engine: Path, tmp_path: Path) -> None:
     engine = _copy_engine(fixed_engine, tmp_path)
     data = engine.read_bytes()
     engine.write_bytes(data[:-100])
     with pytest.raises(VitdeployError) as error:
         check_engine(engine)
     assert str(error.value) == (f"{engine} is {len(data) - 100} bytes, truncated: expected {len(data)} bytes "
-                                "(interrupted copy?); copy it again or rebuild it with `vitdeploy build`")
+                                "(interrupted copy?); copy it again or rebuild it with `vitdeploy build --backend "
+                                "tensorrt_rtx`")
     engine.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
     with pytest.raises(VitdeployError, match="is corrupt: its sha256 differs"):
         check_engine(engine)
-    sidecar_path(engine).unlink()
-    with pytest.raises(VitdeployError, match="has no sidecar model.tensorrt_rtx.fp32.engine.json"):
+    engine_description_path(engine).unlink()
+    with pytest.raises(VitdeployError, match="has no description model.tensorrt_rtx.fp32.engine.json beside it"):
         check_engine(engine)
 
 
 def test_other_backend_version_is_refused(fixed_engine: Path, tmp_path: Path) -> None:
     engine = _copy_engine(fixed_engine, tmp_path)
-    sidecar = json.loads(sidecar_path(engine).read_text())
-    sidecar["engine"]["backend_version"] = "1.0.0.1"
-    sidecar_path(engine).write_text(json.dumps(sidecar))
+    description = json.loads(engine_description_path(engine).read_text())
+    description["engine"]["backend_version"] = "1.0.0.1"
+    engine_description_path(engine).write_text(json.dumps(description))
     installed = use_backend(RTX).__version__
     with pytest.raises(VitdeployError, match=rf"built with TensorRT-RTX 1.0.0.1 but {installed} is installed"):
         check_engine(engine)
@@ -226,47 +232,66 @@ def test_no_gpu_is_refused_before_deserialising(fixed_engine: Path) -> None:
         TensorRTRunner(fixed_engine)
 
 
-def test_compute_capability_checks() -> None:
-    built_for = {"backend": "tensorrt", "compute_capability": "8.6"}
+def test_compute_capability_checks(fixed_engine: Path) -> None:
+    portable = read_engine_description(fixed_engine).engine
+    built_for = replace(portable, backend="tensorrt", compute_capability="8.6")
     with pytest.raises(VitdeployError, match="built for GPUs of compute capability 8.6, this GPU is 8.9"):
         check_gpu(built_for, (8, 9))
     check_gpu(built_for, (8, 6))
-    portable = {"backend": RTX, "compute_capability": None}
-    with pytest.raises(VitdeployError, match="compute capability 7.5; a portable TensorRT-RTX engine needs 8.0"):
+    with pytest.raises(VitdeployError) as error:
         check_gpu(portable, (7, 5))
+    assert str(error.value) == ("this GPU has compute capability 7.5; a portable TensorRT-RTX engine runs on 8.6, "
+                                "8.9, 12.0, 12.1: rebuild it for this GPU with `vitdeploy build --target-gpu`")
     check_gpu(portable, (12, 0))
+    check_gpu(replace(portable, compute_capability="7.5"), (7, 5))
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0), (10, 0)], ids=["A100", "H100-H200", "B200"])
+def test_tensorrt_rtx_refuses_data_center_gpus_and_names_the_alternatives(fixed_engine: Path, capability) -> None:
+    """NVIDIA's TensorRT-RTX support matrix lists RTX-class GPUs only: an A100 or H200 is told why, at once."""
+    with pytest.raises(VitdeployError) as error:
+        check_gpu(read_engine_description(fixed_engine).engine, capability)
+    major, minor = capability
+    assert str(error.value) == (
+        f"the CUDA GPU has compute capability {major}.{minor}, which TensorRT-RTX does not support (it runs on 7.5, "
+        "8.6, 8.9, 12.0, 12.1: RTX-class GPUs): use full TensorRT (pip install 'vitdeploy[trt]', then `vitdeploy "
+        "build --backend tensorrt`) or ONNX Runtime's CUDA provider (pip install 'vitdeploy[ort-gpu]')")
 
 
 def test_feed_outside_profile_prints_the_table(dynamic_fp16_engine: Path) -> None:
-    sidecar = read_sidecar(dynamic_fp16_engine)
-    check_feed({"image": np.zeros((4, 3, 96, 32), np.float32)}, sidecar)  # the corners of the profile pass
+    description = read_engine_description(dynamic_fp16_engine)
+
+    def check(feed: dict) -> None:
+        check_feed(description.input, feed, description.engine.profile, torch_tensors=True)
+
+    check({"image": np.zeros((4, 3, 96, 32), np.float32)})  # the corners of the profile pass
     with pytest.raises(VitdeployError) as error:
-        check_feed({"image": np.zeros((5, 3, 64, 64), np.float32)}, sidecar)
+        check({"image": np.zeros((5, 3, 64, 64), np.float32)})
     lines = str(error.value).splitlines()
     assert lines[0] == "input 'image' has shape [5, 3, 64, 64], outside the engine profile (batch 5 is not in 1..4):"
     assert lines[1].split() == ["min", "opt", "max"]
     assert lines[2] == "image  [1, 3, 32, 32]  [2, 3, 64, 64]  [4, 3, 96, 96]"
     with pytest.raises(VitdeployError, match=r"\(height 112 is not in 32..96\)"):
-        check_feed({"image": np.zeros((1, 3, 112, 64), np.float32)}, sidecar)
+        check({"image": np.zeros((1, 3, 112, 64), np.float32)})
     with pytest.raises(VitdeployError, match="size 40x64 is not a multiple of 16"):
-        check_feed({"image": np.zeros((1, 3, 40, 64), np.float32)}, sidecar)
+        check({"image": np.zeros((1, 3, 40, 64), np.float32)})
     with pytest.raises(VitdeployError, match="has dtype float16: expected float32"):
-        check_feed({"image": np.zeros((1, 3, 64, 64), np.float16)}, sidecar)
-    check_feed({"image": torch.zeros((1, 3, 32, 48))}, sidecar)  # torch tensors (CUDA ones skip copies)
+        check({"image": np.zeros((1, 3, 64, 64), np.float16)})
+    check({"image": torch.zeros((1, 3, 32, 48))})  # torch tensors (CUDA ones skip copies)
     with pytest.raises(VitdeployError, match="is a list: expected a numpy.ndarray or torch.Tensor"):
-        check_feed({"image": [[0.0]]}, sidecar)
+        check({"image": [[0.0]]})
     with pytest.raises(VitdeployError, match=r"feed has inputs \['input'\]: expected exactly \['image'\]"):
-        check_feed({"input": np.zeros((1, 3, 64, 64), np.float32)}, sidecar)
+        check({"input": np.zeros((1, 3, 64, 64), np.float32)})
 
 
 def test_outputs_that_differ_from_the_description_are_refused(vit_fixed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "artifact"
     shutil.copytree(vit_fixed, copy, ignore=shutil.ignore_patterns("*.engine*"))
-    meta = json.loads((copy / SIDECAR_FILE).read_text())
+    meta = json.loads((copy / DESCRIPTION_FILE).read_text())
     meta["outputs"][1]["name"] = "stride16"
-    (copy / SIDECAR_FILE).write_text(json.dumps(meta))
-    with pytest.raises(VitdeployError, match=r"outputs \['block0', 'block1'\]: expected \['image'\] and "
-                                             r"\['block0', 'stride16'\]"):
+    (copy / DESCRIPTION_FILE).write_text(json.dumps(meta))
+    with pytest.raises(VitdeployError, match=r"reads inputs \['image'\] and outputs \['block0', 'block1'\] from .*: "
+                                             r"expected \['image'\] and \['block0', 'stride16'\]"):
         build_engine(copy, RTX, "fp32")
     assert not list(copy.glob("*.engine*"))
 
@@ -277,9 +302,9 @@ def test_graph_the_parser_rejects_is_one_error_and_writes_nothing(vit_fixed: Pat
     model = onnx.load(str(copy / "model.onnx"))
     model.graph.node[0].op_type = "NoSuchOp"  # an op no TensorRT importer knows
     onnx.save(model, str(copy / "model.onnx"))
-    meta = json.loads((copy / SIDECAR_FILE).read_text())
-    meta["export"]["files"] = describe_files([copy / "model.onnx"])
-    (copy / SIDECAR_FILE).write_text(json.dumps(meta))
+    meta = json.loads((copy / DESCRIPTION_FILE).read_text())
+    meta["export"]["files"] = {name: vars(record) for name, record in describe_files([copy / "model.onnx"]).items()}
+    (copy / DESCRIPTION_FILE).write_text(json.dumps(meta))
     with pytest.raises(VitdeployError) as error:
         build_engine(copy, RTX, "fp32")
     assert str(error.value) == (f"TensorRT-RTX {pytest.importorskip('tensorrt_rtx').__version__} cannot parse "
@@ -292,9 +317,10 @@ def test_backend_choice_and_switching(vit_fixed: Path) -> None:
     from polygraphy import config
     import polygraphy.backend.trt.loader as loader
 
-    assert resolve_backend("auto") == ("tensorrt" if is_installed("tensorrt") else RTX)
-    with pytest.raises(VitdeployError, match="unknown engine backend 'onnxruntime'"):
-        resolve_backend("onnxruntime")
+    assert auto_family() == ("tensorrt" if is_installed("tensorrt") else RTX)
+    with pytest.raises(VitdeployError, match="unknown engine backend 'onnxruntime': expected one of tensorrt, "
+                                             "tensorrt_rtx, openvino"):
+        builder("onnxruntime")
     trt = use_backend(RTX)
     assert config.USE_TENSORRT_RTX and loader.trt.Builder is trt.Builder
     if not is_installed("tensorrt"):
@@ -319,7 +345,7 @@ def test_cli_build(vit_fixed: Path) -> None:
     assert result.exit_code == 0, result.output
     engine = Path(result.stdout.strip().splitlines()[-1])
     assert engine == vit_fixed / "model.tensorrt_rtx.fp16.engine" and engine.is_file()
-    assert read_sidecar(engine)["engine"]["fp32_ops"] == ["LayerNormalization"]
+    assert description_json(engine)["engine"]["fp32_ops"] == ["LayerNormalization"]
     result = CliRunner().invoke(build, [str(vit_fixed), "--precision", "int8"])
     assert result.exit_code == 2 and "'int8' is not one of" in result.output
 
@@ -329,7 +355,7 @@ def test_cli_build(vit_fixed: Path) -> None:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
     engine = build_engine(vit_dynamic, RTX, precision)
-    tolerance = read_sidecar(engine)["tolerance"][precision]
+    tolerance = description_json(engine)["tolerance"][precision]
     x = np.random.default_rng(1).standard_normal((3, 3, 48, 80), dtype=np.float32)
     session = ort.InferenceSession(str(vit_dynamic / "model.onnx"), providers=["CPUExecutionProvider"])
     ref = session.run(None, {"image": x})
@@ -347,7 +373,7 @@ def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
 @pytest.mark.gpu
 @requires_gpu
 def test_rtx_engine_for_this_gpu(vit_fixed: Path) -> None:
-    engine = read_sidecar(build_engine(vit_fixed, RTX, "fp32", target_gpu=True))["engine"]
+    engine = description_json(build_engine(vit_fixed, RTX, "fp32", target_gpu=True))["engine"]
     assert engine["compute_capability"] == f"{GPU[0]}.{GPU[1]}"
 
 
@@ -358,9 +384,9 @@ def test_timing_cache_makes_a_rebuild_faster(vit_fixed: Path, tmp_path: Path) ->
     """The rebuild finds every tactic timing in the cache, so the cache comes back unchanged (build times
     are printed, not asserted: a shared GPU makes them noisy)."""
     cache = tmp_path / "timing.cache"
-    first = read_sidecar(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
+    first = description_json(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
     assert first["compute_capability"] == f"{GPU[0]}.{GPU[1]}" and cache.stat().st_size > 0
     timings = cache.read_bytes()
-    second = read_sidecar(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
+    second = description_json(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
     print(f"build {first['build_seconds']}s, rebuild {second['build_seconds']}s", file=sys.stderr)
     assert cache.read_bytes() == timings

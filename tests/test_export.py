@@ -10,7 +10,7 @@ import timm
 import torch
 
 from conftest import onnx_dims
-from vitdeploy.artifact import METADATA_KEY, load_artifact
+from vitdeploy.artifact import METADATA_KEY
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import feature_levels
 
@@ -33,7 +33,7 @@ def test_hiera_outputs_are_named_by_stride_with_dynamic_batch(hiera_tiny_artifac
 
 
 def test_description_matches_timm_feature_info(hiera_tiny_artifact: Path):
-    meta = load_artifact(hiera_tiny_artifact).meta
+    meta = json.loads((hiera_tiny_artifact / "vitdeploy.json").read_text())
     with torch.device("meta"):
         levels = feature_levels(timm.create_model("hiera_tiny_224"), "hiera_tiny_224")
     assert [(o["channels"], o["stride"], o["index"]) for o in meta["outputs"]] == \
@@ -43,11 +43,11 @@ def test_description_matches_timm_feature_info(hiera_tiny_artifact: Path):
     assert set(meta["versions"]) == {"vitdeploy", "torch", "timm", "onnx"}
 
 
-def test_onnx_metadata_props_hold_the_sidecar_description(hiera_tiny_artifact: Path):
+def test_onnx_metadata_props_hold_the_description(hiera_tiny_artifact: Path):
     model = onnx.load(str(hiera_tiny_artifact / "model.onnx"))
     embedded = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
-    sidecar = json.loads((hiera_tiny_artifact / "vitdeploy.json").read_text())
-    assert embedded == {k: v for k, v in sidecar.items() if k not in ("export", "created_utc")}
+    description = json.loads((hiera_tiny_artifact / "vitdeploy.json").read_text())
+    assert embedded == {k: v for k, v in description.items() if k not in ("export", "created_utc")}
 
 
 def test_vit_outputs_are_blocks_plus_embedding_and_any_batch_runs(vit_small_artifact: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import RECIPES
+from conftest import RECIPES, description_json
 import vitdeploy
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
@@ -64,12 +64,12 @@ def test_damaged_external_data_is_refused_on_load(external: Path, tmp_path: Path
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_rtx_builds_from_external_data(external: Path, precision: str):
     pytest.importorskip("tensorrt_rtx")
-    from vitdeploy.engine import build_engine, read_sidecar
+    from vitdeploy.engine import build as build_engine
     from vitdeploy.progress import Progress
 
     engine = build_engine(external, "tensorrt_rtx", precision, progress=Progress(3, enabled=False))
-    description = read_sidecar(engine)
-    assert description["export"]["files"] == load_artifact(external).meta["export"]["files"]
+    description = description_json(engine)
+    assert description["export"] == json.loads((external / "vitdeploy.json").read_text())["export"]
     assert description["engine"]["io"]["block1"] == {"mode": "output", "dtype": "float32", "shape": [-1, 192, -1, -1]}
     assert engine.stat().st_size > 0.4 * (external / "model.onnx.data").stat().st_size  # the weights are inside
     assert not [p.name for p in external.iterdir() if p.name.startswith(".")]  # no scratch files left

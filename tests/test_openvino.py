@@ -19,7 +19,8 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.verify import verify_engine
 
 ov = pytest.importorskip("openvino")
-from vitdeploy.engine.openvino import build_openvino, version_of  # noqa: E402
+from vitdeploy.engine import build  # noqa: E402
+from vitdeploy.engine.openvino import version_of  # noqa: E402
 from vitdeploy.runners.openvino import OpenVINORunner  # noqa: E402
 
 BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -64,7 +65,7 @@ def test_fp32_engine_verifies_over_the_dynamic_range(vit: Path):
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no bf16 (AVX-512 BF16 / AMX): OpenVINO would compute f32")
 def test_bf16_engine_verifies_with_its_own_tolerance(vit: Path):
-    xml = build_openvino(vit, "bf16")
+    xml = build(vit, "openvino", "bf16")
     report = verify_engine(xml, batch_sizes=[2])
     assert report.passed and report.precision == "bf16" and report.checks[0].tol_max_abs == 0.1
     assert 1e-4 < max(check.max_abs for check in report.checks) < 0.1  # really bf16, not f32
@@ -78,7 +79,7 @@ def test_load_runs_the_engine_and_matches_onnxruntime(vit: Path):
         got, expected = model.infer(image), ort.infer(image)
         assert list(got) == ["block0", "block1"] and got["block0"].shape == (1, 192, 64 // 16, 96 // 16)
         assert max(float(np.abs(got[k] - expected[k]).max()) for k in got) < 1e-5
-        with pytest.raises(VitdeployError, match="has batch 5: expected 1..4"):
+        with pytest.raises(VitdeployError, match=r"outside the engine profile \(batch 5 is not in 1..4\)"):
             model.infer(np.zeros((5, 3, 64, 64), np.float32))
 
 
@@ -118,7 +119,7 @@ def test_damaged_or_newer_engine_is_refused_before_compiling(vit: Path, tmp_path
 def test_fp16_is_refused_on_a_cpu(vit: Path):
     result = CliRunner().invoke(main, ["build", str(vit), "--backend", "openvino", "--precision", "fp16"])
     assert result.exit_code == 1
-    assert result.output == "Error: OpenVINO on a CPU builds precision fp32 or bf16, not 'fp16'\n"
+    assert result.output == "Error: OpenVINO (CPU) builds precision fp32 or bf16, not 'fp16'\n"
 
 
 def test_missing_openvino_names_the_extra(vit: Path):
@@ -133,7 +134,7 @@ def test_missing_openvino_names_the_extra(vit: Path):
 
 def test_baked_hiera_runs_on_uint8_pixels(tmp_path: Path):
     artifact = export_for_test(str(RECIPES / "hiera_abswin_dynamic.toml"), tmp_path / "hiera", bake_preprocessing=True)
-    xml = build_openvino(artifact)
+    xml = build(artifact, "openvino")
     io = json.loads(xml.with_name(xml.name + ".json").read_text())["engine"]["io"]
     assert io["image"] == {"mode": "input", "dtype": "uint8", "shape": [-1, -1, -1, 3]}
     report = verify_engine(xml, batch_sizes=[1])

@@ -9,16 +9,26 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.preprocess import check_input, input_hw, load_image, preprocess, resize_bilinear
+from vitdeploy.description import InputSpec, parse
+from vitdeploy.inputs import check_feed, check_normalised_values
+from vitdeploy.preprocess import input_hw, load_image, preprocess, resize_bilinear
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-def spec(mode: str = "fixed", min_hw=(64, 64), max_hw=(64, 64), multiple: int = 32, **overrides) -> dict:
+def spec(mode: str = "fixed", min_hw=(64, 64), max_hw=(64, 64), multiple: int = 32, **overrides) -> InputSpec:
     """An artifact `input` section as the exporter writes it (docs/ARTIFACT_FORMAT.md)."""
-    return {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB", "mode": mode,
-            "size_multiple": multiple, "min_hw": list(min_hw), "opt_hw": list(min_hw), "max_hw": list(max_hw),
-            "batch": {"min": 1, "opt": 1, "max": 4}, "pixel_scale": 255.0, **IMAGENET, **overrides}
+    return parse(InputSpec, {
+        "name": "image", "layout": "NCHW", "dtype": "float32", "normalised_in_graph": False, "channels": 3,
+        "color": "RGB", "mode": mode, "size_multiple": multiple, "min_hw": list(min_hw), "opt_hw": list(min_hw),
+        "max_hw": list(max_hw), "batch": {"min": 1, "opt": 1, "max": 4}, "pixel_scale": 255.0, **IMAGENET,
+        **overrides})
+
+
+def check_input(array: np.ndarray, input_spec: InputSpec) -> None:
+    """What vitdeploy.load(...).infer checks of a float32 batch a user passes: its layout, then its values."""
+    check_feed(input_spec, {input_spec.name: array})
+    check_normalised_values(input_spec, array)
 
 
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:

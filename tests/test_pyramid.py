@@ -1,6 +1,7 @@
 """The simple feature pyramid: strides and names in the graph and metadata, the resampling it promises,
 parity across a dynamic range, TensorRT-RTX acceptance, and the mistakes it refuses."""
 
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -9,14 +10,16 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
 
-from conftest import RECIPES, export_for_test, onnx_dims
+from conftest import RECIPES, description_json, export_for_test, onnx_dims
 from vitdeploy.artifact import load_artifact
-from vitdeploy.engine import build_engine, read_sidecar
+from vitdeploy.cli import main
+from vitdeploy.engine import build as build_engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.progress import Progress
-from vitdeploy.recipes import PyramidSpec, load_recipe, load_recipe_file
+from vitdeploy.recipes import PyramidSpec, available_recipes, load_recipe, load_recipe_file
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.verify import verify_onnx
 
@@ -28,7 +31,7 @@ def test_outputs_are_named_by_stride_with_symbolic_shapes(vit_tiny_sfp_artifact:
     assert onnx_dims(model) == {"image": ["batch", 3, "height", "width"],
                             **{f"stride{s}": ["batch", 192, f"height/{s}", f"width/{s}"] for s in (4, 8, 16, 32)},
                             "embedding": ["batch", 192]}
-    meta = load_artifact(vit_tiny_sfp_artifact).meta
+    meta = json.loads((vit_tiny_sfp_artifact / "vitdeploy.json").read_text())
     assert [(o["name"], o["index"], o["stride"]) for o in meta["outputs"]] == [
         ("stride4", 0, 4), ("stride8", 1, 8), ("stride16", 2, 16), ("stride32", 3, 32), ("embedding", None, None)]
     assert meta["pyramid"]["source_stride"] == 16 and meta["pyramid"]["strides"] == [4, 8, 16, 32]
@@ -56,7 +59,7 @@ def test_parity_across_the_dynamic_range(vit_tiny_sfp_artifact: Path):
 
 def test_tensorrt_rtx_builds_the_dynamic_pyramid(vit_tiny_sfp_artifact: Path):
     engine = build_engine(vit_tiny_sfp_artifact, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
-    io = read_sidecar(engine)["engine"]["io"]
+    io = description_json(engine)["engine"]["io"]
     assert {name: t["shape"] for name, t in io.items()} == {
         "image": [-1, 3, -1, -1], "stride4": [-1, 192, -1, -1], "stride8": [-1, 192, -1, -1],
         "stride16": [-1, 192, -1, -1], "stride32": [-1, 192, -1, -1], "embedding": [-1, 192]}
@@ -68,10 +71,10 @@ def test_tensorrt_rtx_builds_the_dynamic_pyramid(vit_tiny_sfp_artifact: Path):
 def test_one_block_feeds_every_stride(tmp_path: Path):
     """ViTDet's own layout: the last block alone, upsampled and pooled; checked against torch's ops directly."""
     artifact = load_artifact(export_for_test(SFP, tmp_path / "last", outputs=(3,), embedding=False, dynamic=False))
-    assert [(o["name"], o["index"]) for o in artifact.outputs] == [
+    assert [(o.name, o.index) for o in artifact.outputs] == [
         ("stride4", 3), ("stride8", 3), ("stride16", 3), ("stride32", 3)]
     image = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
-    with OnnxRuntimeRunner(artifact.meta, artifact.onnx_path) as runner:
+    with OnnxRuntimeRunner(artifact.description, artifact.onnx_path) as runner:
         out = runner.infer(OrderedDict(image=image))
     base = torch.from_numpy(out["stride16"])
     assert base.shape == (2, 192, 4, 4)
@@ -86,7 +89,7 @@ def test_list_describes_the_shipped_pyramid_recipe():
     recipe = load_recipe("vit_base_sfp")
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
                                       recipe.pyramid)
-    assert [(o["name"], o["index"], o["channels"], o["stride"]) for o in outputs] == [
+    assert [(o.name, o.index, o.channels, o.stride) for o in outputs] == [
         ("stride4", 2, 768, 4), ("stride8", 5, 768, 8), ("stride16", 8, 768, 16), ("stride32", 11, 768, 32)]
 
 
@@ -113,3 +116,41 @@ def test_bad_pyramid_tables_are_rejected(tmp_path: Path, table: str, message: st
     path.write_text(f'timm_name = "vit_tiny_patch16_224"\nfamily = "vit"\n[input]\nsize = [64, 64]\n[pyramid]\n{table}\n')
     with pytest.raises(VitdeployError, match=message):
         load_recipe_file(path)
+
+
+def test_cli_pyramid_option_on_a_recipe_without_one(tmp_path: Path):
+    """`--pyramid simple` gives any single-scale recipe the pyramid; one block feeds every stride."""
+    out = tmp_path / "sfp"
+    result = CliRunner().invoke(main, ["export", str(RECIPES / "vit_tiny_dynamic.toml"), "--fixed", "--outputs", "1",
+                                       "--pyramid", "simple", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-4:] == ["output stride4: [B, 192, H/4, W/4]", "output stride8: [B, 192, H/8, W/8]",
+                                               "output stride16: [B, 192, H/16, W/16]",
+                                               "output stride32: [B, 192, H/32, W/32]"]
+    assert json.loads((out / "vitdeploy.json").read_text())["pyramid"]["strides"] == [4, 8, 16, 32]
+    assert verify_onnx(load_artifact(out), batch_sizes=[1]).passed
+
+
+def test_cli_pyramid_none_drops_the_recipes_pyramid_and_errors_are_one_line(tmp_path: Path):
+    result = CliRunner().invoke(main, ["export", SFP, "--fixed", "--pyramid", "none", "-o", str(tmp_path / "plain")])
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.stdout.splitlines()[2:]] == [
+        "output block0", "output block1", "output block2", "output block3", "output embedding"]
+    for args, message in [(["--pyramid-strides", "8,16"], "--pyramid-strides given without --pyramid: expected "
+                                                           "--pyramid simple"),
+                          (["--pyramid", "simple", "--pyramid-strides", "16,8"],
+                           "--pyramid-strides 16,8: expected distinct positive strides in increasing order")]:
+        result = CliRunner().invoke(main, ["export", SFP, *args, "-o", str(tmp_path / "x")])
+        assert result.exit_code == 1 and result.output == f"Error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+
+
+@pytest.mark.parametrize("name", [n for n in available_recipes() if load_recipe(n).family in ("vit", "eva", "beit",
+                                                                                              "samvit")])
+def test_every_single_scale_recipe_takes_the_simple_pyramid(name: str):
+    recipe = load_recipe(name)
+    outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
+                                      PyramidSpec(kind="simple", strides=()))
+    patch = 14 if "patch14" in recipe.timm_name else 16
+    expected = (7, 14, 28, 56) if patch == 14 else (4, 8, 16, 32)
+    assert [(o.name, o.stride) for o in outputs if o.kind == "feature"] == [(f"stride{s}", s) for s in expected]

@@ -34,7 +34,7 @@ def test_unknown_recipe_names_the_choices():
     ('timm_name = "x"\nfamily = "vit"\n[input]\nsize = [224, 224]\nsizes = 3\n',
      r"recipe 'bad': input\.sizes: unknown key"),
     ('timm_name = "x"\nfamily = "resnet"\n[input]\nsize = [224, 224]\n',
-     r"recipe 'bad': family: expected one of vit, hiera, .*, got 'resnet'"),
+     r"recipe 'bad': family: expected one of beit, convnext, .*, vit, got 'resnet'"),
     ('timm_name = "x"\nfamily = "vit"\n[input]\nsize = [224, -4]\n',
      r"recipe 'bad': input\.size: expected integers >= 1, got \[224, -4\]"),
     ('timm_name = "x"\nfamily = "vit"\n[input]\nmode = "dynamic"\nsize = [224, 224]\nmin = [256, 256]\n',

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import timm
@@ -9,6 +10,7 @@ from safetensors.torch import save_file
 from conftest import RECIPES
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
+from vitdeploy.description import Tolerance
 from vitdeploy.verify import VerifyReport, verification_sizes, verify_onnx
 
 
@@ -31,14 +33,14 @@ def test_vit_embedding_is_verified_too(vit_small_artifact: Path):
 
 def test_a_tight_tolerance_fails_the_check(vit_small_artifact: Path):
     artifact = load_artifact(vit_small_artifact)
-    meta = json.loads(json.dumps(artifact.meta))
-    meta["tolerance"]["fp32"]["max_abs"] = 1e-12
-    report = verify_onnx(type(artifact)(artifact.onnx_path, meta, None), batch_sizes=[1])
+    tight = replace(artifact.description, tolerance={**artifact.description.tolerance, "fp32": Tolerance(1e-12, 0.99999)})
+    report = verify_onnx(type(artifact)(artifact.onnx_path, tight, None), batch_sizes=[1])
     assert not report.passed and not any(c.passed for c in report.checks)
 
 
-def test_dynamic_sizes_cover_range_corners():
-    spec = {"mode": "dynamic", "opt_hw": [224, 224], "min_hw": [128, 160], "max_hw": [512, 448]}
+def test_dynamic_sizes_cover_range_corners(vit_tiny_dynamic_artifact: Path):
+    spec = replace(load_artifact(vit_tiny_dynamic_artifact).input, opt_hw=(224, 224), min_hw=(128, 160),
+                   max_hw=(512, 448))
     assert verification_sizes(spec) == [(224, 224), (128, 160), (512, 448), (128, 448), (512, 160)]
 
 

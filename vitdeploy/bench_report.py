@@ -1,43 +1,16 @@
-"""Benchmark results as a table, JSON, CSV and a latency plot; the GPU peak throughput table."""
+"""Benchmark results as a table, JSON, CSV and a latency plot."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from vitdeploy.bench import BenchResult, Row
-from vitdeploy.errors import VitdeployError, missing_dependency
-
-# Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets. fp32: CUDA cores; the rest: tensor cores.
-# Matched as a substring of the CUDA device name, first match wins (so "H100 PCIe" before "H100").
-GPU_PEAKS: dict[str, dict[str, float]] = {
-    "H200 NVL": {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5},
-    "H200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
-    "GH200": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},
-    "H100 PCIe": {"fp32": 51.0, "tf32": 378.0, "fp16": 756.0, "bf16": 756.0},
-    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5},
-    "H100": {"fp32": 67.0, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4},  # SXM ("H100 80GB HBM3")
-    "A100": {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0},
-    "L40S": {"fp32": 91.6, "tf32": 183.0, "fp16": 362.0, "bf16": 362.0},
-    "L4": {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0},
-    "A10": {"fp32": 31.2, "tf32": 62.5, "fp16": 125.0, "bf16": 125.0},
-    "RTX 4090": {"fp32": 82.6, "tf32": 82.6, "fp16": 165.2, "bf16": 165.2},
-    "T4": {"fp32": 8.1, "fp16": 65.0},
-}
-PEAK_SOURCE = "NVIDIA datasheet, dense"
-
-
-def gpu_peak(device_name: str) -> dict[str, Any] | None:
-    """The peak table entry for a CUDA device name, or None for a GPU not in the table."""
-    for entry, tflops in GPU_PEAKS.items():
-        if entry in device_name:
-            return {"gpu": device_name, "entry": entry, "source": PEAK_SOURCE, "tflops": tflops}
-    return None
-
+from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import is_installed, missing, require
 
 def _cell(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
@@ -100,18 +73,15 @@ def write_csv(result: BenchResult, path: Path) -> None:
 
 def check_plot_available() -> None:
     """Before a long run: fail now if --plot cannot be drawn."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise missing_dependency("matplotlib", "plot")
+    if not is_installed("matplotlib"):
+        raise missing("matplotlib")
 
 
 def write_plot(result: BenchResult, path: Path) -> None:
     """Median latency against batch size, one line per backend and precision, one panel per input size."""
-    check_plot_available()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    require("matplotlib").use("Agg")
+    plt = require("matplotlib.pyplot")
+    ticker = require("matplotlib.ticker")
 
     sizes = sorted({(row.height, row.width) for row in result.rows})
     if not sizes:
@@ -129,8 +99,8 @@ def write_plot(result: BenchResult, path: Path) -> None:
                  ylabel="median latency (ms)")
         axis.set_xscale("log", base=2)
         axis.set_xticks(sorted({r.batch for r in result.rows}))
-        axis.xaxis.set_major_formatter(ScalarFormatter())
-        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         axis.set_ylim(bottom=0)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize="small")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from timm.models import clean_state_dict
 from torch import nn
 
@@ -30,8 +31,6 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
         raise VitdeployError(f"checkpoint {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

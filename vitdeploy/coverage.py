@@ -20,32 +20,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 
-from vitdeploy.adapters.families import FIXED_ONLY
+from vitdeploy import engine, families
 from vitdeploy.artifact import load_artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
-from vitdeploy.export.adapt import size_multiple
+from vitdeploy.hardware import compute_capability, format_capability, gpu_name
+from vitdeploy.engine.tensorrt_family import use_backend
+from vitdeploy.optional import is_installed, require
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import pyramid_size_multiple
 from vitdeploy.recipes import InputSpec, Recipe
+from vitdeploy.runners.tensorrt import TensorRTRunner
+from vitdeploy.verify import compare_runners, verify_onnx
 
 MODES = ("fixed", "dynamic")
 BATCH_SIZES = (1, 2)
 ENGINE_BACKEND = "tensorrt_rtx"
-# --small: fewer blocks per family (timm keyword arguments) and inputs around 64 px, for a CPU run. Four
-# ViT blocks keep the default four outputs; two blocks in the first stage keep Swin's shifted windows and
-# Twins' global attention (both come second in a pair), and SAM one windowed and one global block.
-SMALL_KWARGS: dict[str, dict[str, Any]] = {
-    "vit": {"depth": 4}, "eva": {"depth": 4}, "beit": {"depth": 4},
-    "samvit": {"depth": 4, "global_attn_indexes": [1, 3]},
-    "hiera": {"stages": [1, 1, 1, 1]},
-    "twins": {"depths": [2, 1, 1, 1]}, "swin": {"depths": [2, 1, 1, 1]}, "convnext": {"depths": [1, 1, 1, 1]},
-    "mvitv2": {},
-}
-UNREDUCED = {"mvitv2": "its depth comes from a config object (MultiScaleVitCfg), not a keyword a recipe can hold"}
 
 
 @dataclass
@@ -82,12 +76,11 @@ def _round_up(value: int, multiple: int) -> int:
 
 def small_variant(recipe: Recipe) -> Recipe:
     """The recipe with fewer blocks (SMALL_KWARGS) and inputs near 64 px: same family, same code paths."""
-    import timm
-
-    kwargs = {**recipe.timm_kwargs, **SMALL_KWARGS[recipe.family]}
+    family = families.get(recipe.family)
+    kwargs = {**recipe.timm_kwargs, **family.small_kwargs}
     with torch.device("meta"):
         model = timm.create_model(recipe.timm_name, **kwargs)
-    multiple = pyramid_size_multiple(size_multiple(model, recipe.family), recipe.pyramid)
+    multiple = pyramid_size_multiple(family.size_multiple(model), recipe.pyramid.strides if recipe.pyramid else ())
     size = (_round_up(64, multiple),) * 2
     ranged = recipe.input.min != recipe.input.max
     lo, hi = ((_round_up(32, multiple),) * 2, (_round_up(96, multiple),) * 2) if ranged else (size, size)
@@ -101,38 +94,27 @@ def _tested_at(recipe: Recipe, small: bool) -> str:
     if spec.min != spec.max:
         text += f" (dynamic {spec.min[0]}x{spec.min[1]}..{spec.max[0]}x{spec.max[1]})"
     if small:
-        reduced = ", ".join(f"{k}={v}" for k, v in SMALL_KWARGS[recipe.family].items())
+        reduced = ", ".join(f"{k}={v}" for k, v in families.get(recipe.family).small_kwargs.items())
         text += f"; --small{': ' + reduced if reduced else ''}"
     return text
 
 
 def _gpu_label() -> str | None:
-    from vitdeploy.engine.gpu import compute_capability, format_capability
-
     capability = compute_capability()
-    if capability is None:
-        return None
-    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "GPU"
-    return f"{name} (sm {format_capability(capability)})"
+    return None if capability is None else f"{gpu_name()} (sm {format_capability(capability)})"
 
 
 def _engine_parity(artifact_dir: Path, engine: Path) -> tuple[float, bool]:
     """TensorRT-RTX engine vs eager PyTorch, the same checks as the ONNX Runtime column (needs a GPU)."""
-    from vitdeploy.runners.tensorrt import TensorRTRunner
-    from vitdeploy.verify import compare_runners
-
     artifact = load_artifact(artifact_dir)
-    report = compare_runners(artifact, TensorRTRunner(engine, name="tensorrt_rtx"), "TensorRT-RTX fp32", "fp32",
-                             list(BATCH_SIZES), None, 0, None)
+    report = compare_runners(artifact, TensorRTRunner(engine, name="tensorrt_rtx"), "TensorRT-RTX fp32",
+                             list(BATCH_SIZES))
     return max(check.max_abs for check in report.checks), report.passed
 
 
 def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: Callable[[str], None]) -> ModeResult:
     """Export, verify and build one artifact (and run its engine on a GPU); a step's failure is recorded
     and skips the steps after it."""
-    from vitdeploy.engine.build import build_engine
-    from vitdeploy.verify import verify_onnx
-
     quiet = Progress(3, enabled=False)
     note(f"  {mode}: export")
     try:
@@ -142,7 +124,7 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
     except Exception as exc:  # the matrix records every failure instead of stopping at the first
         return ModeResult(export=f"FAIL: {_first_line(exc)}")
     artifact = load_artifact(directory)
-    seconds = artifact.meta["export"]["seconds"]
+    seconds = artifact.description.export.seconds
     result = ModeResult(export=f"ok ({seconds:.1f} s)", export_seconds=seconds)
     note(f"  {mode}: ONNX Runtime parity")
     try:
@@ -157,7 +139,7 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
     note(f"  {mode}: TensorRT-RTX build")
     started = time.perf_counter()
     try:
-        engine = build_engine(directory, ENGINE_BACKEND, "fp32", progress=quiet)
+        built = engine.build(directory, ENGINE_BACKEND, "fp32", progress=quiet)
     except Exception as exc:  # a parser or builder rejection is a result here
         result.engine = f"FAIL: {_first_line(exc)}"
         return result
@@ -165,7 +147,7 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
     if gpu:
         note(f"  {mode}: engine parity on {gpu}")
         try:
-            max_abs, passed = _engine_parity(directory, engine)
+            max_abs, passed = _engine_parity(directory, built)
             result.gpu = f"{'pass' if passed else 'FAIL'} {max_abs:.1e}"
         except Exception as exc:  # a runtime failure is a result too
             result.gpu = f"FAIL: {_first_line(exc)}"
@@ -182,7 +164,7 @@ def measure_recipe(recipe: Recipe, small: bool, work: Path, gpu: str | None,
         result.note = f"unsupported: {recipe.unsupported}"
         return result
     if recipe.input.min == recipe.input.max:
-        result.note = f"fixed size only: {FIXED_ONLY.get(recipe.family, 'the recipe has no size range')}"
+        result.note = f"fixed size only: {families.get(recipe.family).fixed_only or 'the recipe has no size range'}"
     modes = MODES if recipe.input.min != recipe.input.max else MODES[:1]
     for mode in modes:
         result.modes[mode] = try_mode(recipe, mode, work / f"{recipe.name}_{mode}", gpu, note)
@@ -214,15 +196,11 @@ def gpu_entries(results: list[RecipeResult], small: bool, gpu: str) -> dict[str,
 
 
 def _versions() -> str:
-    import onnxruntime
-    import timm
-
-    versions = [f"torch {torch.__version__}", f"timm {timm.__version__}", f"onnxruntime {onnxruntime.__version__}"]
-    try:
-        import tensorrt_rtx
-
-        versions.append(f"tensorrt_rtx {tensorrt_rtx.__version__}")
-    except ImportError:
+    versions = [f"torch {torch.__version__}", f"timm {timm.__version__}",
+                f"onnxruntime {require('onnxruntime').__version__}"]
+    if is_installed("tensorrt_rtx"):
+        versions.append(f"tensorrt_rtx {use_backend('tensorrt_rtx').__version__}")
+    else:
         versions.append("tensorrt_rtx not installed")
     return ", ".join(versions)
 

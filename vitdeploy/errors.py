@@ -12,7 +12,3 @@ class VitdeployError(Exception):
 class VitdeployWarning(UserWarning):
     """Something a user should know that does not stop the work (the CLI prints `Warning: ...`)."""
 
-
-def missing_dependency(module: str, extra: str) -> VitdeployError:
-    """The error for an optional dependency that is not installed, naming the extra to install."""
-    return VitdeployError(f"{module} is not installed: pip install 'vitdeploy[{extra}]'")

@@ -1,7 +1,8 @@
-"""Checks of an input batch against an artifact's input rules, made before any runtime is called.
+"""The one check of an input batch, made before any runtime sees it (every runner calls it once).
 
 The exported graph does not check sizes itself: a ViT given 230 px would silently drop pixels and a
-Hiera would fail deep inside a reshape, so every vitdeploy runner calls this first.
+Hiera would fail deep inside a reshape. Engines add their optimisation profile: TensorRT's own answer
+to an out-of-profile shape is an error log and garbage or no outputs.
 """
 
 from __future__ import annotations
@@ -10,81 +11,86 @@ from typing import Any
 
 import numpy as np
 
+from vitdeploy.description import InputSpec, Profile
 from vitdeploy.errors import VitdeployError
 
-
-def size_error(input_spec: dict[str, Any], height: int, width: int) -> str | None:
-    """Why (height, width) breaks the artifact's size rule or range; None if it is valid."""
-    multiple = input_spec["size_multiple"]
-    (min_h, min_w), (max_h, max_w) = input_spec["min_hw"], input_spec["max_hw"]
-    if height % multiple or width % multiple:
-        return f"size {height}x{width} is not a multiple of {multiple} (the backbone's size rule)"
-    if not (min_h <= height <= max_h and min_w <= width <= max_w):
-        if input_spec["mode"] == "fixed":
-            return f"size {height}x{width} differs from the artifact's fixed size {min_h}x{min_w}"
-        return f"size {height}x{width} is outside the artifact's range {min_h}x{min_w} .. {max_h}x{max_w}"
-    return None
+# Normalised pixels of images lie in this band (in units of pixel_scale), wide enough for any image and
+# for standard-normal test data, narrow enough to catch raw 0..255 input.
+NORMALISED_BAND = (-4.0, 5.0)
 
 
-def feed_image(input_spec: dict[str, Any], feed_dict: dict[str, Any]) -> Any:
-    """The image array of a runner's feed, which must hold exactly the artifact's one input."""
-    name = input_spec["name"]
-    if list(feed_dict) != [name]:
-        raise VitdeployError(f"feed has inputs {sorted(feed_dict)}: expected exactly [{name!r}]")
-    return feed_dict[name]
+def feed_image(spec: InputSpec, feed_dict: dict[str, Any]) -> Any:
+    """The image array of a feed, which must hold exactly the artifact's one input."""
+    if list(feed_dict) != [spec.name]:
+        raise VitdeployError(f"feed has inputs {sorted(feed_dict)}: expected exactly [{spec.name!r}]")
+    return feed_dict[spec.name]
 
 
-def pixels_in_graph(input_spec: dict[str, Any]) -> bool:
-    """Whether the artifact takes raw uint8 NHWC pixels and normalises them in its graph
-    (exported with --bake-preprocessing); otherwise it takes normalised float32 NCHW."""
-    return bool(input_spec.get("normalised_in_graph", False))
+def profile_table(profile: dict[str, Profile]) -> str:
+    """An engine's optimisation profile as aligned rows: name, min, opt, max."""
+    rows = [("", "min", "opt", "max")] + [(name, *(str(list(getattr(p, k))) for k in ("min", "opt", "max")))
+                                          for name, p in profile.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def layout_shape(input_spec: dict[str, Any], batch: Any, height: Any, width: Any) -> list[Any]:
-    """[batch, height, width] with the channel axis where the artifact's layout puts it."""
-    channels = input_spec["channels"]
-    if input_spec["layout"] == "NHWC":
-        return [batch, height, width, channels]
-    return [batch, channels, height, width]
+def _check_profile(spec: InputSpec, shape: list[int], profiles: dict[str, Profile]) -> None:
+    bounds = profiles[spec.name]
+    if len(shape) != len(bounds.min):
+        raise VitdeployError(f"input '{spec.name}' has shape {shape}: expected {len(bounds.min)} dimensions "
+                             f"({spec.layout})\n{profile_table(profiles)}")
+    for axis, (size, low, high) in enumerate(zip(shape, bounds.min, bounds.max)):
+        if not low <= size <= high:
+            raise VitdeployError(f"input '{spec.name}' has shape {shape}, outside the engine profile "
+                                 f"({spec.axis_names()[axis]} {size} is not in {low}..{high}):\n"
+                                 f"{profile_table(profiles)}")
 
 
-def axis_names(input_spec: dict[str, Any]) -> list[str]:
-    """The names of the input's four axes, in its layout."""
-    return ["batch", "height", "width", "channels"] if input_spec["layout"] == "NHWC" else \
-        ["batch", "channels", "height", "width"]
-
-
-def image_hw(input_spec: dict[str, Any], shape: Any) -> tuple[int, int]:
-    """(height, width) of a batch shape in the artifact's layout."""
-    return (int(shape[1]), int(shape[2])) if input_spec["layout"] == "NHWC" else (int(shape[2]), int(shape[3]))
-
-
-def dtype_hint(input_spec: dict[str, Any]) -> str:
-    """What the artifact's input values are, for error messages."""
-    if pixels_in_graph(input_spec):
-        return "raw RGB pixels 0..255: the artifact normalises them itself"
-    return "normalised pixels; see vitdeploy.preprocess"
-
-
-def check_image_batch(input_spec: dict[str, Any], array: Any) -> None:
-    """Raise a VitdeployError saying what was expected if `array` cannot be fed to the artifact."""
-    name = input_spec["name"]
-    if not isinstance(array, np.ndarray):
-        raise VitdeployError(f"input '{name}' is a {type(array).__name__}: expected a numpy.ndarray")
-    if array.dtype != np.dtype(input_spec["dtype"]):
-        raise VitdeployError(f"input '{name}' has dtype {array.dtype}: expected {input_spec['dtype']} "
-                             f"({dtype_hint(input_spec)})")
-    channels, layout = input_spec["channels"], input_spec["layout"]
-    channel_axis = 3 if layout == "NHWC" else 1
-    if array.ndim != 4 or array.shape[channel_axis] != channels:
-        other = "NCHW" if layout == "NHWC" else "NHWC"
-        looks_other = array.ndim == 4 and array.shape[4 - channel_axis] == channels
-        hint = f" (looks like {other}: transpose to {layout})" if looks_other else ""
-        expected = ", ".join(map(str, layout_shape(input_spec, "batch", "height", "width")))
-        raise VitdeployError(f"input '{name}' has shape {list(array.shape)}: expected {layout} [{expected}]{hint}")
-    batch = input_spec["batch"]
-    if not batch["min"] <= array.shape[0] <= batch["max"]:
-        raise VitdeployError(f"input '{name}' has batch {array.shape[0]}: expected {batch['min']}..{batch['max']}")
-    problem = size_error(input_spec, *image_hw(input_spec, array.shape))
+def check_feed(spec: InputSpec, feed_dict: dict[str, Any], profile: dict[str, Profile] | None = None,
+               torch_tensors: bool = False) -> Any:
+    """Raise a VitdeployError saying what was expected unless the feed fits the artifact (dtype, layout,
+    channels, batch range, size rule and range) and, for an engine, its profile; returns the array.
+    `torch_tensors`: torch tensors are accepted too (TensorRT reads CUDA tensors without copies)."""
+    array = feed_image(spec, feed_dict)
+    kinds = ("numpy", "torch") if torch_tensors else ("numpy",)
+    if type(array).__module__.split(".")[0] not in kinds or not hasattr(array, "shape"):
+        expected = "a numpy.ndarray or torch.Tensor" if torch_tensors else "a numpy.ndarray"
+        raise VitdeployError(f"input '{spec.name}' is a {type(array).__name__}: expected {expected}")
+    if str(array.dtype).removeprefix("torch.") != spec.dtype:
+        raise VitdeployError(f"input '{spec.name}' has dtype {str(array.dtype).removeprefix('torch.')}: expected "
+                             f"{spec.dtype} ({spec.value_hint()})")
+    shape = list(array.shape)
+    if profile is not None:
+        _check_profile(spec, shape, profile)
+    channel_axis = spec.axis_names().index("channels")
+    if len(shape) != 4 or shape[channel_axis] != spec.channels:
+        other = "NCHW" if spec.layout == "NHWC" else "NHWC"
+        looks_other = len(shape) == 4 and shape[4 - channel_axis] == spec.channels
+        hint = f" (looks like {other}: transpose to {spec.layout})" if looks_other else ""
+        expected = ", ".join(map(str, spec.shape("batch", "height", "width")))
+        raise VitdeployError(f"input '{spec.name}' has shape {shape}: expected {spec.layout} [{expected}]{hint}")
+    if not spec.batch.min <= shape[0] <= spec.batch.max:
+        raise VitdeployError(f"input '{spec.name}' has batch {shape[0]}: expected {spec.batch.min}..{spec.batch.max}")
+    problem = spec.size_error(*spec.hw(shape))
     if problem:
-        raise VitdeployError(f"input '{name}': {problem}")
+        raise VitdeployError(f"input '{spec.name}': {problem}")
+    return array
+
+
+def check_normalised_values(spec: InputSpec, array: np.ndarray) -> None:
+    """A float32 batch given by a user holds finite values within the normalised band of real pixels (raw
+    0..255 pixels fail here with a hint); a uint8 batch of an artifact that normalises itself always passes,
+    and so does an array of the wrong dtype or shape, which the runner's check_feed reports."""
+    if spec.normalised_in_graph or array.dtype != np.float32 or array.ndim != 4 or array.shape[1] != spec.channels:
+        return
+    if not np.isfinite(array).all():
+        raise VitdeployError(f"input '{spec.name}' holds NaN or infinite values: expected finite normalised pixels")
+    mean, std = np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64)
+    low, high = (NORMALISED_BAND[0] - mean) / std, (NORMALISED_BAND[1] - mean) / std
+    channel_min, channel_max = array.min(axis=(0, 2, 3)), array.max(axis=(0, 2, 3))
+    for channel in range(array.shape[1]):
+        if channel_min[channel] < low[channel] or channel_max[channel] > high[channel]:
+            raise VitdeployError(
+                f"input '{spec.name}' channel {channel} spans {channel_min[channel]:.4g}..{channel_max[channel]:.4g}: "
+                f"expected normalised pixels, (pixel / {spec.pixel_scale} - mean) / std, within "
+                f"{low[channel]:.3g}..{high[channel]:.3g} (raw 0..255 pixels? use vitdeploy.preprocess)")

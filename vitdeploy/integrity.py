@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from vitdeploy.description import FileRecord
 from vitdeploy.errors import VitdeployError
 
 
@@ -23,22 +23,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_files(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
-    """File name -> {"size_bytes", "sha256"}, for files that live side by side in one directory."""
-    return {path.name: {"size_bytes": path.stat().st_size, "sha256": sha256_file(path)} for path in paths}
+def describe_files(paths: Iterable[Path]) -> dict[str, FileRecord]:
+    """File name -> its size and sha256, for files that live side by side in one directory."""
+    return {path.name: FileRecord(size_bytes=path.stat().st_size, sha256=sha256_file(path)) for path in paths}
 
 
-def check_files(directory: Path, files: dict[str, dict[str, Any]], remedy: str) -> None:
+def check_files(directory: Path, files: dict[str, FileRecord], remedy: str) -> None:
     """Every recorded file exists in `directory` with its recorded size and sha256; `remedy` ends each error."""
     for name, record in files.items():
         path = directory / name
         if not path.is_file():
-            raise VitdeployError(f"{path} is missing: expected {record['size_bytes']} bytes; {remedy}")
-        size, expected = path.stat().st_size, record["size_bytes"]
+            raise VitdeployError(f"{path} is missing: expected {record.size_bytes} bytes; {remedy}")
+        size, expected = path.stat().st_size, record.size_bytes
         if size != expected:
             what = "truncated" if size < expected else "longer than written"
             raise VitdeployError(f"{path} is {size} bytes, {what}: expected {expected} bytes (interrupted copy?); "
                                  f"{remedy}")
-        if sha256_file(path) != record["sha256"]:
+        if sha256_file(path) != record.sha256:
             raise VitdeployError(f"{path} is corrupt: its sha256 differs from the one recorded when it was written "
                                  f"(same size, changed bytes); {remedy}")

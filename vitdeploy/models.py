@@ -1,24 +1,31 @@
-"""Model building: a timm backbone with its weights, and the wrapper whose outputs are the pyramid.
+"""Model building: a timm backbone with its weights, its pyramid levels, and the eager reference.
 
-The pyramid is whatever timm's own `forward_intermediates` returns for the chosen indices, described by
-timm's `feature_info` (channels, reduction), so vitdeploy never re-implements a backbone.
+The levels are timm's `feature_info` (channels, reduction) for the indices `forward_intermediates`
+takes, so vitdeploy never re-implements a backbone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from torch import nn
 
+from vitdeploy import families
 from vitdeploy.checkpoints import load_checkpoint
+from vitdeploy.description import Description, OutputLevel, WeightsRecord
 from vitdeploy.errors import VitdeployError
+from vitdeploy.pyramid import describe_pyramid, pyramid_module
 from vitdeploy.recipes import PyramidSpec
 
 EMBEDDING_NAME = "embedding"
+ModelForSize = Callable[[tuple[int, int]], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,6 @@ class Weights:
 
 def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
     """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet)."""
-    import inspect
-
-    import timm
-
     with torch.device("meta"):
         model = timm.create_model(timm_name, **timm_kwargs)
     return "img_size" in inspect.signature(type(model)).parameters
@@ -53,8 +56,6 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
     """A timm model in eval mode with the requested weights (random init is seeded, so reproducible),
     and for a checkpoint what loading it did (vitdeploy.checkpoints); `img_size` is passed on to
     models built for one input size."""
-    import timm
-
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
                              "see timm.list_models() for the names it knows")
@@ -88,6 +89,13 @@ def state_dict_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def weights_record(weights: Weights, model: nn.Module, loaded: dict[str, Any] | None) -> WeightsRecord:
+    """What the artifact records of the weights: their source, fingerprint, and any checkpoint adaptation."""
+    return WeightsRecord(source=weights.source, seed=weights.seed,
+                         checkpoint=str(weights.checkpoint) if weights.checkpoint else None,
+                         sha256=state_dict_sha256(model), **(loaded or {}))
+
+
 def nonfinite_tensors(model: nn.Module) -> list[str]:
     """Names of the parameters and buffers holding NaN or infinity (a diverged fine-tune, a bad conversion)."""
     return [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
@@ -103,9 +111,13 @@ def feature_levels(model: nn.Module, timm_name: str) -> list[dict[str, Any]]:
     return info
 
 
+def _single_scale(levels: list[dict[str, Any]]) -> bool:
+    return len({level["reduction"] for level in levels}) == 1 and len(levels) > 4
+
+
 def default_outputs(levels: list[dict[str, Any]]) -> tuple[int, ...]:
     """Every level of a hierarchical model; four evenly spaced blocks of a single-scale one (ViTDet)."""
-    if len({level["reduction"] for level in levels}) > 1 or len(levels) <= 4:
+    if not _single_scale(levels):
         return tuple(range(len(levels)))
     n = len(levels)
     return tuple(round((k + 1) * n / 4) - 1 for k in range(4))
@@ -113,7 +125,7 @@ def default_outputs(levels: list[dict[str, Any]]) -> tuple[int, ...]:
 
 def check_outputs(timm_name: str, levels: list[dict[str, Any]], outputs: tuple[int, ...]) -> None:
     n = len(levels)
-    kind = "blocks" if len({level["reduction"] for level in levels}) == 1 and n > 4 else "feature levels"
+    kind = "blocks" if _single_scale(levels) else "feature levels"
     if not outputs:
         raise VitdeployError(f"no outputs chosen for {timm_name}: expected indices in 0..{n - 1}")
     for index in outputs:
@@ -126,75 +138,23 @@ def check_outputs(timm_name: str, levels: list[dict[str, Any]], outputs: tuple[i
 
 
 def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tuple[int, ...],
-                     embedding: bool) -> list[dict[str, Any]]:
+                     embedding: bool) -> list[OutputLevel]:
     """Output names, channels and strides: `stride{s}` for a hierarchical backbone (every level has its own
     stride), `block{i}` for a single-scale one such as ViT."""
     by_stride = len({level["reduction"] for level in levels}) == len(levels)
-    described = [{"name": f"stride{levels[i]['reduction']}" if by_stride else f"block{i}",
-                  "kind": "feature", "index": i, "channels": int(levels[i]["num_chs"]),
-                  "stride": int(levels[i]["reduction"]), "layout": "NCHW"} for i in outputs]
+    described = [OutputLevel(name=f"stride{levels[i]['reduction']}" if by_stride else f"block{i}", kind="feature",
+                             index=i, channels=int(levels[i]["num_chs"]), stride=int(levels[i]["reduction"]),
+                             layout="NCHW") for i in outputs]
     if embedding:
         channels = getattr(model, "head_hidden_size", None) or model.num_features
-        described.append({"name": EMBEDDING_NAME, "kind": "embedding", "index": None,
-                          "channels": int(channels), "stride": None, "layout": "NC"})
+        described.append(OutputLevel(name=EMBEDDING_NAME, kind="embedding", index=None, channels=int(channels),
+                                     stride=None, layout="NC"))
     return described
 
 
-class PyramidModel(nn.Module):
-    """The exported graph's module: image -> tuple of pyramid levels (and the pooled embedding)."""
-
-    def __init__(self, backbone: nn.Module, indices: tuple[int, ...], embedding: bool):
-        super().__init__()
-        self.backbone = backbone
-        self.indices = list(indices)
-        self.embedding = embedding
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if not self.embedding:
-            levels = self.backbone.forward_intermediates(
-                image, indices=self.indices, intermediates_only=True, output_fmt="NCHW")
-            return tuple(levels)
-        final, levels = self.backbone.forward_intermediates(
-            image, indices=self.indices, intermediates_only=False, output_fmt="NCHW", stop_early=False)
-        return (*levels, self.backbone.forward_head(final, pre_logits=True))
-
-
-def reference_models(meta: dict[str, Any], checkpoint: Path | None = None):
-    """The eager timm model an artifact was exported from, per input size, with the very same weights.
-
-    A timm Hiera computes its unroll/reroll and position-embedding sizes at construction, so the
-    reference at another size is the timm model created at that size with the same state dict.
-    """
-    source = meta["weights"]
-    if checkpoint is None and source["checkpoint"]:
-        checkpoint = Path(source["checkpoint"])
-    weights = Weights("checkpoint" if checkpoint else source["source"], source["seed"], checkpoint)
-    opt_hw = tuple(meta["input"]["opt_hw"])
-    base, _ = create_model(meta["timm_name"], meta["timm_kwargs"], weights, img_size=opt_hw)
-    if state_dict_sha256(base) != source["sha256"]:
-        raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
-                             "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
-    built = {opt_hw: base}
-
-    def model_for_size(hw: tuple[int, int]) -> nn.Module:
-        if hw not in built:
-            if type(base).__name__ != "Hiera":
-                return base
-            model, _ = create_model(meta["timm_name"], meta["timm_kwargs"], Weights("random"), img_size=hw)
-            model.load_state_dict(base.state_dict())
-            built[hw] = model
-        return built[hw]
-
-    return model_for_size
-
-
 def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
-                            embedding: bool, pyramid: PyramidSpec | None = None) -> list[dict[str, Any]]:
+                            embedding: bool, pyramid: PyramidSpec | None = None) -> list[OutputLevel]:
     """A recipe's outputs without building weights: the model is created on the meta device."""
-    import timm
-
-    from vitdeploy.pyramid import describe_pyramid
-
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
     with torch.device("meta"):
@@ -204,3 +164,46 @@ def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs
     check_outputs(timm_name, levels, chosen)
     described = describe_outputs(model, levels, chosen, embedding)
     return describe_pyramid(described, pyramid, timm_name)[0] if pyramid else described
+
+
+def reference_models(description: Description, checkpoint: Path | None = None) -> ModelForSize:
+    """hw -> the eager timm model the artifact was exported from, at that input size, with the very same
+    weights (rebuilt from the recorded seed, checkpoint or hub, and checked against their sha256)."""
+    source = description.weights
+    if checkpoint is None and source.checkpoint:
+        checkpoint = Path(source.checkpoint)
+    weights = Weights("checkpoint" if checkpoint else source.source, source.seed, checkpoint)
+    opt_hw = tuple(description.input.opt_hw)
+    base, _ = create_model(description.timm_name, description.timm_kwargs, weights, img_size=opt_hw)
+    if state_dict_sha256(base) != source.sha256:
+        raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
+                             "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
+    family = families.get(description.family)
+    built = {opt_hw: base}
+
+    def rebuild(hw: tuple[int, int]) -> nn.Module:
+        model, _ = create_model(description.timm_name, description.timm_kwargs, Weights("random"), img_size=hw)
+        model.load_state_dict(base.state_dict())
+        return model
+
+    def model_for_size(hw: tuple[int, int]) -> nn.Module:
+        if hw not in built:
+            built[hw] = family.reference_for_size(base, hw, rebuild)
+        return built[hw]
+
+    return model_for_size
+
+
+def reference_pyramids(description: Description, checkpoint: Path | None = None,
+                       device: str = "cpu") -> ModelForSize:
+    """hw -> the eager pyramid module (the description's outputs) on `device`: the one eager reference that
+    verify, bench and the torch runner use."""
+    model_for_size = reference_models(description, checkpoint)
+    built: dict[tuple[int, int], nn.Module] = {}
+
+    def pyramid(hw: tuple[int, int]) -> nn.Module:
+        if hw not in built:
+            built[hw] = pyramid_module(model_for_size(hw), description.outputs, description.pyramid).to(device)
+        return built[hw]
+
+    return pyramid

@@ -30,15 +30,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vitdeploy.description import InputSpec
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import check_image_batch, pixels_in_graph
 
 FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera JPEG with extra frames; the first is the picture
 # Pillow modes that convert to RGB the way libpng/libjpeg expand them in the C++ demo.
 _MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
-# check_input accepts normalised pixels from this band (in units of pixel_scale): wide enough for any
-# image and for standard-normal test data, narrow enough to catch raw 0..255 input.
-_RANGE_BAND = (-4.0, 5.0)
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -64,14 +61,14 @@ def _round_to_multiple(value: int, multiple: int) -> int:
     return max(multiple, (value + multiple // 2) // multiple * multiple)
 
 
-def input_hw(image_hw: tuple[int, int], input_spec: dict[str, Any]) -> tuple[int, int]:
+def input_hw(image_hw: tuple[int, int], input_spec: InputSpec) -> tuple[int, int]:
     """The network input size for an image of `image_hw`, by the size policy in the module docstring."""
-    (min_h, min_w), (max_h, max_w) = input_spec["min_hw"], input_spec["max_hw"]
-    if input_spec["mode"] == "fixed":
+    (min_h, min_w), (max_h, max_w) = input_spec.min_hw, input_spec.max_hw
+    if input_spec.mode == "fixed":
         return int(min_h), int(min_w)
-    if input_spec["mode"] != "dynamic":
-        raise VitdeployError(f"input mode {input_spec['mode']!r}: expected 'fixed' or 'dynamic'")
-    multiple = int(input_spec["size_multiple"])
+    if input_spec.mode != "dynamic":
+        raise VitdeployError(f"input mode {input_spec.mode!r}: expected 'fixed' or 'dynamic'")
+    multiple = int(input_spec.size_multiple)
     height = min(max(_round_to_multiple(image_hw[0], multiple), min_h), max_h)
     width = min(max(_round_to_multiple(image_hw[1], multiple), min_w), max_w)
     return int(height), int(width)
@@ -109,53 +106,25 @@ def _checked_rgb(image: Any) -> np.ndarray:
     return image
 
 
-def normalise(pixels: np.ndarray, input_spec: dict[str, Any]) -> np.ndarray:
+def normalise(pixels: np.ndarray, input_spec: InputSpec) -> np.ndarray:
     """float32 NCHW `(pixel / pixel_scale - mean) / std` from [N, H, W, 3] pixels (uint8 or float32)."""
-    mean = np.asarray(input_spec["mean"], dtype=np.float32)
-    std = np.asarray(input_spec["std"], dtype=np.float32)
-    normalised = (pixels.astype(np.float32) / np.float32(input_spec["pixel_scale"]) - mean) / std
+    mean = np.asarray(input_spec.mean, dtype=np.float32)
+    std = np.asarray(input_spec.std, dtype=np.float32)
+    normalised = (pixels.astype(np.float32) / np.float32(input_spec.pixel_scale) - mean) / std
     return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))
 
 
 def preprocess(image: str | os.PathLike[str] | np.ndarray,
-               input_spec: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+               input_spec: InputSpec) -> tuple[np.ndarray, dict[str, Any]]:
     """The one-image batch an artifact takes, plus where it came from (sizes, mode): [1, 3, H, W]
     normalised float32, or [1, H, W, 3] uint8 pixels (rounded after a resize) for an artifact that
     normalises in its graph."""
     rgb = _checked_rgb(load_image(image) if isinstance(image, (str, os.PathLike)) else image)
     out_hw = input_hw(rgb.shape[:2], input_spec)
     info = {"image_hw": [int(rgb.shape[0]), int(rgb.shape[1])], "input_hw": list(out_hw),
-            "mode": input_spec["mode"]}
-    if pixels_in_graph(input_spec):
+            "mode": input_spec.mode}
+    if input_spec.normalised_in_graph:
         if rgb.shape[:2] != out_hw:
             rgb = np.clip(np.rint(resize_bilinear(rgb.astype(np.float32), out_hw)), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(rgb[None]), info
     return normalise(resize_bilinear(rgb.astype(np.float32), out_hw)[None], input_spec), info
-
-
-def _value_bounds(input_spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.asarray(input_spec["mean"], dtype=np.float64)
-    std = np.asarray(input_spec["std"], dtype=np.float64)
-    return (_RANGE_BAND[0] - mean) / std, (_RANGE_BAND[1] - mean) / std
-
-
-def check_input(array: Any, input_spec: dict[str, Any]) -> None:
-    """Raise a VitdeployError saying what was expected unless `array` is a valid input batch.
-
-    Checks dtype, layout, channel count, batch range and size rule (vitdeploy.inputs), then, for a
-    float32 input, that every value is finite and lies in the normalised band of pixels in [-4, 5] x pixel_scale.
-    """
-    check_image_batch(input_spec, array)
-    if pixels_in_graph(input_spec):
-        return  # every uint8 value is a valid pixel
-    name = input_spec["name"]
-    if not np.isfinite(array).all():
-        raise VitdeployError(f"input '{name}' holds NaN or infinite values: expected finite normalised pixels")
-    low, high = _value_bounds(input_spec)
-    channel_min, channel_max = array.min(axis=(0, 2, 3)), array.max(axis=(0, 2, 3))
-    for channel in range(array.shape[1]):
-        if channel_min[channel] < low[channel] or channel_max[channel] > high[channel]:
-            raise VitdeployError(
-                f"input '{name}' channel {channel} spans {channel_min[channel]:.4g}..{channel_max[channel]:.4g}: "
-                f"expected normalised pixels, (pixel / {input_spec['pixel_scale']} - mean) / std, within "
-                f"{low[channel]:.3g}..{high[channel]:.3g} (raw 0..255 pixels? use vitdeploy.preprocess)")

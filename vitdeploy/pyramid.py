@@ -1,44 +1,75 @@
-"""A ViTDet-style simple feature pyramid without weights: single-scale outputs resampled in the graph.
+"""The pyramid module: timm's `forward_intermediates` levels as a tuple, optionally resampled in the graph.
 
-ViTDet turns one stride-16 ViT map into strides 4..32 with trained deconvolutions; a fixed resampling
-gives any checkpoint a multi-scale pyramid with nothing to train. Upsampling is bilinear
-interpolation (align_corners=False, no antialias: ONNX Resize linear/half_pixel, which TensorRT
-parses) and downsampling is max pooling with kernel = stride = the factor (ViTDet's pooling for
-stride 32). The chosen blocks feed the strides one to one, fine to coarse; a single block feeds every
-stride, as in ViTDet. The eager reference of `vitdeploy verify` runs this same module on eager timm
-features, so parity compares the graph's resampling with PyTorch's.
+`PyramidModel` returns whatever timm's own `forward_intermediates` returns for the chosen indices (and
+the pooled embedding), so vitdeploy never re-implements a backbone.
+
+A ViTDet-style simple feature pyramid without weights (`SimpleFeaturePyramid`) turns single-scale
+outputs into strides: ViTDet does it with trained deconvolutions; a fixed resampling gives any
+checkpoint a multi-scale pyramid with nothing to train. Upsampling is bilinear interpolation
+(align_corners=False, no antialias: ONNX Resize linear/half_pixel, which TensorRT parses) and
+downsampling is max pooling with kernel = stride = the factor (ViTDet's pooling for stride 32). The
+chosen blocks feed the strides one to one, fine to coarse; a single block feeds every stride, as in
+ViTDet. The eager reference of `vitdeploy verify` runs this same module on eager timm features, so
+parity compares the graph's resampling with PyTorch's.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitdeploy.description import OutputLevel, SimplePyramid
 from vitdeploy.errors import VitdeployError
-from vitdeploy.models import PyramidModel
 from vitdeploy.recipes import PyramidSpec
 
 UPSAMPLE = "bilinear interpolation (align_corners=False, no antialias)"
 DOWNSAMPLE = "max pooling (kernel = stride = factor)"
 
 
-def describe_pyramid(outputs: list[dict[str, Any]], spec: PyramidSpec,
-                     timm_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The outputs renamed `stride{s}` with their new strides, and the artifact's `pyramid` section."""
-    features = [o for o in outputs if o["kind"] == "feature"]
-    rest = [o for o in outputs if o["kind"] != "feature"]
-    sources = sorted({o["stride"] for o in features})
+class PyramidModel(nn.Module):
+    """The exported graph's module: image -> tuple of pyramid levels (and the pooled embedding)."""
+
+    def __init__(self, backbone: nn.Module, indices: tuple[int, ...], embedding: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.indices = list(indices)
+        self.embedding = embedding
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.embedding:
+            levels = self.backbone.forward_intermediates(
+                image, indices=self.indices, intermediates_only=True, output_fmt="NCHW")
+            return tuple(levels)
+        final, levels = self.backbone.forward_intermediates(
+            image, indices=self.indices, intermediates_only=False, output_fmt="NCHW", stop_early=False)
+        return (*levels, self.backbone.forward_head(final, pre_logits=True))
+
+
+def default_strides(source: int) -> tuple[int, ...]:
+    """ViTDet's scales of the block stride, 4x, 2x, 1x and 1/2x (4, 8, 16, 32 for a patch-16 ViT); where
+    4x up is not a whole stride (patch 14), 2x up to 1/4x (7, 14, 28, 56)."""
+    return (source // 4, source // 2, source, source * 2) if source % 4 == 0 else \
+        (source // 2, source, source * 2, source * 4) if source % 2 == 0 else (source, source * 2, source * 4)
+
+
+def describe_pyramid(outputs: list[OutputLevel], spec: PyramidSpec,
+                     timm_name: str) -> tuple[list[OutputLevel], SimplePyramid]:
+    """The outputs renamed `stride{s}` with their new strides, and the description's `pyramid` section."""
+    features = [o for o in outputs if o.kind == "feature"]
+    rest = [o for o in outputs if o.kind != "feature"]
+    sources = sorted({o.stride for o in features})
     if len(sources) != 1:
         raise VitdeployError(f"pyramid '{spec.kind}' for {timm_name}: its outputs already have strides {sources}; "
                              "expected a single-scale backbone (one stride, e.g. a plain ViT)")
-    source, strides = sources[0], list(spec.strides)
+    source = sources[0]
+    strides = list(spec.strides or default_strides(source))
     if len(features) not in (1, len(strides)):
         raise VitdeployError(f"pyramid strides {strides} for {timm_name} got {len(features)} feature outputs "
-                             f"{[o['index'] for o in features]}: expected {len(strides)} (one per stride) or 1 "
+                             f"{[o.index for o in features]}: expected {len(strides)} (one per stride) or 1 "
                              "(feeding every stride)")
     uneven = [s for s in strides if source % s and s % source]
     if uneven:
@@ -46,15 +77,15 @@ def describe_pyramid(outputs: list[dict[str, Any]], spec: PyramidSpec,
                              f"feature stride {source}")
     if len(features) == 1:
         features = features * len(strides)
-    described = [{**o, "name": f"stride{s}", "stride": s} for o, s in zip(features, strides)]
-    section = {"kind": spec.kind, "source_stride": source, "strides": strides,
-               "upsample": UPSAMPLE, "downsample": DOWNSAMPLE}
+    described = [replace(o, name=f"stride{s}", stride=s) for o, s in zip(features, strides)]
+    section = SimplePyramid(kind=spec.kind, source_stride=source, strides=tuple(strides), upsample=UPSAMPLE,
+                            downsample=DOWNSAMPLE)
     return described + rest, section
 
 
-def pyramid_size_multiple(multiple: int, pyramid: PyramidSpec | None) -> int:
-    """Pooling to stride s needs height and width divisible by s, so the size rule grows to cover it."""
-    return math.lcm(multiple, *pyramid.strides) if pyramid else multiple
+def pyramid_size_multiple(multiple: int, strides: tuple[int, ...] = ()) -> int:
+    """Pooling to stride s needs height and width divisible by s, so the size rule grows to cover `strides`."""
+    return math.lcm(multiple, *strides)
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -85,14 +116,14 @@ class SimpleFeaturePyramid(nn.Module):
         return (*levels, *outputs[self.num_features:])
 
 
-def pyramid_module(backbone: nn.Module, outputs: list[dict[str, Any]],
-                   pyramid: dict[str, Any] | None) -> nn.Module:
-    """The module whose outputs are an artifact's `outputs`: used by the export and the eager reference."""
-    features = [o for o in outputs if o["kind"] == "feature"]
-    indices = sorted({o["index"] for o in features})
-    embedding = any(o["kind"] == "embedding" for o in outputs)
+def pyramid_module(backbone: nn.Module, outputs: tuple[OutputLevel, ...] | list[OutputLevel],
+                   pyramid: SimplePyramid | None) -> nn.Module:
+    """The module whose outputs are a description's `outputs`: used by the export and the eager reference."""
+    features = [o for o in outputs if o.kind == "feature"]
+    indices = sorted({o.index for o in features})
+    embedding = any(o.kind == "embedding" for o in outputs)
     model = PyramidModel(backbone, tuple(indices), embedding).eval()
     if pyramid is None:
         return model
-    sources = [indices.index(o["index"]) for o in features]
-    return SimpleFeaturePyramid(model, sources, pyramid["source_stride"], [o["stride"] for o in features]).eval()
+    sources = [indices.index(o.index) for o in features]
+    return SimpleFeaturePyramid(model, sources, pyramid.source_stride, [o.stride for o in features]).eval()

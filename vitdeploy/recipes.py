@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitdeploy import families
+from vitdeploy.description import Tolerance
 from vitdeploy.errors import VitdeployError
 
-FAMILIES = ("vit", "hiera", "eva", "beit", "samvit", "mvitv2", "twins", "swin", "convnext")
 PYRAMID_KINDS = ("simple",)
 RESOLUTION_MODES = ("fixed", "dynamic")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -23,14 +24,6 @@ def recipes_dir() -> Path:
     """Where the shipped recipes live: inside the wheel, or at the top of a source checkout."""
     packaged = Path(__file__).parent / "export_recipes"
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "export_recipes"
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Per-output pass criteria of a parity check."""
-
-    max_abs: float
-    min_cosine: float
 
 
 @dataclass(frozen=True)
@@ -76,26 +69,6 @@ class Recipe:
     tolerance: dict[str, Tolerance] = field(default_factory=dict)
     unsupported: str | None = None
     pyramid: PyramidSpec | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The recipe as plain data, for artifact metadata."""
-        return {
-            "name": self.name,
-            "timm_name": self.timm_name,
-            "family": self.family,
-            "outputs": list(self.outputs) if self.outputs is not None else None,
-            "embedding": self.embedding,
-            "input": {
-                "mode": self.input.mode,
-                "size": list(self.input.size),
-                "min": list(self.input.min),
-                "max": list(self.input.max),
-                "batch": list(self.input.batch),
-            },
-            "timm_kwargs": self.timm_kwargs,
-            "tolerance": {k: vars(v) for k, v in self.tolerance.items()},
-            "pyramid": vars(self.pyramid) if self.pyramid else None,
-        }
 
 
 DEFAULT_TOLERANCE = {
@@ -211,8 +184,8 @@ def parse_recipe(name: str, data: dict[str, Any], path: Path) -> Recipe:
     """Validate one recipe's TOML table."""
     top = _Reader(name, data, _TOP_KEYS)
     family = top.get("family", str)
-    if family not in FAMILIES:
-        raise top.error("family", f"expected one of {', '.join(FAMILIES)}, got {family!r}")
+    if family not in families.names():
+        raise top.error("family", f"expected one of {', '.join(families.names())}, got {family!r}")
     outputs = top.ints("outputs", None, None, minimum=0)
     if outputs is not None and len(set(outputs)) != len(outputs):
         raise top.error("outputs", f"expected distinct indices, got {list(outputs)}")

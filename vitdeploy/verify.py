@@ -1,4 +1,4 @@
-"""Parity of an artifact against eager PyTorch, per output, with polygraphy's Comparator.
+"""Parity of an artifact (or one of its engines) against eager PyTorch, per output, with polygraphy's Comparator.
 
 polygraphy runs the runners and judges max absolute error against the recipe tolerance; vitdeploy adds
 what a pyramid consumer also needs to know: per-sample cosine similarity and non-finite counts.
@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
+import torch
+from polygraphy.comparator import Comparator, SimpleCompareFunc
+from polygraphy.logger import G_LOGGER
 
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
+from vitdeploy.description import InputSpec
 from vitdeploy.errors import VitdeployError
-from vitdeploy.inputs import pixels_in_graph
-from vitdeploy.models import reference_models
+from vitdeploy.runners import create_runner, engine_runner
+from vitdeploy.runners.base import Runner
 from vitdeploy.runners.torch import TorchRunner
 
 REFERENCE = "torch"
@@ -42,6 +47,11 @@ class OutputCheck:
     passed: bool
 
 
+def _json_number(value: Any) -> Any:
+    """NaN and infinities are not JSON: a non-finite figure is written as null (and its check failed)."""
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     artifact: str
@@ -55,9 +65,6 @@ class VerifyReport:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        import timm
-        import torch
-
         return {"artifact": self.artifact, "reference": f"eager torch {torch.__version__} / timm {timm.__version__}",
                 "candidate": self.candidate, "precision": self.precision, "seed": self.seed,
                 "passed": self.passed, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -74,15 +81,10 @@ class VerifyReport:
         return "\n".join(rows)
 
 
-def _json_number(value: Any) -> Any:
-    """NaN and infinities are not JSON: a non-finite figure is written as null (and its check failed)."""
-    return None if isinstance(value, float) and not np.isfinite(value) else value
-
-
-def verification_batches(input_spec: dict[str, Any], batch_sizes: list[int] | None) -> list[int]:
+def verification_batches(spec: InputSpec, batch_sizes: list[int] | None) -> list[int]:
     """The batch sizes to check: the asked-for ones, each within the artifact's batch range, or by
     default those of DEFAULT_BATCH_SIZES that are (always at least the minimum)."""
-    low, high = input_spec["batch"]["min"], input_spec["batch"]["max"]
+    low, high = spec.batch.min, spec.batch.max
     if batch_sizes is None:
         return [b for b in DEFAULT_BATCH_SIZES if low <= b <= high] or [low]
     if not batch_sizes:
@@ -94,31 +96,31 @@ def verification_batches(input_spec: dict[str, Any], batch_sizes: list[int] | No
     return list(dict.fromkeys(batch_sizes))
 
 
-def verification_sizes(input_spec: dict[str, Any]) -> list[tuple[int, int]]:
+def verification_sizes(spec: InputSpec) -> list[tuple[int, int]]:
     """The export size; for a dynamic artifact also min, max and both non-square corners of the range."""
-    opt = tuple(input_spec["opt_hw"])
-    if input_spec["mode"] == "fixed":
+    opt = tuple(spec.opt_hw)
+    if not spec.dynamic:
         return [opt]
-    (min_h, min_w), (max_h, max_w) = input_spec["min_hw"], input_spec["max_hw"]
+    (min_h, min_w), (max_h, max_w) = spec.min_hw, spec.max_hw
     sizes = [opt, (min_h, min_w), (max_h, max_w), (min_h, max_w), (max_h, min_w)]
     return list(OrderedDict.fromkeys(sizes))
 
 
-def verification_feeds(input_spec: dict[str, Any], sizes: list[tuple[int, int]], batch_sizes: list[int],
+def verification_feeds(spec: InputSpec, sizes: list[tuple[int, int]], batch_sizes: list[int],
                        seed: int) -> list[OrderedDict[str, np.ndarray]]:
     """Seeded image-like inputs: uniform pixels, normalised with the artifact's own mean and std unless
     the artifact normalises them itself (then uint8 NHWC)."""
     rng = np.random.default_rng(seed)
-    mean = np.asarray(input_spec["mean"], np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(input_spec["std"], np.float32).reshape(1, 3, 1, 1)
+    mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
     feeds = []
     for height, width in sizes:
         for batch in batch_sizes:
-            if pixels_in_graph(input_spec):
+            if spec.normalised_in_graph:
                 image = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
             else:
                 image = ((rng.random((batch, 3, height, width), dtype=np.float32) - mean) / std).astype(np.float32)
-            feeds.append(OrderedDict([(input_spec["name"], image)]))
+            feeds.append(OrderedDict([(spec.name, image)]))
     return feeds
 
 
@@ -135,22 +137,18 @@ def per_sample_min_cosine(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(cosine.min())
 
 
-def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, precision: str,
-                    batch_sizes: list[int] | None, sizes: list[tuple[int, int]] | None, seed: int,
-                    checkpoint: Path | None) -> VerifyReport:
-    """Run eager PyTorch and `candidate` (a vitdeploy runner) on the same inputs and judge every output."""
-    from polygraphy.comparator import Comparator, SimpleCompareFunc
-    from polygraphy.logger import G_LOGGER
-
-    meta = artifact.meta
-    spec = meta["input"]
+def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_sizes: list[int] | None = None,
+                    sizes: list[tuple[int, int]] | None = None, seed: int = 0,
+                    checkpoint: Path | None = None) -> VerifyReport:
+    """Run eager PyTorch and `candidate` on the same inputs and judge every output at the candidate's precision."""
+    spec = artifact.input
     feeds = verification_feeds(spec, sizes or verification_sizes(spec), verification_batches(spec, batch_sizes), seed)
-    reference = TorchRunner(meta, reference_models(meta, checkpoint), name=REFERENCE)
-    tolerance = meta["tolerance"][precision]
+    reference = TorchRunner(artifact.description, checkpoint, name=REFERENCE)
+    tolerance = artifact.description.tolerance[candidate.precision]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the report below says per output what polygraphy logs as [E]
         results = Comparator.run([reference, candidate], data_loader=feeds)
         accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
-            atol=tolerance["max_abs"], rtol=0.0, check_error_stat="max"))
+            atol=tolerance.max_abs, rtol=0.0, check_error_stat="max"))
     iterations = accuracy[0][(REFERENCE, candidate.name)]  # one AccuracyResult per compare function
     checks = []
     for feed, expected_it, actual_it, compared in zip(feeds, results[REFERENCE], results[candidate.name],
@@ -162,28 +160,25 @@ def compare_runners(artifact: Artifact, candidate: Any, candidate_label: str, pr
             cosine = per_sample_min_cosine(expected, actual) if same_shape else -1.0
             nonfinite = int((~np.isfinite(actual)).sum())
             passed = bool(same_shape and stats is not None and bool(stats) and nonfinite == 0
-                          and cosine >= tolerance["min_cosine"])
+                          and cosine >= tolerance.min_cosine)
             checks.append(OutputCheck(
-                input_shape=list(feed[spec["name"]].shape), output=output, shape=list(actual.shape),
+                input_shape=list(feed[spec.name].shape), output=output, shape=list(actual.shape),
                 expected_shape=list(expected.shape),
                 max_abs=float(stats.max_absdiff) if stats else float("inf"),
                 max_rel=float(stats.max_reldiff) if stats else float("inf"),
-                min_cosine=cosine, nonfinite=nonfinite, tol_max_abs=tolerance["max_abs"],
-                tol_min_cosine=tolerance["min_cosine"], passed=passed))
-    return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=candidate_label,
-                        precision=precision, seed=seed, checks=checks)
+                min_cosine=cosine, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
+                tol_min_cosine=tolerance.min_cosine, passed=passed))
+    return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=label,
+                        precision=candidate.precision, seed=seed, checks=checks)
 
 
-def verify_onnx(artifact: Artifact, providers: list[str] | None = None, batch_sizes: list[int] | None = None,
+def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] | None = None,
                 sizes: list[tuple[int, int]] | None = None, seed: int = 0,
                 checkpoint: Path | None = None) -> VerifyReport:
-    """ONNX Runtime vs eager PyTorch; the report is also written into the artifact directory."""
-    from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
-
-    runner = OnnxRuntimeRunner(artifact.meta, artifact.onnx_path, providers, name="onnxruntime")
-    label = f"onnxruntime ({', '.join(providers or ['CPUExecutionProvider'])})"
-    report = compare_runners(artifact, runner, label, artifact.meta["export"]["precision"]
-                             if "export" in artifact.meta else "fp32", batch_sizes, sizes, seed, checkpoint)
+    """ONNX Runtime (CPU, or the CUDA provider) vs eager PyTorch; the report is also written into the artifact."""
+    runner = create_runner(artifact, "onnxruntime-cuda" if cuda else "onnxruntime-cpu")
+    label = f"onnxruntime ({', '.join(runner.providers)})"
+    report = compare_runners(artifact, runner, label, batch_sizes, sizes, seed, checkpoint)
     if artifact.directory is not None:
         write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
     return report
@@ -193,18 +188,10 @@ def verify_engine(engine_path: Path, batch_sizes: list[int] | None = None, sizes
                   seed: int = 0, checkpoint: Path | None = None) -> VerifyReport:
     """An engine (TensorRT / TensorRT-RTX: needs a GPU; OpenVINO: the CPU) vs eager PyTorch over its input
     range, at its precision's tolerance; the report is written beside the engine as ENGINE.verify.json."""
-    from vitdeploy.engine.openvino import BACKEND as OPENVINO
-    from vitdeploy.engine.sidecar import read_sidecar
-
-    if read_sidecar(engine_path)["engine"]["backend"] == OPENVINO:
-        from vitdeploy.runners.openvino import OpenVINORunner as Runner
-    else:
-        from vitdeploy.runners.tensorrt import TensorRTRunner as Runner
-    runner = Runner(engine_path, name="engine")
-    sidecar = runner.sidecar
-    engine = sidecar["engine"]
-    report = compare_runners(Artifact(onnx_path=engine_path, meta=sidecar, directory=None), runner,
-                             f"{engine['backend']} {engine['backend_version']} engine", engine["precision"],
-                             batch_sizes, sizes, seed, checkpoint)
+    runner = engine_runner(engine_path)
+    engine = runner.description.engine
+    artifact = Artifact(onnx_path=engine_path, description=runner.description, directory=None)
+    report = compare_runners(artifact, runner, f"{engine.backend} {engine.backend_version} engine", batch_sizes,
+                             sizes, seed, checkpoint)
     write_json_atomic(engine_path.with_name(engine_path.name + ".verify.json"), report.to_dict())
     return report

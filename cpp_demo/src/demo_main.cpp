@@ -54,47 +54,47 @@ bool within(const std::vector<int64_t>& shape, const std::vector<int64_t>& lo, c
     return true;
 }
 
-vd::Sidecar load_description(const std::string& engine) {
+vd::Description load_description(const std::string& engine) {
     const std::string path = engine + ".json";
     if (!fs::exists(path)) {
         if (!fs::exists(engine)) throw vd::Error("engine " + engine + " does not exist");
         throw vd::Error("engine description " + path + " does not exist: expected it beside the engine, as "
                         "`vitdeploy build` writes it");
     }
-    vd::Sidecar sidecar = vd::load_sidecar(path);
-    if (!sidecar.engine) throw vd::Error(path + " has no 'engine' section: expected an engine description");
+    vd::Description description = vd::load_description(path);
+    if (!description.engine) throw vd::Error(path + " has no 'engine' section: expected an engine description");
     const std::string name = fs::path(engine).filename().string();
-    if (name != sidecar.engine->file)
-        throw vd::Error("engine " + name + " is described as " + sidecar.engine->file + " in " + path +
+    if (name != description.engine->file)
+        throw vd::Error("engine " + name + " is described as " + description.engine->file + " in " + path +
                         ": expected the names `vitdeploy build` gave them (the files are found by name)");
-    return sidecar;
+    return description;
 }
 
 int run(const Args& args) {
-    const vd::Sidecar sidecar = load_description(args.engine);
-    const vd::EngineSpec& spec = *sidecar.engine;
+    const vd::Description description = load_description(args.engine);
+    const vd::EngineSpec& spec = *description.engine;
     const std::string directory = fs::path(args.engine).parent_path().string();
     vd::check_engine_files(spec, directory.empty() ? "." : directory, args.engine + ".json");
     const vd::Backend& backend = vd::backend_for(spec);
     const vd::Image image = vd::load_image(args.image);
-    const vd::InputTensor input = vd::preprocess(image, sidecar.input);
+    const vd::InputTensor input = vd::preprocess(image, description.input);
     // Both are in the input's layout, so they compare axis by axis.
     if (!within(input.shape, spec.profile_min, spec.profile_max))
         throw vd::Error("input " + vd::shape_string(input.shape) + " for image " + args.image +
                         " is outside the engine's profile " + vd::shape_string(spec.profile_min) + ".." +
                         vd::shape_string(spec.profile_max));
-    const std::vector<vd::Tensor> outputs = backend.open(sidecar, args.engine, args.verbose)->infer(input);
+    const std::vector<vd::Tensor> outputs = backend.open(description, args.engine, args.verbose)->infer(input);
     fs::create_directories(args.out_dir);
     const fs::path dir(args.out_dir);
     vd::write_npy((dir / "input.npy").string(), input);
     for (size_t i = 0; i < outputs.size(); ++i)
-        vd::write_npy((dir / (sidecar.outputs[i].name + ".npy")).string(), outputs[i]);
-    const auto stats = vd::consume_pyramid(sidecar, image, vd::shape_hw(sidecar.input, input.shape), input.shape[0],
+        vd::write_npy((dir / (description.outputs[i].name + ".npy")).string(), outputs[i]);
+    const auto stats = vd::consume_pyramid(description, image, vd::shape_hw(description.input, input.shape), input.shape[0],
                                            outputs, args.out_dir);
     std::printf("%s (%s, built with %s %s, run with %s %s on %s): image %dx%d -> input %s %s\n", args.engine.c_str(),
                 spec.precision.c_str(), spec.backend.c_str(), spec.backend_version.c_str(), backend.name.c_str(),
                 backend.version.c_str(), spec.device.c_str(), image.height, image.width,
-                vd::shape_string(input.shape).c_str(), sidecar.input.dtype());
+                vd::shape_string(input.shape).c_str(), description.input.dtype());
     std::fputs(vd::stats_table(stats).c_str(), stdout);
     std::printf("wrote %s\n", args.out_dir.c_str());
     return 0;

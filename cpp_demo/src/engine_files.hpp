@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "sidecar.hpp"
+#include "description.hpp"
 
 namespace vitdeploy_demo {
 

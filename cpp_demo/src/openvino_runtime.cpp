@@ -88,19 +88,19 @@ std::string port_names(const Ports& ports) {
 }
 
 // The IR's inputs and outputs are the description's, by name, dtype and shape.
-void check_io(const ov::Model& model, const Sidecar& sidecar, const std::string& file, const std::string& where) {
-    const EngineSpec& engine = *sidecar.engine;
+void check_io(const ov::Model& model, const Description& description, const std::string& file, const std::string& where) {
+    const EngineSpec& engine = *description.engine;
     const auto inputs = model.inputs(), outputs = model.outputs();
     std::string expected_outputs;
-    bool names_match = inputs.size() == 1 && outputs.size() == sidecar.outputs.size() &&
-                       find_port(inputs, sidecar.input.name);
-    for (const OutputSpec& output : sidecar.outputs) {
+    bool names_match = inputs.size() == 1 && outputs.size() == description.outputs.size() &&
+                       find_port(inputs, description.input.name);
+    for (const OutputSpec& output : description.outputs) {
         expected_outputs += (expected_outputs.empty() ? "" : ", ") + output.name;
         names_match = names_match && find_port(outputs, output.name);
     }
     if (!names_match)
         throw Error(file + " has inputs " + port_names(inputs) + " and outputs " + port_names(outputs) +
-                    ": expected inputs [" + sidecar.input.name + "] and outputs [" + expected_outputs + "] as " +
+                    ": expected inputs [" + description.input.name + "] and outputs [" + expected_outputs + "] as " +
                     where + " says; the engine and its description do not belong together");
     for (const TensorSpec& tensor : engine.io) {
         const auto* port = find_port(tensor.mode == "input" ? inputs : outputs, tensor.name);
@@ -115,18 +115,18 @@ void check_io(const ov::Model& model, const Sidecar& sidecar, const std::string&
 
 class OpenVinoRuntime : public Runtime {
 public:
-    OpenVinoRuntime(const Sidecar& sidecar, const std::string& engine_path, bool verbose) : sidecar_(sidecar) {
-        const EngineSpec& engine = *sidecar.engine;
+    OpenVinoRuntime(const Description& description, const std::string& engine_path, bool verbose) : description_(description) {
+        const EngineSpec& engine = *description.engine;
         const std::string where = engine_path + ".json", file = std::filesystem::path(engine_path).filename();
         ov::Core core;
         const std::shared_ptr<ov::Model> model =
             openvino("reading " + file, [&] { return core.read_model(engine_path); });
-        check_io(*model, sidecar, file, where);
+        check_io(*model, description, file, where);
         // Bounded to the profile: OpenVINO itself then refuses a shape outside it.
         ov::PartialShape bounds;
         for (size_t i = 0; i < engine.profile_min.size(); ++i)
             bounds.push_back(ov::Dimension(engine.profile_min[i], engine.profile_max[i]));
-        openvino("reshaping the input to the profile", [&] { model->reshape({{sidecar.input.name, bounds}}); });
+        openvino("reshaping the input to the profile", [&] { model->reshape({{description.input.name, bounds}}); });
         const ov::element::Type precision(engine.inference_precision);
         compiled_ = openvino("compiling for " + engine.device, [&] {
             return core.compile_model(model, engine.device, ov::hint::inference_precision(precision));
@@ -143,11 +143,11 @@ public:
         ov::Tensor tensor(type, ov::Shape(input.shape.begin(), input.shape.end()));
         std::memcpy(tensor.data(), input.bytes(), input.byte_size());
         openvino("inference", [&] {
-            request_.set_tensor(sidecar_.input.name, tensor);
+            request_.set_tensor(description_.input.name, tensor);
             request_.infer();
         });
         std::vector<Tensor> outputs;
-        for (const OutputSpec& output : sidecar_.outputs) {
+        for (const OutputSpec& output : description_.outputs) {
             const ov::Tensor result = openvino("fetching output '" + output.name + "'",
                                                [&] { return request_.get_tensor(output.name); });
             if (result.get_element_type() != ov::element::f32)
@@ -162,7 +162,7 @@ public:
     }
 
 private:
-    Sidecar sidecar_;
+    Description description_;
     ov::CompiledModel compiled_;
     ov::InferRequest request_;
 };
@@ -175,8 +175,8 @@ Backend openvino_backend() {
                                 "." + std::to_string(OPENVINO_VERSION_PATCH);
     return {"openvino", version_string(runtime_version()), "(build " + build + ", headers " + headers + ")",
             check_version,
-            [](const Sidecar& sidecar, const std::string& engine_path, bool verbose) -> std::unique_ptr<Runtime> {
-                return std::make_unique<OpenVinoRuntime>(sidecar, engine_path, verbose);
+            [](const Description& description, const std::string& engine_path, bool verbose) -> std::unique_ptr<Runtime> {
+                return std::make_unique<OpenVinoRuntime>(description, engine_path, verbose);
             }};
 }
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "image.hpp"
-#include "sidecar.hpp"
+#include "description.hpp"
 #include "tensor.hpp"
 
 namespace vitdeploy_demo {

@@ -87,15 +87,15 @@ std::string stats_table(const std::vector<LevelStats>& stats) {
     return table;
 }
 
-std::vector<LevelStats> consume_pyramid(const Sidecar& sidecar, const Image& image, std::array<int, 2> input_hw,
+std::vector<LevelStats> consume_pyramid(const Description& description, const Image& image, std::array<int, 2> input_hw,
                                         int64_t batch, const std::vector<Tensor>& levels, const std::string& out_dir) {
     std::filesystem::create_directories(out_dir);
     const std::filesystem::path dir(out_dir);
     nlohmann::json report = {{"image_hw", {image.height, image.width}}, {"input_hw", input_hw},
                              {"levels", nlohmann::json::array()}};
     std::vector<LevelStats> all;
-    for (size_t i = 0; i < sidecar.outputs.size(); ++i) {
-        const OutputSpec& output = sidecar.outputs[i];
+    for (size_t i = 0; i < description.outputs.size(); ++i) {
+        const OutputSpec& output = description.outputs[i];
         const std::vector<int64_t> expected = output_shape(output, batch, input_hw[0], input_hw[1]);
         if (levels.at(i).shape != expected)
             throw Error("output '" + output.name + "' has shape " + shape_string(levels[i].shape) + ": expected " +

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "image.hpp"
-#include "sidecar.hpp"
+#include "description.hpp"
 #include "tensor.hpp"
 
 namespace vitdeploy_demo {
@@ -34,7 +34,7 @@ std::string stats_table(const std::vector<LevelStats>& stats);
 // Checks every level's shape against the description for a batch of `batch` inputs of `input_hw`,
 // then writes to out_dir: stats.json, and for each feature level <name>_norm.npy and
 // <name>_heatmap.png. `levels` are in the description's output order.
-std::vector<LevelStats> consume_pyramid(const Sidecar& sidecar, const Image& image, std::array<int, 2> input_hw,
+std::vector<LevelStats> consume_pyramid(const Description& description, const Image& image, std::array<int, 2> input_hw,
                                         int64_t batch, const std::vector<Tensor>& levels, const std::string& out_dir);
 
 }  // namespace vitdeploy_demo

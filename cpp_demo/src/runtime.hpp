@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "sidecar.hpp"
+#include "description.hpp"
 #include "tensor.hpp"
 
 namespace vitdeploy_demo {
@@ -28,7 +28,7 @@ struct Backend {
     // Throws if this runtime cannot load engines from `engine` (version), before anything is read.
     void (*check)(const EngineSpec& engine);
     // Loads `engine_path` (its files already checked) and checks its IO against the description.
-    std::unique_ptr<Runtime> (*open)(const Sidecar& sidecar, const std::string& engine_path, bool verbose);
+    std::unique_ptr<Runtime> (*open)(const Description& description, const std::string& engine_path, bool verbose);
 };
 
 // The runtimes compiled in, in a fixed order (openvino, then TensorRT); may be empty.

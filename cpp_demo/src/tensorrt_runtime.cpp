@@ -69,9 +69,9 @@ std::vector<char> read_engine(const std::string& path) {
 }
 
 // The engine's IO tensors and profile must be the ones its description lists.
-void check_engine(const nvinfer1::ICudaEngine& engine, const Sidecar& sidecar, const std::string& where) {
-    std::vector<std::string> expected{sidecar.input.name}, actual;
-    for (const OutputSpec& output : sidecar.outputs) expected.push_back(output.name);
+void check_engine(const nvinfer1::ICudaEngine& engine, const Description& description, const std::string& where) {
+    std::vector<std::string> expected{description.input.name}, actual;
+    for (const OutputSpec& output : description.outputs) expected.push_back(output.name);
     for (int32_t i = 0; i < engine.getNbIOTensors(); ++i) actual.push_back(engine.getIOTensorName(i));
     std::sort(expected.begin(), expected.end());
     std::sort(actual.begin(), actual.end());
@@ -79,18 +79,18 @@ void check_engine(const nvinfer1::ICudaEngine& engine, const Sidecar& sidecar, c
         throw Error("the engine's tensors differ from those " + where +
                     " describes: engine and description do not match");
     const nvinfer1::DataType input_type =
-        sidecar.input.normalised_in_graph ? nvinfer1::DataType::kUINT8 : nvinfer1::DataType::kFLOAT;
-    if (engine.getTensorIOMode(sidecar.input.name.c_str()) != nvinfer1::TensorIOMode::kINPUT ||
-        engine.getTensorDataType(sidecar.input.name.c_str()) != input_type)
-        throw Error("engine tensor '" + sidecar.input.name + "' is not a " + sidecar.input.dtype() + " input as " +
+        description.input.normalised_in_graph ? nvinfer1::DataType::kUINT8 : nvinfer1::DataType::kFLOAT;
+    if (engine.getTensorIOMode(description.input.name.c_str()) != nvinfer1::TensorIOMode::kINPUT ||
+        engine.getTensorDataType(description.input.name.c_str()) != input_type)
+        throw Error("engine tensor '" + description.input.name + "' is not a " + description.input.dtype() + " input as " +
                         where + " says: engine and description do not match");
-    const char* input = sidecar.input.name.c_str();
+    const char* input = description.input.name.c_str();
     const auto lo = to_vector(engine.getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMIN));
     const auto hi = to_vector(engine.getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMAX));
-    if (lo != sidecar.engine->profile_min || hi != sidecar.engine->profile_max)
+    if (lo != description.engine->profile_min || hi != description.engine->profile_max)
         throw Error("engine profile " + shape_string(lo) + ".." + shape_string(hi) + " differs from " +
-                        where + " (" + shape_string(sidecar.engine->profile_min) + ".." +
-                        shape_string(sidecar.engine->profile_max) + "): engine and description do not match");
+                        where + " (" + shape_string(description.engine->profile_min) + ".." +
+                        shape_string(description.engine->profile_max) + "): engine and description do not match");
 }
 
 std::string version_string(const std::vector<int>& v) {
@@ -134,22 +134,22 @@ void check_gpu(const EngineSpec& engine) {
 
 class TensorRtRuntime : public Runtime {
 public:
-    TensorRtRuntime(const Sidecar& sidecar, const std::string& engine_path, bool verbose)
-        : sidecar_(sidecar), where_(engine_path + ".json"), logger_(verbose) {
-        check_gpu(*sidecar.engine);
+    TensorRtRuntime(const Description& description, const std::string& engine_path, bool verbose)
+        : description_(description), where_(engine_path + ".json"), logger_(verbose) {
+        check_gpu(*description.engine);
         const std::vector<char> blob = read_engine(engine_path);
         runtime_.reset(nvinfer1::createInferRuntime(logger_));
         if (!runtime_) throw fail("runtime creation failed");
         engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
         if (!engine_)
             throw fail("cannot deserialise the engine (built by another TensorRT version or for another GPU?)");
-        check_engine(*engine_, sidecar, where_);
+        check_engine(*engine_, description, where_);
         context_.reset(engine_->createExecutionContext());
         if (!context_) throw fail("cannot create an execution context");
     }
 
     std::vector<Tensor> infer(const InputTensor& input) override {
-        const char* input_name = sidecar_.input.name.c_str();
+        const char* input_name = description_.input.name.c_str();
         if (!context_->setInputShape(input_name, to_dims(input.shape)))
             throw fail("rejected input shape " + shape_string(input.shape));
         DeviceBuffer input_buffer(input.byte_size());
@@ -158,8 +158,8 @@ public:
         context_->setTensorAddress(input_name, input_buffer.ptr);
         std::vector<std::unique_ptr<DeviceBuffer>> buffers;
         std::vector<Tensor> outputs;
-        const auto [height, width] = shape_hw(sidecar_.input, input.shape);
-        for (const OutputSpec& output : sidecar_.outputs) {
+        const auto [height, width] = shape_hw(description_.input, input.shape);
+        for (const OutputSpec& output : description_.outputs) {
             const auto shape = to_vector(context_->getTensorShape(output.name.c_str()));
             const auto expected = output_shape(output, input.shape[0], height, width);
             if (shape != expected)
@@ -191,7 +191,7 @@ private:
         return Error("TensorRT " + what + (logger_.last_error.empty() ? "" : ": " + logger_.last_error));
     }
 
-    Sidecar sidecar_;
+    Description description_;
     std::string where_;
     Logger logger_;  // declared before the TensorRT objects, so it outlives them
     std::unique_ptr<nvinfer1::IRuntime> runtime_;
@@ -205,8 +205,8 @@ Backend tensorrt_backend() {  // "tensorrt 11.1.0 (headers 11.1.0)": the library
     const std::string headers = std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +
                                 std::to_string(NV_TENSORRT_PATCH);
     return {VITDEPLOY_TRT_BACKEND, version_string(library_version()), "(headers " + headers + ")", check_version,
-            [](const Sidecar& sidecar, const std::string& engine_path, bool verbose) -> std::unique_ptr<Runtime> {
-                return std::make_unique<TensorRtRuntime>(sidecar, engine_path, verbose);
+            [](const Description& description, const std::string& engine_path, bool verbose) -> std::unique_ptr<Runtime> {
+                return std::make_unique<TensorRtRuntime>(description, engine_path, verbose);
             }};
 }
 

@@ -16,30 +16,30 @@ namespace vd = vitdeploy_demo;
 namespace {
 
 const char kUsage[] =
-    "usage: vitdeploy_demo_tool preprocess SIDECAR IMAGE OUT.npy\n"
-    "       vitdeploy_demo_tool consume SIDECAR IMAGE PYRAMID_DIR OUT_DIR\n"
-    "SIDECAR is vitdeploy.json or an engine's .engine.json; PYRAMID_DIR holds <output name>.npy per output.\n";
+    "usage: vitdeploy_demo_tool preprocess DESCRIPTION IMAGE OUT.npy\n"
+    "       vitdeploy_demo_tool consume DESCRIPTION IMAGE PYRAMID_DIR OUT_DIR\n"
+    "DESCRIPTION is vitdeploy.json or an engine's .engine.json; PYRAMID_DIR holds <output name>.npy per output.\n";
 
-int run_preprocess(const std::string& sidecar_path, const std::string& image_path, const std::string& out_path) {
-    const vd::Sidecar sidecar = vd::load_sidecar(sidecar_path);
+int run_preprocess(const std::string& description_path, const std::string& image_path, const std::string& out_path) {
+    const vd::Description description = vd::load_description(description_path);
     const vd::Image image = vd::load_image(image_path);
-    const vd::InputTensor input = vd::preprocess(image, sidecar.input);
+    const vd::InputTensor input = vd::preprocess(image, description.input);
     vd::write_npy(out_path, input);
     std::printf("image %dx%d -> input %s %s (%s)\n", image.height, image.width, vd::shape_string(input.shape).c_str(),
-                sidecar.input.dtype(), sidecar.input.mode.c_str());
+                description.input.dtype(), description.input.mode.c_str());
     return 0;
 }
 
-int run_consume(const std::string& sidecar_path, const std::string& image_path, const std::string& pyramid_dir,
+int run_consume(const std::string& description_path, const std::string& image_path, const std::string& pyramid_dir,
                 const std::string& out_dir) {
-    const vd::Sidecar sidecar = vd::load_sidecar(sidecar_path);
+    const vd::Description description = vd::load_description(description_path);
     const vd::Image image = vd::load_image(image_path);
-    const auto hw = vd::input_hw(image.height, image.width, sidecar.input);
+    const auto hw = vd::input_hw(image.height, image.width, description.input);
     std::vector<vd::Tensor> levels;
-    for (const vd::OutputSpec& output : sidecar.outputs)
+    for (const vd::OutputSpec& output : description.outputs)
         levels.push_back(vd::read_npy((std::filesystem::path(pyramid_dir) / (output.name + ".npy")).string()));
     const int64_t batch = levels.front().shape.empty() ? 0 : levels.front().shape[0];
-    std::fputs(vd::stats_table(vd::consume_pyramid(sidecar, image, hw, batch, levels, out_dir)).c_str(), stdout);
+    std::fputs(vd::stats_table(vd::consume_pyramid(description, image, hw, batch, levels, out_dir)).c_str(), stdout);
     return 0;
 }
 

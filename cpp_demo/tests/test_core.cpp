@@ -42,7 +42,7 @@ void check_throws(const std::function<void()>& body, const std::string& needle, 
 }
 #define CHECK_THROWS(body, needle) check_throws([&] { body; }, needle, __LINE__)
 
-const std::string kSidecar = R"({
+const std::string kDescription = R"({
   "format": "vitdeploy.pyramid", "format_version": 2, "recipe": "test",
   "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": 3, "color": "RGB",
             "mode": "dynamic", "size_multiple": 32, "min_hw": [64, 64], "opt_hw": [128, 128],
@@ -67,38 +67,38 @@ std::string replaced(std::string text, const std::string& from, const std::strin
     return text.replace(text.find(from), from.size(), to);
 }
 
-// kSidecar as --bake-preprocessing exports it: uint8 NHWC input, profile and input shapes in NHWC.
-const std::string kBakedSidecar = replaced(
-    replaced(replaced(kSidecar, R"("layout": "NCHW", "dtype": "float32")",
+// kDescription as --bake-preprocessing exports it: uint8 NHWC input, profile and input shapes in NHWC.
+const std::string kBakedDescription = replaced(
+    replaced(replaced(kDescription, R"("layout": "NCHW", "dtype": "float32")",
                       R"("layout": "NHWC", "dtype": "uint8", "normalised_in_graph": true)"),
              R"("min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [4, 3, 256, 192])",
              R"("min": [1, 64, 64, 3], "opt": [1, 128, 128, 3], "max": [4, 256, 192, 3])"),
     R"("dtype": "float32", "shape": [-1, 3, -1, -1])", R"("dtype": "uint8", "shape": [-1, -1, -1, 3])");
 
-// The description checks of the engine section: each edit of kSidecar and the error it gives.
+// The description checks of the engine section: each edit of kDescription and the error it gives.
 void test_engine_section() {
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("format_version": 2)", R"("format_version": 1)"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("format_version": 2)", R"("format_version": 1)"), "t.json"),
                  "t.json is format_version 1: this demo reads version 2; re-export the artifact (and rebuild its "
                  "engines) with a current vitdeploy");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("backend": "openvino")", R"("backend": "onnx")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("backend": "openvino")", R"("backend": "onnx")"), "t.json"),
                  "t.json engine backend 'onnx' is unknown: expected openvino, tensorrt or tensorrt_rtx");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("inference_precision": "f32")",
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("inference_precision": "f32")",
                                             R"("inference_precision": "f16")"), "t.json"),
                  "inference_precision 'f16': expected f32 or bf16");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("file": "m.xml")", R"("file": "n.xml")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("file": "m.xml")", R"("file": "n.xml")"), "t.json"),
                  "'files' does not list the engine file n.xml");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("m.bin")", R"("../m.bin")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("m.bin")", R"("../m.bin")"), "t.json"),
                  "t.json engine files '../m.bin': expected a file name beside the engine");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, "\"sha256\": \"e3b0", "\"sha256\": \"E3B0"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"sha256\": \"e3b0", "\"sha256\": \"E3B0"), "t.json"),
                  "64 lower-case hex digits");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("stride8": {"mode": "output", "dtype": "float32")",
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("stride8": {"mode": "output", "dtype": "float32")",
                                             R"("stride8": {"mode": "output", "dtype": "float16")"), "t.json"),
                  "t.json engine io 'stride8' is a float16 output of 4 dimensions: expected a float32 output");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("stride8": {"mode")", R"("stride4": {"mode")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("stride8": {"mode")", R"("stride4": {"mode")"), "t.json"),
                  "t.json engine io has no 'stride8' field");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, "[-1, 3, -1, -1]", "[-1, 3, 64, -1]"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "[-1, 3, -1, -1]", "[-1, 3, 64, -1]"), "t.json"),
                  "input 'image' is -1x3x64x-1 but the profile spans 1x3x64x64..4x3x256x192");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("device": "CPU", )", ""), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("device": "CPU", )", ""), "t.json"),
                  "t.json engine has no 'device' field");
     CHECK((vd::version_numbers("2026.4.1-22982-e213a147257-releases/2026/4", "x") == std::vector<int>{2026, 4, 1}));
     CHECK((vd::version_numbers("1.7.1.116", "x") == std::vector<int>{1, 7, 1}));
@@ -116,7 +116,7 @@ void test_engine_files() {
     std::ofstream("test_core_tmp/engine/long.txt", std::ios::binary) << std::string(1000000, 'a');  // > one chunk
     CHECK(vd::sha256_file("test_core_tmp/engine/long.txt") ==
           "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-    const vd::EngineSpec engine = *vd::parse_sidecar(kSidecar, "t.json").engine;
+    const vd::EngineSpec engine = *vd::parse_description(kDescription, "t.json").engine;
     vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json");  // passes
     std::ofstream("test_core_tmp/engine/m.xml", std::ios::binary) << "ab";
     CHECK_THROWS(vd::check_engine_files(engine, "test_core_tmp/engine", "m.xml.json"),
@@ -132,8 +132,8 @@ void test_engine_files() {
                  "test_core_tmp/engine/m.bin does not exist: m.xml.json lists it as part of the engine");
 }
 
-void test_sidecar() {
-    const vd::Sidecar s = vd::parse_sidecar(kSidecar, "t.json");
+void test_description() {
+    const vd::Description s = vd::parse_description(kDescription, "t.json");
     CHECK(s.input.name == "image" && s.input.mode == "dynamic" && s.input.size_multiple == 32);
     CHECK(!s.input.normalised_in_graph && s.input.layout() == std::string("NCHW"));  // missing means false
     CHECK(s.input.max_hw[0] == 256 && s.input.max_hw[1] == 192 && s.input.batch_max == 4);
@@ -145,39 +145,39 @@ void test_sidecar() {
     CHECK(s.engine->tensor("stride8").shape == std::vector<int64_t>({-1, 2, -1, -1}));
     CHECK(vd::output_shape(s.outputs[0], 1, 64, 96) == std::vector<int64_t>({1, 2, 8, 12}));
     CHECK(vd::output_shape(s.outputs[1], 2, 64, 96) == std::vector<int64_t>({2, 5}));
-    std::string broken = kSidecar;
+    std::string broken = kDescription;
     broken.replace(broken.find("\"recipe\""), 8, "\"recipy\"");
-    CHECK_THROWS(vd::parse_sidecar(broken, "t.json"), "no 'recipe' field");
-    CHECK_THROWS(vd::parse_sidecar("{", "t.json"), "not valid JSON");
-    CHECK_THROWS(vd::load_sidecar("no_such_sidecar.json"), "cannot open no_such_sidecar.json");
+    CHECK_THROWS(vd::parse_description(broken, "t.json"), "no 'recipe' field");
+    CHECK_THROWS(vd::parse_description("{", "t.json"), "not valid JSON");
+    CHECK_THROWS(vd::load_description("no_such_description.json"), "cannot open no_such_description.json");
     CHECK((vd::shape_hw(s.input, {2, 3, 64, 96}) == std::array<int, 2>{64, 96}));
 }
 
-void test_baked_sidecar() {
-    const vd::Sidecar s = vd::parse_sidecar(kBakedSidecar, "t.json");
+void test_baked_description() {
+    const vd::Description s = vd::parse_description(kBakedDescription, "t.json");
     CHECK(s.input.normalised_in_graph && s.input.layout() == std::string("NHWC"));
     CHECK(s.input.dtype() == std::string("uint8"));
     CHECK(s.engine && s.engine->profile_max == std::vector<int64_t>({4, 256, 192, 3}));
     CHECK((vd::shape_hw(s.input, {2, 64, 96, 3}) == std::array<int, 2>{64, 96}));
-    const std::string explicit_false = replaced(kSidecar, R"("dtype": "float32")",
+    const std::string explicit_false = replaced(kDescription, R"("dtype": "float32")",
                                                 R"("dtype": "float32", "normalised_in_graph": false)");
-    CHECK(!vd::parse_sidecar(explicit_false, "t.json").input.normalised_in_graph);
+    CHECK(!vd::parse_description(explicit_false, "t.json").input.normalised_in_graph);
 
     const std::string expected = ": expected float32 NCHW (normalised_in_graph false) or uint8 NHWC";
-    CHECK_THROWS(vd::parse_sidecar(replaced(kSidecar, R"("float32")", R"("uint8")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("float32")", R"("uint8")"), "t.json"),
                  "t.json input is uint8 NCHW, 3 channels, normalised_in_graph false" + expected);
-    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, R"("uint8")", R"("float32")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kBakedDescription, R"("uint8")", R"("float32")"), "t.json"),
                  "t.json input is float32 NHWC, 3 channels, normalised_in_graph true" + expected);
-    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, "true", "false"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kBakedDescription, "true", "false"), "t.json"),
                  "is uint8 NHWC, 3 channels, normalised_in_graph false" + expected);
-    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, "true", R"("yes")"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kBakedDescription, "true", R"("yes")"), "t.json"),
                  "field 'normalised_in_graph' has the wrong type");
-    CHECK_THROWS(vd::parse_sidecar(replaced(kBakedSidecar, "[4, 256, 192, 3]", "[4, 3, 256, 192]"), "t.json"),
+    CHECK_THROWS(vd::parse_description(replaced(kBakedDescription, "[4, 256, 192, 3]", "[4, 3, 256, 192]"), "t.json"),
                  "profile: expected NHWC min and max shapes of 4 dimensions with 3 channels");
 }
 
 void test_input_hw() {
-    vd::InputSpec spec = vd::parse_sidecar(kSidecar, "t.json").input;
+    vd::InputSpec spec = vd::parse_description(kDescription, "t.json").input;
     CHECK((vd::input_hw(100, 100, spec) == std::array<int, 2>{96, 96}));
     CHECK((vd::input_hw(112, 80, spec) == std::array<int, 2>{128, 96}));  // halves round up
     CHECK((vd::input_hw(10, 1000, spec) == std::array<int, 2>{64, 192}));  // clamped
@@ -196,7 +196,7 @@ void test_resize() {
 }
 
 void test_preprocess() {
-    vd::InputSpec spec = vd::parse_sidecar(kSidecar, "t.json").input;
+    vd::InputSpec spec = vd::parse_description(kDescription, "t.json").input;
     spec.mode = "fixed";
     const vd::Image image{1, 1, {255, 51, 0}};
     const vd::InputTensor t = vd::preprocess(image, spec);
@@ -208,7 +208,7 @@ void test_preprocess() {
 }
 
 void test_baked_preprocess() {
-    vd::InputSpec spec = vd::parse_sidecar(kBakedSidecar, "t.json").input;
+    vd::InputSpec spec = vd::parse_description(kBakedDescription, "t.json").input;
     // A valid size already: the pixels pass through as they are, NHWC.
     vd::Image image{64, 96, {}};
     for (int i = 0; i < 64 * 96 * 3; ++i) image.rgb.push_back(static_cast<uint8_t>(i * 7));
@@ -264,8 +264,8 @@ void test_files() {
 }
 
 void test_consumers() {
-    const vd::Sidecar sidecar = vd::parse_sidecar(kSidecar, "t.json");
-    const vd::LevelStats stats = vd::level_stats(sidecar.outputs[1], {{1, 4}, {1, 2, 3, 4}});
+    const vd::Description description = vd::parse_description(kDescription, "t.json");
+    const vd::LevelStats stats = vd::level_stats(description.outputs[1], {{1, 4}, {1, 2, 3, 4}});
     CHECK(stats.mean == 2.5 && stats.min == 1 && stats.max == 4);
     CHECK_NEAR(stats.std, std::sqrt(1.25), 1e-12);
 
@@ -280,21 +280,21 @@ void test_consumers() {
 
     const vd::Image image{16, 24, std::vector<uint8_t>(16 * 24 * 3, 128)};
     const std::vector<vd::Tensor> levels{{{1, 2, 2, 3}, std::vector<float>(12, 1.0f)}, {{1, 5}, {0, 1, 2, 3, 4}}};
-    const auto all = vd::consume_pyramid(sidecar, image, {16, 24}, 1, levels, "test_core_tmp/out");
+    const auto all = vd::consume_pyramid(description, image, {16, 24}, 1, levels, "test_core_tmp/out");
     CHECK(all.size() == 2 && all[1].mean == 2.0);
     CHECK(std::filesystem::exists("test_core_tmp/out/stride8_heatmap.png"));
     CHECK(vd::read_npy("test_core_tmp/out/stride8_norm.npy").data == std::vector<float>(6, std::sqrt(2.0f)));
     CHECK(vd::stats_table(all).find("embedding    1x5") != std::string::npos);
     const std::vector<vd::Tensor> wrong{levels[0], {{1, 4}, {0, 1, 2, 3}}};
-    CHECK_THROWS(vd::consume_pyramid(sidecar, image, {16, 24}, 1, wrong, "test_core_tmp/out"),
+    CHECK_THROWS(vd::consume_pyramid(description, image, {16, 24}, 1, wrong, "test_core_tmp/out"),
                  "output 'embedding' has shape 1x4: expected 1x5");
 }
 
 }  // namespace
 
 int main() {
-    test_sidecar();
-    test_baked_sidecar();
+    test_description();
+    test_baked_description();
     test_engine_section();
     test_engine_files();
     test_input_hw();

@@ -64,7 +64,7 @@ void save_model() {
 }
 
 // The engine description `vitdeploy build --backend openvino` writes, for the files just saved.
-nlohmann::json description(const std::string& backend_version) {
+nlohmann::json engine_json(const std::string& backend_version) {
     nlohmann::json files;
     for (const char* name : {"model.openvino.fp32.xml", "model.openvino.fp32.bin"}) {
         const std::string path = std::string(kDir) + "/" + name;
@@ -91,8 +91,8 @@ nlohmann::json description(const std::string& backend_version) {
                     {"files", files}, {"build_seconds", 0.1}}}};
 }
 
-vd::Sidecar parsed(const nlohmann::json& document) {
-    return vd::parse_sidecar(document.dump(), std::string(kXml) + ".json");
+vd::Description parsed(const nlohmann::json& document) {
+    return vd::parse_description(document.dump(), std::string(kXml) + ".json");
 }
 
 // A 2x3x16x24 input whose values follow a formula, and the pooled values that formula gives.
@@ -110,11 +110,11 @@ double window_mean(const std::vector<float>& x, int n, int c, int y0, int x0, in
 }
 
 void test_runs_and_matches_hand_computation() {
-    const vd::Sidecar sidecar = parsed(description(vd::openvino_backend().version));
-    const vd::Backend& backend = vd::backend_for(*sidecar.engine);
+    const vd::Description description = parsed(engine_json(vd::openvino_backend().version));
+    const vd::Backend& backend = vd::backend_for(*description.engine);
     CHECK(backend.name == "openvino");
     const vd::InputTensor input = ramp();
-    const std::vector<vd::Tensor> outputs = backend.open(sidecar, kXml, false)->infer(input);
+    const std::vector<vd::Tensor> outputs = backend.open(description, kXml, false)->infer(input);
     CHECK(outputs.size() == 2);
     CHECK(outputs[0].shape == std::vector<int64_t>({2, 3, 2, 3}) && outputs[1].shape == std::vector<int64_t>({2, 3}));
     const auto& x = std::get<std::vector<float>>(input.data);
@@ -132,13 +132,13 @@ void test_runs_and_matches_hand_computation() {
 
 void test_refuses() {
     const std::string version = vd::openvino_backend().version;
-    CHECK_THROWS(vd::backend_for(*parsed(description("2999.0.0")).engine),
+    CHECK_THROWS(vd::backend_for(*parsed(engine_json("2999.0.0")).engine),
                  "the engine was built with OpenVINO 2999.0.0 but this vitdeploy_demo runs OpenVINO " + version +
                      ": expected 2999.0.0 or newer");
-    vd::backend_for(*parsed(description("2020.1.0")).engine);  // older engines load
+    vd::backend_for(*parsed(engine_json("2020.1.0")).engine);  // older engines load
 
     // The description names an output the IR does not have.
-    nlohmann::json renamed = description(version);
+    nlohmann::json renamed = engine_json(version);
     renamed["outputs"][1]["name"] = "pooled";
     renamed["engine"]["io"]["pooled"] = renamed["engine"]["io"]["embedding"];
     renamed["engine"]["io"].erase("embedding");
@@ -146,7 +146,7 @@ void test_refuses() {
                  "model.openvino.fp32.xml has inputs [image] and outputs [stride8, embedding]: expected inputs "
                  "[image] and outputs [stride8, pooled] as " + std::string(kXml) + ".json says");
     // ... or records another dtype for the input.
-    nlohmann::json uint8_input = description(version);
+    nlohmann::json uint8_input = engine_json(version);
     uint8_input["input"]["dtype"] = "uint8";
     uint8_input["input"]["layout"] = "NHWC";
     uint8_input["input"]["normalised_in_graph"] = true;
@@ -157,13 +157,13 @@ void test_refuses() {
                  "model.openvino.fp32.xml input 'image' is float32 -1x3x-1x-1: expected uint8 -1x-1x-1x3");
 
     // OpenVINO itself refuses a shape outside the profile it was bounded to, in one line.
-    const vd::Sidecar sidecar = parsed(description(version));
-    auto runtime = vd::openvino_backend().open(sidecar, kXml, false);
+    const vd::Description description = parsed(engine_json(version));
+    auto runtime = vd::openvino_backend().open(description, kXml, false);
     CHECK_THROWS(runtime->infer({{1, 3, 40, 8}, std::vector<float>(3 * 40 * 8)}), "OpenVINO inference failed: ");
 }
 
 void test_bf16_compiles_and_runs() {
-    nlohmann::json bf16 = description(vd::openvino_backend().version);
+    nlohmann::json bf16 = engine_json(vd::openvino_backend().version);
     bf16["engine"]["inference_precision"] = "bf16";
     const vd::InputTensor input = ramp();
     const auto outputs = vd::openvino_backend().open(parsed(bf16), kXml, false)->infer(input);

@@ -6,7 +6,6 @@ ONNX parser rejects it. The rewrite resamples with :func:`resample_bicubic` inst
 same numbers from MatMul and elementwise ops, with the grid size taken from the runtime input.
 """
 
-import math
 import types
 
 import torch
@@ -70,9 +69,3 @@ def adapt_vit(model: torch.nn.Module, dynamic: bool) -> torch.nn.Module:
     if model.dynamic_img_size and model.pos_embed is not None:
         model._pos_embed = types.MethodType(_pos_embed, model)
     return model
-
-
-def vit_size_multiple(model: torch.nn.Module) -> int:
-    """Input height and width must be multiples of the patch size (no dynamic padding)."""
-    patch_h, patch_w = model.patch_embed.patch_size
-    return math.lcm(patch_h, patch_w)

@@ -55,16 +55,12 @@ def main() -> None:
     """Export timm ViT and Hiera backbones as ONNX / TensorRT artifacts with named, verified pyramids."""
 
 
-def _register() -> None:
-    from vitdeploy.cli.bench import bench
-    from vitdeploy.cli.build import build
-    from vitdeploy.cli.export import export
-    from vitdeploy.cli.list_recipes import list_recipes
-    from vitdeploy.cli.matrix import matrix
-    from vitdeploy.cli.verify import verify
+from vitdeploy.cli.bench import bench  # noqa: E402  (the commands, registered on `main` below)
+from vitdeploy.cli.build import build  # noqa: E402
+from vitdeploy.cli.export import export  # noqa: E402
+from vitdeploy.cli.list_recipes import list_recipes  # noqa: E402
+from vitdeploy.cli.matrix import matrix  # noqa: E402
+from vitdeploy.cli.verify import verify  # noqa: E402
 
-    for command in (list_recipes, export, build, verify, bench, matrix):
-        main.add_command(command)
-
-
-_register()
+for _command in (list_recipes, export, build, verify, bench, matrix):
+    main.add_command(_command)

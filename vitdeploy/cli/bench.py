@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 
+from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
+from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
 from vitdeploy.cli.options import IntList
 
 
@@ -40,7 +43,7 @@ class SizeList(click.ParamType):
 @click.option("--compile", "compile_", is_flag=True, help="Also time torch.compile (default inductor).")
 @click.option("--ort-optimized", is_flag=True,
               help="Also time the graph after onnxruntime.transformers' optimiser (model_type vit).")
-@click.option("--no-tensorrt", is_flag=True, help="Skip the artifact's TensorRT engines.")
+@click.option("--no-engines", is_flag=True, help="Skip the artifact's engines (TensorRT, OpenVINO).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
@@ -48,24 +51,19 @@ class SizeList(click.ParamType):
               help="Write a PNG of latency against batch size (needs vitdeploy[plot]).")
 def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
           iterations: int, rounds: int, threads: int | None, device: str, autocast: tuple[str, ...], compile_: bool,
-          ort_optimized: bool, no_tensorrt: bool, seed: int, json_path: Path | None, csv_path: Path | None,
+          ort_optimized: bool, no_engines: bool, seed: int, json_path: Path | None, csv_path: Path | None,
           plot_path: Path | None) -> None:
     """Time TARGET on eager PyTorch, ONNX Runtime and its engines, on the same inputs in one process.
 
     TARGET is an artifact directory or .onnx, or a recipe (name or .toml), which is then exported first
     (random weights, seed 0) into a temporary directory."""
-    import torch
-
-    from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
-    from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
-
     if plot_path:
         check_plot_available()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations, rounds=rounds,
                            threads=threads, device=device, autocast=autocast, compile=compile_,
-                           ort_optimized=ort_optimized, tensorrt=not no_tensorrt, seed=seed)
+                           ort_optimized=ort_optimized, engines=not no_engines, seed=seed)
     with artifact_or_recipe(target) as artifact:
         result = run_bench(artifact, options)
     click.echo(format_table(result))

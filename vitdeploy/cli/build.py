@@ -1,4 +1,4 @@
-"""`vitdeploy build`: a TensorRT / TensorRT-RTX engine and its sidecar, written into an artifact directory."""
+"""`vitdeploy build`: an engine (TensorRT, TensorRT-RTX or OpenVINO) and its description, in an artifact."""
 
 from __future__ import annotations
 
@@ -6,32 +6,27 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.engine.backend import CHOICES
+from vitdeploy import engine
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS
 
 
 @click.command("build")
 @click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice([*CHOICES, "openvino"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(engine.BUILD_CHOICES), default="auto", show_default=True,
               help="auto: full TensorRT if installed, else TensorRT-RTX; openvino: an IR for CPUs (fp32, bf16).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
-              help="Tactic timing cache to read and update, so a rebuild on this GPU is fast.")
+              help="TensorRT: tactic timing cache to read and update, so a rebuild on this GPU is fast.")
 @click.option("--fp32-op", "fp32_ops", multiple=True, metavar="OP_TYPE",
-              help=f"ONNX op type kept in float32 at fp16/bf16 (repeat; default: {', '.join(DEFAULT_FP32_OPS)}).")
+              help=f"TensorRT: ONNX op type kept in float32 at fp16/bf16 (repeat; default: "
+                   f"{', '.join(DEFAULT_FP32_OPS)}).")
 @click.option("--target-gpu", is_flag=True,
               help="TensorRT-RTX: build for this machine's GPU only instead of a portable engine.")
 def build(artifact_dir: Path, backend: str, precision: str, timing_cache: Path | None,
           fp32_ops: tuple[str, ...], target_gpu: bool) -> None:
     """Build an engine (model.<backend>.<precision>.engine, or .xml + .bin for OpenVINO) and its .json
     description in ARTIFACT_DIR; prints the engine path."""
-    if backend == "openvino":
-        from vitdeploy.engine.openvino import build_openvino
-
-        click.echo(build_openvino(artifact_dir, precision))
-        return
-    from vitdeploy.engine.build import build_engine
-
-    engine = build_engine(artifact_dir, backend, precision, timing_cache=timing_cache,
-                          fp32_ops=fp32_ops or DEFAULT_FP32_OPS, target_gpu=target_gpu)
-    click.echo(engine)
+    options = {}
+    if backend != "openvino":
+        options = {"timing_cache": timing_cache, "fp32_ops": fp32_ops or DEFAULT_FP32_OPS, "target_gpu": target_gpu}
+    click.echo(engine.build(artifact_dir, backend, precision, **options))

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import click
 
+from vitdeploy import engine
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli.options import IntList
-from vitdeploy.engine.backend import CHOICES, resolve_backend
 from vitdeploy.engine.precision import PRECISIONS
+from vitdeploy.engine.tensorrt_family import auto_family
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
-from vitdeploy.inputs import layout_shape, pixels_in_graph
+from vitdeploy.export.onnx_export import NO_PYRAMID
 from vitdeploy.models import Weights
-from vitdeploy.recipes import load_recipe
-
+from vitdeploy.optional import require
+from vitdeploy.recipes import PYRAMID_KINDS, PyramidSpec, load_recipe
 
 def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
     if checkpoint and pretrained:
@@ -23,6 +24,22 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
     if checkpoint:
         return Weights("checkpoint", seed, checkpoint)
     return Weights("pretrained" if pretrained else "random", seed)
+
+
+def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec | None:
+    """--pyramid / --pyramid-strides as an override of the recipe's [pyramid] (None: keep the recipe's)."""
+    if kind == "none":
+        if strides:
+            raise VitdeployError("--pyramid-strides given with --pyramid none: expected --pyramid simple")
+        return NO_PYRAMID
+    if kind is None:
+        if strides:
+            raise VitdeployError("--pyramid-strides given without --pyramid: expected --pyramid simple")
+        return None
+    if strides and (list(strides) != sorted(set(strides)) or min(strides) < 1):
+        raise VitdeployError(f"--pyramid-strides {','.join(map(str, strides))}: expected distinct positive strides "
+                             "in increasing order")
+    return PyramidSpec(kind=kind, strides=tuple(strides or ()))  # () : the default for the block stride
 
 
 @click.command()
@@ -33,6 +50,11 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
 @click.option("--embedding/--no-embedding", default=None, help="Add the pooled pre-logits embedding output.")
 @click.option("--dynamic/--fixed", default=None, help="Dynamic height/width (recipe range) or the fixed size.")
 @click.option("--size", type=IntList(2), help="Export size H,W [default: the recipe's].")
+@click.option("--pyramid", type=click.Choice(["none", *PYRAMID_KINDS]),
+              help="simple: resample a single-scale backbone's blocks to strides in the graph (ViTDet-style, no "
+                   "weights); none: the backbone's own levels [default: the recipe's].")
+@click.option("--pyramid-strides", type=IntList(),
+              help="Strides of --pyramid simple [default: 4,8,16,32 for a patch-16 ViT, 7,14,28,56 for patch 14].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Local weights: .safetensors or a torch state dict.")
 @click.option("--pretrained", is_flag=True, help="timm's pretrained weights (needs the model hub).")
@@ -42,40 +64,39 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
               help="Take uint8 NHWC RGB pixels and normalise them in the graph (mean/std of the artifact).")
 @click.option("--external-data", is_flag=True,
               help="Keep the weights in model.onnx.data beside model.onnx (always done above 2 GB).")
-@click.option("--engine", is_flag=True, help="Also build a TensorRT / TensorRT-RTX engine (as `vitdeploy build`).")
-@click.option("--backend", type=click.Choice(CHOICES), default="auto", show_default=True,
+@click.option("--engine", "build_engine", is_flag=True, help="Also build an engine (as `vitdeploy build`).")
+@click.option("--backend", type=click.Choice(engine.BUILD_CHOICES), default="auto", show_default=True,
               help="Engine backend with --engine.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
-           dynamic: bool | None, size: tuple[int, int] | None, checkpoint: Path | None, pretrained: bool,
-           seed: int, force: bool, bake_preprocessing: bool, external_data: bool, engine: bool, backend: str, precision: str) -> None:
+           dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
+           pyramid_strides: tuple[int, ...] | None, checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
+           bake_preprocessing: bool, external_data: bool, build_engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX."""
     loaded = load_recipe(recipe)
-    if engine:
-        resolve_backend(backend)  # a missing TensorRT is an error before a long export, not after
+    if build_engine:  # a missing runtime is an error before a long export, not after
+        require(auto_family() if backend == "auto" else backend)
     out_dir = out_dir or Path("artifacts") / loaded.name
     options = ExportOptions(outputs=outputs, embedding=embedding, dynamic=dynamic, size=size,
                             weights=_weights(checkpoint, pretrained, seed), force=force,
-                            bake_preprocessing=bake_preprocessing, external_data=external_data)
+                            bake_preprocessing=bake_preprocessing, external_data=external_data,
+                            pyramid=_pyramid(pyramid, pyramid_strides))
     export_artifact(loaded, out_dir, options)
     artifact = load_artifact(out_dir)
-    spec = artifact.input
-    size_rule = (f"{spec['min_hw'][0]}x{spec['min_hw'][1]}..{spec['max_hw'][0]}x{spec['max_hw'][1]}, "
-                 f"multiples of {spec['size_multiple']}" if artifact.dynamic
-                 else f"{spec['opt_hw'][0]}x{spec['opt_hw'][1]}")
-    onnx_mib = sum(f["size_bytes"] for f in artifact.meta["export"]["files"].values()) / 2**20
-    click.echo(f"wrote {out_dir}/ ({onnx_mib:.1f} MiB ONNX in {', '.join(artifact.meta['export']['files'])}, "
-               f"export {artifact.meta['export']['seconds']:.1f}s)")
-    shape = ", ".join(map(str, layout_shape(spec, "B", "H", "W")))
-    values = "RGB pixels, normalised in the graph" if pixels_in_graph(spec) else "normalised"
-    click.echo(f"input  {spec['name']}: [{shape}] {spec['dtype']} ({values}), H x W = {size_rule}, batch "
-               f"{spec['batch']['min']}..{spec['batch']['max']}")
+    spec, files = artifact.input, artifact.description.export.files
+    size_rule = (f"{spec.min_hw[0]}x{spec.min_hw[1]}..{spec.max_hw[0]}x{spec.max_hw[1]}, "
+                 f"multiples of {spec.size_multiple}" if spec.dynamic else f"{spec.opt_hw[0]}x{spec.opt_hw[1]}")
+    onnx_mib = sum(f.size_bytes for f in files.values()) / 2**20
+    click.echo(f"wrote {out_dir}/ ({onnx_mib:.1f} MiB ONNX in {', '.join(files)}, "
+               f"export {artifact.description.export.seconds:.1f}s)")
+    shape = ", ".join(map(str, spec.shape("B", "H", "W")))
+    values = "RGB pixels, normalised in the graph" if spec.normalised_in_graph else "normalised"
+    click.echo(f"input  {spec.name}: [{shape}] {spec.dtype} ({values}), H x W = {size_rule}, batch "
+               f"{spec.batch.min}..{spec.batch.max}")
     for output in artifact.outputs:
-        shape = ("[B, {channels}, H/{stride}, W/{stride}]" if output["kind"] == "feature"
-                 else "[B, {channels}]").format(**output)
-        click.echo(f"output {output['name']}: {shape}")
-    if engine:
-        from vitdeploy.engine.build import build_engine
-
-        click.echo(f"engine {build_engine(out_dir, backend, precision)}")
+        shape = (f"[B, {output.channels}, H/{output.stride}, W/{output.stride}]" if output.kind == "feature"
+                 else f"[B, {output.channels}]")
+        click.echo(f"output {output.name}: {shape}")
+    if build_engine:
+        click.echo(f"engine {engine.build(out_dir, backend, precision)}")

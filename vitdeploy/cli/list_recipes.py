@@ -27,6 +27,6 @@ def list_recipes() -> None:
         else:
             outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
                                               recipe.pyramid)
-            pyramid = " ".join(f"{o['name']}:{o['channels']}" + (
-                f"@{o['stride']}" if o["stride"] and not o["name"].startswith("stride") else "") for o in outputs)
+            pyramid = " ".join(f"{o.name}:{o.channels}" + (
+                f"@{o.stride}" if o.stride and not o.name.startswith("stride") else "") for o in outputs)
         click.echo(f"{name:<24} {recipe.timm_name:<30} {_resolution(recipe):<24} {pyramid}")

@@ -26,8 +26,7 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:
         loaded = load_artifact(artifact)
-        providers = ["CUDAExecutionProvider"] if cuda else None
-        report = verify_onnx(loaded, providers, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
+        report = verify_onnx(loaded, cuda, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
         name, where = loaded.name, f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
     click.echo(f"{name}: {report.candidate} vs eager torch, {report.precision}, seed {seed}")
     click.echo(report.table())

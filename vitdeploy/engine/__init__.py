@@ -1,6 +1,73 @@
-"""TensorRT and TensorRT-RTX engines: build from an artifact's ONNX, describe, check before loading."""
+"""Engines: built from an artifact's ONNX, described, and checked before anything loads them.
 
-from vitdeploy.engine.build import build_engine, engine_profile
-from vitdeploy.engine.sidecar import check_engine, describe_engine, engine_file_name, read_sidecar
+Builders: `tensorrt` and `tensorrt_rtx` (vitdeploy.engine.tensorrt), `openvino`
+(vitdeploy.engine.openvino). Each writes `model.<backend>.<precision>.<ext>` (plus the files it
+needs) and `<engine file>.json`, the engine's description: the artifact's description plus an
+`engine` section. Adding a runtime is one builder module here, added to BUILDERS, plus its runner
+in vitdeploy.runners.
+"""
 
-__all__ = ["build_engine", "check_engine", "describe_engine", "engine_file_name", "engine_profile", "read_sidecar"]
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vitdeploy.description import Description
+from vitdeploy.engine import openvino, tensorrt
+from vitdeploy.engine.descriptions import (Builder, engine_description_path, engine_profile, find_engines,
+                                           read_engine_description)
+from vitdeploy.engine.tensorrt_family import auto_family
+from vitdeploy.errors import VitdeployError
+from vitdeploy.inputs import profile_table
+from vitdeploy.integrity import check_files
+
+BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS}
+BUILD_CHOICES = ("auto", *BUILDERS)  # auto: full TensorRT if installed, else TensorRT-RTX
+
+__all__ = ["BUILDERS", "BUILD_CHOICES", "build", "builder", "check_engine", "describe_engine",
+           "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
+
+
+def builder(backend: str) -> Builder:
+    if backend not in BUILDERS:
+        raise VitdeployError(f"unknown engine backend {backend!r}: expected one of {', '.join(BUILDERS)}")
+    return BUILDERS[backend]
+
+
+def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Path:
+    """Build an engine of `backend` into the artifact directory; returns the engine's path. `options` go to
+    the builder (TensorRT: timing_cache, fp32_ops, target_gpu; all: progress)."""
+    backend = auto_family() if backend == "auto" else backend
+    chosen = builder(backend)
+    if precision not in chosen.precisions:
+        raise VitdeployError(f"{chosen.label} builds precision {' or '.join(chosen.precisions)}, not {precision!r}")
+    return chosen.build(Path(artifact_dir), backend, precision, **options)
+
+
+def check_engine(engine_path: Path) -> Description:
+    """Everything that decides whether `engine_path` can load here (its description, every file's size and
+    sha256, the runtime and device); returns the description."""
+    description = read_engine_description(engine_path)
+    engine = description.engine
+    if not engine_path.is_file():
+        raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
+    check_files(engine_path.parent, engine.files,
+                f"copy it again or rebuild it with `vitdeploy build --backend {engine.backend}`")
+    builder(engine.backend).check_runtime(engine)
+    return description
+
+
+def describe_engine(description: Description) -> str:
+    """A short human-readable summary of an engine's description."""
+    engine = description.engine
+    target = engine.compute_capability or ("portable (no GPU-specific target)" if engine.device == "cuda"
+                                           else engine.device)
+    lines = [
+        f"{engine.file}: {builder(engine.backend).label} {engine.backend_version}, {engine.precision}, "
+        f"{engine.size_bytes / 2**20:.1f} MiB, built in {engine.build_seconds:.1f}s",
+        f"model: {description.timm_name} (recipe {description.recipe}), target: {target}",
+        profile_table(engine.profile),
+        "outputs: " + ", ".join(f"{o.name} ({o.kind}, {o.channels} ch" + (f", stride {o.stride})" if o.stride else ")")
+                                for o in description.outputs),
+    ]
+    return "\n".join(lines)

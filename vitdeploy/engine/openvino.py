@@ -17,25 +17,19 @@ from types import ModuleType
 from typing import Any
 
 from vitdeploy.artifact import load_artifact
-from vitdeploy.atomic import staged_files, write_json_atomic
-from vitdeploy.engine.build import engine_profile
-from vitdeploy.errors import VitdeployError, missing_dependency
-from vitdeploy.integrity import check_files, describe_files
+from vitdeploy.atomic import staged_files, write_bytes_atomic
+from vitdeploy.description import EngineSection, TensorIO
+from vitdeploy.engine.descriptions import Builder, engine_description_path, engine_file_name, engine_profile
+from vitdeploy.engine.tensorrt import check_io
+from vitdeploy.errors import VitdeployError
+from vitdeploy.integrity import describe_files
+from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 
 BACKEND = "openvino"
-EXTRA = "openvino"
 DEVICE = "CPU"
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # vitdeploy precision -> OpenVINO element type name
 CAPABILITY = {"bf16": "BF16"}  # the CPU plugin's OPTIMIZATION_CAPABILITIES entry a precision needs
-
-
-def openvino() -> ModuleType:
-    try:
-        import openvino
-    except ImportError:
-        raise missing_dependency("openvino", EXTRA) from None
-    return openvino
 
 
 def version_of(ov: ModuleType) -> str:
@@ -47,14 +41,8 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def engine_file_name(precision: str) -> str:
-    return f"model.{BACKEND}.{precision}.xml"
-
-
 def check_precision(ov: ModuleType, precision: str) -> None:
     """`precision` is one the CPU plugin computes natively here (it would silently fall back to f32)."""
-    if precision not in INFERENCE_PRECISION:
-        raise VitdeployError(f"OpenVINO on a CPU builds precision fp32 or bf16, not {precision!r}")
     needed = CAPABILITY.get(precision)
     capabilities = ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
     if needed and needed not in capabilities:
@@ -62,55 +50,54 @@ def check_precision(ov: ModuleType, precision: str) -> None:
                              "): expected a CPU with AVX-512 BF16 or AMX; use fp32")
 
 
-def _io(model: Any) -> dict[str, dict[str, Any]]:
+def model_io(model: Any) -> dict[str, TensorIO]:
     """Name -> direction, dtype and shape (-1 for a dynamic dimension) of an OpenVINO model's tensors."""
-    def entry(mode: str, port: Any) -> tuple[str, dict[str, Any]]:
-        shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
-        return port.get_any_name(), {"mode": mode, "dtype": port.get_element_type().to_dtype().name, "shape": shape}
+    def entry(mode: str, port: Any) -> tuple[str, TensorIO]:
+        shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return port.get_any_name(), TensorIO(mode=mode, dtype=port.get_element_type().to_dtype().name, shape=shape)
 
     return dict([entry("input", port) for port in model.inputs] + [entry("output", port) for port in model.outputs])
 
 
-def build_openvino(artifact_dir: Path, precision: str = "fp32", progress: Progress | None = None) -> Path:
+def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = "fp32",
+                   progress: Progress | None = None) -> Path:
     """Convert the artifact's ONNX to an OpenVINO IR with its description; returns the .xml path."""
-    ov = openvino()
+    ov = require("openvino")
     check_precision(ov, precision)
-    artifact = load_artifact(Path(artifact_dir))
+    artifact = load_artifact(artifact_dir)
     if artifact.directory is None:
         raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
     progress = progress or Progress(total=2)
-    xml = artifact.directory / engine_file_name(precision)
+    xml = artifact.directory / engine_file_name(BACKEND, precision, "xml")
+    label = f"OpenVINO {version_of(ov)}"
     started = time.perf_counter()
     with staged_files(artifact.directory, xml.name) as staging:
-        with progress.step(f"converting {artifact.onnx_path.name} to OpenVINO {version_of(ov)} IR"):
+        with progress.step(f"converting {artifact.onnx_path.name} to an {label} IR"):
             model = ov.convert_model(str(artifact.onnx_path))
-            io = _io(model)
-            expected = [artifact.input["name"], *artifact.output_names]
-            if list(io) != expected:
-                raise VitdeployError(f"OpenVINO reads tensors {list(io)} from {artifact.onnx_path}: expected {expected} "
-                                     "as its vitdeploy.json says; re-export the artifact")
+            io = model_io(model)
+            check_io(io, artifact, label)
         with progress.step(f"writing {xml.name}, {xml.with_suffix('.bin').name} and the description"):
             ov.save_model(model, str(staging / xml.name), compress_to_fp16=False)
-            description = {**artifact.meta, "engine": {
-                "file": xml.name, "backend": BACKEND, "backend_version": version_of(ov), "precision": precision,
-                "device": DEVICE, "inference_precision": INFERENCE_PRECISION[precision],
-                "profile": engine_profile(artifact.input), "io": io,
-                "files": describe_files([staging / xml.name, staging / xml.with_suffix(".bin").name]),
-                "build_seconds": round(time.perf_counter() - started, 2),
-            }}
-            write_json_atomic(staging / f"{xml.name}.json", description)
+            engine = EngineSection(
+                file=xml.name, backend=BACKEND, backend_version=version_of(ov), precision=precision, device=DEVICE,
+                profile=engine_profile(artifact.input), io=io,
+                files=describe_files([staging / xml.name, staging / xml.with_suffix(".bin").name]),
+                build_seconds=round(time.perf_counter() - started, 2),
+                inference_precision=INFERENCE_PRECISION[precision])
+            write_bytes_atomic(staging / engine_description_path(xml).name,
+                               artifact.description.with_engine(engine).to_json().encode())
     return xml
 
 
-def check_openvino_engine(xml: Path, description: dict[str, Any]) -> ModuleType:
-    """Everything that decides whether the IR at `xml` can run here; returns the openvino module."""
-    engine = description["engine"]
-    check_files(xml.parent, engine["files"], "copy it again or rebuild it with `vitdeploy build --backend openvino`")
-    ov = openvino()
-    installed, built = version_of(ov), engine["backend_version"]
+def check_runtime(engine: EngineSection) -> None:
+    """OpenVINO is installed, not older than the one that wrote the IR, and the CPU computes its precision."""
+    ov = require("openvino")
+    installed, built = version_of(ov), engine.backend_version
     if _version_tuple(installed) < _version_tuple(built):
         raise VitdeployError(f"engine was built with OpenVINO {built} but {installed} is installed: an IR loads on "
                              "the same or a newer OpenVINO; upgrade openvino or rebuild the engine")
-    check_precision(ov, engine["precision"])
-    return ov
+    check_precision(ov, engine.precision)
 
+
+BUILDERS = {BACKEND: Builder(label="OpenVINO (CPU)", precisions=tuple(INFERENCE_PRECISION), build=build_openvino,
+                             check_runtime=check_runtime)}

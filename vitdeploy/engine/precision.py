@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vitdeploy.errors import VitdeployError, missing_dependency
+import ml_dtypes
+import numpy as np
+
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import require
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_FP32_OPS = ("LayerNormalization", "GroupNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt")
@@ -24,15 +31,10 @@ DEFAULT_FP32_OPS = ("LayerNormalization", "GroupNormalization", "Softmax", "Redu
 
 def reduced_precision_onnx(onnx_path: Path, precision: str, fp32_ops: Sequence[str] = DEFAULT_FP32_OPS):
     """The model at `onnx_path` converted to fp16 or bf16 (an onnx.ModelProto), float32 at its edges."""
-    import onnx
-
     if precision not in ("fp16", "bf16"):
         raise VitdeployError(f"cannot convert an ONNX graph to {precision!r}: expected fp16 or bf16")
-    try:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        from onnxruntime.transformers.onnx_model import OnnxModel
-    except ImportError:
-        raise missing_dependency("onnxruntime", "ort") from None
+    convert_float_to_float16 = require("onnxruntime.transformers.float16").convert_float_to_float16
+    OnnxModel = require("onnxruntime.transformers.onnx_model").OnnxModel
     original = onnx.load(str(onnx_path))
     half = convert_float_to_float16(onnx.ModelProto.FromString(original.SerializeToString()),
                                     keep_io_types=True, op_block_list=list(fp32_ops),
@@ -61,9 +63,6 @@ def _drop_cast_round_trips(model) -> None:
     The converter puts such a pair between every two adjacent fp32 nodes. Besides losing precision for
     nothing, the pairs inside shape maths make TensorRT-RTX's optimiser fail (Myelin type mismatch).
     """
-    import onnx
-    from onnx import TensorProto
-
     graph = model.graph
     bare = onnx.ModelProto.FromString(model.SerializeToString())
     del bare.graph.value_info[:]  # the converter's value_info contradicts inference in places
@@ -95,10 +94,6 @@ def _drop_cast_round_trips(model) -> None:
 
 def _fp16_to_bf16(half, original):
     """Retype an fp16 conversion as bf16, re-rounding weights from the float32 originals."""
-    import ml_dtypes
-    import numpy as np
-    from onnx import TensorProto, numpy_helper
-
     fp32 = {t.name: t for t in original.graph.initializer}
     fp32.update({f"{n.name}/{a.name}": a.t for n in original.graph.node for a in n.attribute if a.HasField("t")})
 

@@ -1,5 +1,129 @@
-"""Runners for an artifact: eager PyTorch (the reference), ONNX Runtime and TensorRT.
+"""The runtimes `vitdeploy.load`, `verify` and `bench` run an artifact on, each with why it cannot run here.
 
-They are polygraphy runners (so polygraphy's Comparator drives them), with one addition: `infer`
-checks the input against the artifact's size rules and range before any runtime is called.
+A runtime either runs the artifact's ONNX file (ONNX Runtime) or engines built into the artifact by
+some builders (TensorRT: tensorrt and tensorrt_rtx engines; OpenVINO: openvino engines). `auto`
+tries them by `auto_rank`: GPU runtimes first, then OpenVINO, faster than ONNX Runtime on the CPUs
+measured (README, "Benchmark"), then ONNX Runtime on the CPU. Adding a runtime is one runner module
+plus its engine builder (vitdeploy.engine), and its entry here.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitdeploy.artifact import Artifact
+from vitdeploy.engine import check_engine, find_engines, read_engine_description
+from vitdeploy.errors import VitdeployError
+from vitdeploy.hardware import gpu_present
+from vitdeploy.optional import is_installed, missing
+from vitdeploy.runners.base import Runner
+from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner, available_providers
+from vitdeploy.runners.openvino import OpenVINORunner
+from vitdeploy.runners.tensorrt import TensorRTRunner
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")  # preference when no precision is asked for: exactness first
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    auto_rank: int
+    engine_backends: tuple[str, ...]  # builders whose engines it runs; () runs the artifact's ONNX file
+    onnx_problem: Callable[[], str | None] | None  # for ONNX runtimes: why it cannot run here
+    create: Callable[[Artifact, Path | None, int | None], Runner]  # (artifact, engine, threads)
+
+    def engines(self, artifact: Artifact, precision: str | None = None) -> list[Path]:
+        """The artifact's engines for this runtime, `precision` only if given, in order of preference."""
+        precisions = (precision,) if precision else ENGINE_PRECISIONS
+        found = [path for path in find_engines(artifact.directory)
+                 if path.name.split(".")[1] in self.engine_backends and path.name.split(".")[2] in precisions]
+        return sorted(found, key=lambda path: (precisions.index(path.name.split(".")[2]), path.name))
+
+    def choose(self, artifact: Artifact, precision: str | None = None) -> tuple[Path | None, str | None]:
+        """(the engine to use or None, why this runtime cannot run the artifact here or None)."""
+        if not self.engine_backends:
+            return None, self.onnx_problem()
+        engines = self.engines(artifact, precision)
+        if not engines:
+            what = f"no {precision} {self.name} engine" if precision else f"no {self.name} engine"
+            return None, f"{what} in the artifact (build one with `vitdeploy build --backend {self.engine_backends[0]}`)"
+        reasons = []
+        for path in engines:
+            problem = engine_problem(artifact, path)
+            if problem is None:
+                return path, None
+            reasons.append(f"{path.name}: {problem}")
+        return None, "; ".join(reasons)
+
+
+def engine_problem(artifact: Artifact, path: Path) -> str | None:
+    """Why the engine at `path` cannot run the artifact here (description, files, runtime, device); None if it can."""
+    try:
+        description = check_engine(path)
+    except VitdeployError as exc:
+        return str(exc)
+    if artifact.description.export and description.export != artifact.description.export:
+        return f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`"
+    return None
+
+
+def _onnxruntime_problem(cuda: bool) -> Callable[[], str | None]:
+    def problem() -> str | None:
+        if not is_installed("onnxruntime"):
+            return str(missing("onnxruntime"))
+        if not cuda:
+            return None
+        if "CUDAExecutionProvider" not in available_providers():
+            return "this onnxruntime has no CUDA provider (pip install 'vitdeploy[ort-gpu]')"
+        return None if gpu_present() else "no CUDA GPU found"
+
+    return problem
+
+
+RUNTIMES = {runtime.name: runtime for runtime in (
+    Runtime("tensorrt", 0, ("tensorrt", "tensorrt_rtx"), None,
+            lambda artifact, engine, threads: TensorRTRunner(engine, name="tensorrt")),
+    Runtime("onnxruntime-cuda", 1, (), _onnxruntime_problem(cuda=True),
+            lambda artifact, engine, threads: OnnxRuntimeRunner(artifact.description, artifact.onnx_path, CUDA,
+                                                                threads, "onnxruntime-cuda")),
+    Runtime("openvino", 2, ("openvino",), None,
+            lambda artifact, engine, threads: OpenVINORunner(engine, threads, name="openvino")),
+    Runtime("onnxruntime-cpu", 3, (), _onnxruntime_problem(cuda=False),
+            lambda artifact, engine, threads: OnnxRuntimeRunner(artifact.description, artifact.onnx_path, CPU,
+                                                                threads, "onnxruntime-cpu")),
+)}
+AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
+ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}
+
+
+def select(artifact: Artifact, backend: str = "auto", precision: str | None = None) -> tuple[Runtime, Path | None]:
+    """The runtime (and engine) to run `artifact` on: the first of `backend`'s candidates that runs here."""
+    candidates = ALIASES.get(backend, (backend,))
+    if any(name not in RUNTIMES for name in candidates):
+        raise VitdeployError(f"unknown backend {backend!r}: expected one of {', '.join(ALIASES)}, {', '.join(AUTO)}")
+    problems = {}
+    for name in candidates:
+        engine, problems[name] = RUNTIMES[name].choose(artifact, precision)
+        if problems[name] is None:
+            return RUNTIMES[name], engine
+    available = [name for name in AUTO if (problems[name] if name in problems
+                                          else RUNTIMES[name].choose(artifact, precision)[1]) is None]
+    why = "; ".join(f"{name}: {problems[name]}" for name in candidates)
+    raise VitdeployError(f"backend {backend!r} is not available for {artifact.name} ({why}): "
+                         f"available: {', '.join(available) or 'none'}")
+
+
+def create_runner(artifact: Artifact, backend: str = "auto", precision: str | None = None,
+                  threads: int | None = None) -> Runner:
+    """A runner for `artifact` on `backend` (see `select`), not yet activated."""
+    runtime, engine = select(artifact, backend, precision)
+    return runtime.create(artifact, engine, threads)
+
+
+def engine_runner(engine_path: Path, threads: int | None = None) -> Runner:
+    """The runner for one engine file: the runtime of the builder its description names."""
+    backend = read_engine_description(engine_path).engine.backend
+    runtime = next(r for r in RUNTIMES.values() if backend in r.engine_backends)
+    return runtime.create(None, engine_path, threads)

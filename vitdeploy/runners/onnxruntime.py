@@ -1,32 +1,34 @@
-"""ONNX Runtime: polygraphy's OnnxrtRunner over a session vitdeploy configures (providers, threads)."""
+"""ONNX Runtime: polygraphy's OnnxrtRunner over a session vitdeploy configures (providers, threads).
+
+On CUDA, `prepare` binds the input and outputs to GPU memory (IO binding), so bench times the
+inference alone and no host copy.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
-from vitdeploy.errors import VitdeployError, missing_dependency
-from vitdeploy.runners.base import CheckedInputs
+from vitdeploy.description import Description
+from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import require
+from vitdeploy.runners.base import Outputs, Prepared, Runner
 
-
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise missing_dependency("onnxruntime", "ort") from None
-    return onnxruntime
+CPU = ["CPUExecutionProvider"]
+CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def available_providers() -> list[str]:
-    return _onnxruntime().get_available_providers()
+    return require("onnxruntime").get_available_providers()
 
 
 def create_session(path: Path, providers: list[str] | None = None, threads: int | None = None) -> Any:
     """An InferenceSession; `providers` default to CPU, and an unavailable one is a clear error."""
-    ort = _onnxruntime()
-    providers = providers or ["CPUExecutionProvider"]
+    ort = require("onnxruntime")
+    providers = providers or CPU
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
         raise VitdeployError(f"ONNX Runtime provider {missing[0]} is not available: this onnxruntime offers "
@@ -40,11 +42,42 @@ def create_session(path: Path, providers: list[str] | None = None, threads: int 
         raise VitdeployError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
 
 
-class OnnxRuntimeRunner(CheckedInputs, OnnxrtRunner):
-    """Runs an artifact's ONNX file; the session is created on activation."""
+class OnnxRuntimeRunner(Runner):
+    """Runs an ONNX file described by `description` (an artifact's, or a graph derived from it); the
+    session is created on activation."""
 
-    def __init__(self, meta: dict[str, Any], onnx_path: Path, providers: list[str] | None = None,
-                 threads: int | None = None, name: str | None = None):
-        _onnxruntime()  # fail at construction, not deep inside activate()
-        super().__init__(lambda: create_session(onnx_path, providers, threads), name=name)
-        self.meta = meta
+    def __init__(self, description: Description, onnx_path: Path, providers: list[str] | None = None,
+                 threads: int | None = None, name: str = "onnxruntime"):
+        require("onnxruntime")  # fail at construction, not deep inside activate()
+        self.providers = providers or CPU
+        self.cuda = self.providers[0] == "CUDAExecutionProvider"
+        super().__init__(description, name, peak_key="tf32" if self.cuda else None)  # its use_tf32 defaults on
+        self._polygraphy = OnnxrtRunner(lambda: create_session(onnx_path, self.providers, threads), name=name)
+
+    def activate_impl(self) -> None:
+        self._polygraphy.activate()
+
+    def deactivate_impl(self) -> None:
+        self._polygraphy.deactivate()
+
+    def infer_impl(self, feed_dict: dict[str, Any]) -> Outputs:
+        outputs = self._polygraphy.infer(feed_dict, check_inputs=False)
+        self.inference_time = self._polygraphy.last_inference_time()
+        return OrderedDict((name, outputs[name]) for name in self.output_names)
+
+    def prepare_impl(self, feed_dict: dict[str, Any]) -> Prepared:
+        if not self.cuda:
+            return super().prepare_impl(feed_dict)
+        ort = require("onnxruntime")
+        session = self._polygraphy.sess
+        binding = session.io_binding()
+        name = self.description.input.name
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(feed_dict[name], "cuda", 0))
+        for output in self.output_names:
+            binding.bind_output(output, "cuda", 0)
+
+        def run() -> Any:
+            session.run_with_iobinding(binding)  # returns once the CUDA stream is synchronised
+            return binding
+
+        return Prepared(run=run, fetch=lambda bound: OrderedDict(zip(self.output_names, bound.copy_outputs_to_cpu())))

@@ -68,7 +68,7 @@ struct EngineSpec {
     const TensorSpec& tensor(const std::string& name) const;
 };
 
-struct Sidecar {
+struct Description {
     std::string recipe;
     InputSpec input;
     std::vector<OutputSpec> outputs;
@@ -78,8 +78,8 @@ struct Sidecar {
 inline constexpr int kFormatVersion = 2;
 
 // Parse and check a description; `where` names its source in error messages.
-Sidecar parse_sidecar(const std::string& json_text, const std::string& where);
-Sidecar load_sidecar(const std::string& path);
+Description parse_description(const std::string& json_text, const std::string& where);
+Description load_description(const std::string& path);
 
 // "2026.4.1-22982-abc" -> {2026, 4, 1}: the leading X.Y.Z of a backend version; throws if there is none.
 // `what` names the version in the error.

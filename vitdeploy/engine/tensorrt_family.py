@@ -10,48 +10,36 @@ sets the config flag, rebinds those `trt` globals, and drops a logger of the oth
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
 from types import ModuleType
 
-from vitdeploy.errors import VitdeployError, missing_dependency
+import polygraphy.backend.trt.util as trt_util
+from polygraphy import config
+from polygraphy.mod.trt_importer import lazy_import_trt
 
-EXTRAS = {"tensorrt": "trt", "tensorrt_rtx": "trt-rtx"}  # module name -> vitdeploy extra
+from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import is_installed, require
+
+FAMILIES = ("tensorrt", "tensorrt_rtx")  # module names, which are also the engine `backend` names
 LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
-CHOICES = ("auto", *EXTRAS)
 _BOUND: dict[str, bool] = {}  # "rtx": the family polygraphy's `trt` globals were last rebound to
 
 
-def is_installed(backend: str) -> bool:
-    return importlib.util.find_spec(backend) is not None
-
-
-def resolve_backend(name: str) -> str:
-    """'auto' means full TensorRT when installed (it builds for the GPU at hand), else TensorRT-RTX."""
-    if name not in CHOICES:
-        raise VitdeployError(f"unknown engine backend {name!r}: expected one of {', '.join(CHOICES)}")
-    if name != "auto":
-        return name
-    for backend in EXTRAS:
-        if is_installed(backend):
-            return backend
+def auto_family() -> str:
+    """Full TensorRT when installed (it builds for the GPU at hand), else TensorRT-RTX."""
+    for family in FAMILIES:
+        if is_installed(family):
+            return family
     raise VitdeployError("no TensorRT backend is installed: pip install 'vitdeploy[trt]' (full TensorRT) "
                          "or 'vitdeploy[trt-rtx]' (TensorRT-RTX)")
 
 
 def use_backend(backend: str) -> ModuleType:
-    """Import `backend` and make polygraphy use it from now on; returns the TensorRT module."""
-    if backend not in EXTRAS:
-        raise VitdeployError(f"unknown engine backend {backend!r}: expected one of {', '.join(EXTRAS)}")
-    if not is_installed(backend):
-        raise missing_dependency(backend, EXTRAS[backend])
-    try:
-        from polygraphy import config
-        from polygraphy.mod.trt_importer import lazy_import_trt
-    except ImportError:
-        raise missing_dependency("polygraphy", EXTRAS[backend]) from None
+    """Import `backend` (tensorrt or tensorrt_rtx) and make polygraphy use it from now on; returns the module."""
+    if backend not in FAMILIES:
+        raise VitdeployError(f"unknown TensorRT family {backend!r}: expected one of {', '.join(FAMILIES)}")
+    trt = require(backend)
     rtx = backend == "tensorrt_rtx"
     if config.USE_TENSORRT_RTX != rtx or _BOUND.get("rtx") != rtx:
         config.USE_TENSORRT_RTX = rtx
@@ -60,9 +48,6 @@ def use_backend(backend: str) -> ModuleType:
             if name.startswith("polygraphy.") and type(getattr(module, "trt", None)).__name__ == "LazyModule":
                 module.trt = lazy_import_trt()
         _BOUND["rtx"] = rtx
-    trt = importlib.import_module(backend)
-    import polygraphy.backend.trt.util as trt_util
-
     if trt_util.TRT_LOGGER is not None and not isinstance(trt_util.TRT_LOGGER, trt.ILogger):
         trt_util.TRT_LOGGER = None  # the cached logger subclasses the other family's ILogger
     return trt

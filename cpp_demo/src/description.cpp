@@ -1,4 +1,4 @@
-#include "sidecar.hpp"
+#include "description.hpp"
 
 #include <algorithm>
 #include <fstream>
@@ -184,7 +184,7 @@ EngineSpec parse_engine(const json& engine, const InputSpec& input, const std::v
 
 }  // namespace
 
-Sidecar parse_sidecar(const std::string& json_text, const std::string& where) {
+Description parse_description(const std::string& json_text, const std::string& where) {
     json root;
     try {
         root = json::parse(json_text);
@@ -198,23 +198,23 @@ Sidecar parse_sidecar(const std::string& json_text, const std::string& where) {
         throw Error(where + " is format_version " + std::to_string(version) + ": this demo reads version " +
                     std::to_string(kFormatVersion) + "; re-export the artifact (and rebuild its engines) with a "
                     "current vitdeploy");
-    Sidecar sidecar;
-    sidecar.recipe = get<std::string>(root, "recipe", where);
-    sidecar.input = parse_input(field(root, "input", where), where);
+    Description description;
+    description.recipe = get<std::string>(root, "recipe", where);
+    description.input = parse_input(field(root, "input", where), where);
     const json& outputs = field(root, "outputs", where);
     if (!outputs.is_array() || outputs.empty()) throw Error(where + ": 'outputs' must be a non-empty list");
-    for (const json& output : outputs) sidecar.outputs.push_back(parse_output(output, where));
+    for (const json& output : outputs) description.outputs.push_back(parse_output(output, where));
     if (root.contains("engine"))
-        sidecar.engine = parse_engine(root.at("engine"), sidecar.input, sidecar.outputs, where);
-    return sidecar;
+        description.engine = parse_engine(root.at("engine"), description.input, description.outputs, where);
+    return description;
 }
 
-Sidecar load_sidecar(const std::string& path) {
+Description load_description(const std::string& path) {
     std::ifstream file(path, std::ios::binary);
     if (!file) throw Error("cannot open " + path + ": expected a vitdeploy JSON description");
     std::ostringstream text;
     text << file.rdbuf();
-    return parse_sidecar(text.str(), path);
+    return parse_description(text.str(), path);
 }
 
 const TensorSpec& EngineSpec::tensor(const std::string& name) const {

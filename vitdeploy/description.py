@@ -1,0 +1,299 @@
+"""The artifact description, typed: what `vitdeploy.json` (and each engine's description) says.
+
+One module reads and writes it, and checks its format and version once; everything else uses the
+attributes. An artifact's description is `vitdeploy.json` (also inside the ONNX file's
+`metadata_props`); an engine's description is `<engine file>.json` beside the engine: the same
+description plus an `engine` section. docs/ARTIFACT_FORMAT.md is the specification.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vitdeploy.errors import VitdeployError
+
+FORMAT = "vitdeploy.pyramid"
+FORMAT_VERSION = 2  # 2: `files` records (size, sha256) cover external data and every engine file
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Per-output pass criteria of a parity check."""
+
+    max_abs: float
+    min_cosine: float
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The one input: layout and dtype, the size rule and range, the batch range, normalisation."""
+
+    name: str
+    layout: str  # NCHW (normalised float32) or NHWC (uint8 pixels, normalised in the graph)
+    dtype: str
+    normalised_in_graph: bool
+    channels: int
+    color: str
+    mode: str  # fixed | dynamic
+    size_multiple: int
+    min_hw: tuple[int, int]
+    opt_hw: tuple[int, int]
+    max_hw: tuple[int, int]
+    batch: BatchRange
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    pixel_scale: float
+
+    @property
+    def dynamic(self) -> bool:
+        return self.mode == "dynamic"
+
+    def axis_names(self) -> list[str]:
+        """The names of the four axes, in the layout."""
+        return ["batch", "height", "width", "channels"] if self.layout == "NHWC" else \
+            ["batch", "channels", "height", "width"]
+
+    def shape(self, batch: Any, height: Any, width: Any) -> list[Any]:
+        """[batch, height, width] with the channel axis where the layout puts it."""
+        return [batch, height, width, self.channels] if self.layout == "NHWC" else \
+            [batch, self.channels, height, width]
+
+    def hw(self, shape: Any) -> tuple[int, int]:
+        """(height, width) of a batch shape in the layout."""
+        axes = self.axis_names()
+        return int(shape[axes.index("height")]), int(shape[axes.index("width")])
+
+    def size_error(self, height: int, width: int) -> str | None:
+        """Why (height, width) breaks the size rule or range; None if it is valid."""
+        (min_h, min_w), (max_h, max_w) = self.min_hw, self.max_hw
+        if height % self.size_multiple or width % self.size_multiple:
+            return f"size {height}x{width} is not a multiple of {self.size_multiple} (the backbone's size rule)"
+        if not (min_h <= height <= max_h and min_w <= width <= max_w):
+            if not self.dynamic:
+                return f"size {height}x{width} differs from the artifact's fixed size {min_h}x{min_w}"
+            return f"size {height}x{width} is outside the artifact's range {min_h}x{min_w} .. {max_h}x{max_w}"
+        return None
+
+    def value_hint(self) -> str:
+        """What the input's values are, for error messages."""
+        if self.normalised_in_graph:
+            return "raw RGB pixels 0..255: the artifact normalises them itself"
+        return "normalised pixels; see vitdeploy.preprocess"
+
+
+@dataclass(frozen=True)
+class OutputLevel:
+    """One output: a feature map [B, channels, H/stride, W/stride] or the pooled embedding [B, channels]."""
+
+    name: str
+    kind: str  # feature | embedding
+    index: int | None  # timm's feature index (Hiera stage, ViT block); None for the embedding
+    channels: int
+    stride: int | None
+    layout: str  # NCHW | NC
+
+    def shape(self, batch: Any, height: int, width: int) -> list[Any]:
+        if self.kind == "embedding":
+            return [batch, self.channels]
+        return [batch, self.channels, height // self.stride, width // self.stride]
+
+
+@dataclass(frozen=True)
+class SimplePyramid:
+    """A simple feature pyramid built in the graph from a single-scale backbone (vitdeploy.pyramid)."""
+
+    kind: str
+    source_stride: int
+    strides: tuple[int, ...]
+    upsample: str
+    downsample: str
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """Where the weights came from, their fingerprint, and what loading a checkpoint changed."""
+
+    source: str  # random | checkpoint | pretrained
+    seed: int
+    checkpoint: str | None
+    sha256: str
+    checkpoint_key: str | None = None
+    filter: str | None = None
+    adapted: tuple[dict[str, Any], ...] = ()
+    classifier_skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    opset: int
+    exporter: str
+    precision: str
+    onnx_file: str
+    files: dict[str, FileRecord]  # model.onnx and its external data, if any
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An engine's optimisation profile for one input: shapes in the input's layout."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorIO:
+    mode: str  # input | output
+    dtype: str
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+
+
+@dataclass(frozen=True)
+class EngineSection:
+    """The `engine` section of an engine's description; fields past `build_seconds` belong to one builder."""
+
+    file: str
+    backend: str  # tensorrt | tensorrt_rtx | openvino
+    backend_version: str
+    precision: str
+    device: str  # cuda | CPU
+    profile: dict[str, Profile]
+    io: dict[str, TensorIO]
+    files: dict[str, FileRecord]
+    build_seconds: float
+    compute_capability: str | None = None  # TensorRT: the GPU it was built for; None: portable (RTX)
+    fp32_ops: tuple[str, ...] = ()  # TensorRT: ONNX op types kept in float32 at fp16/bf16
+    inference_precision: str | None = None  # OpenVINO: the CPU plugin's INFERENCE_PRECISION_HINT
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(record.size_bytes for record in self.files.values())
+
+
+@dataclass(frozen=True)
+class Description:
+    """The pyramid description of an artifact (or, with `engine`, of one of its engines)."""
+
+    recipe: str
+    timm_name: str
+    family: str
+    timm_kwargs: dict[str, Any]
+    weights: WeightsRecord
+    input: InputSpec
+    outputs: tuple[OutputLevel, ...]
+    pyramid: SimplePyramid | None
+    tolerance: dict[str, Tolerance]
+    versions: dict[str, str]
+    export: ExportRecord | None = None  # absent inside the ONNX file, which cannot hold its own sha256
+    created_utc: str | None = None
+    engine: EngineSection | None = None
+
+    @property
+    def output_names(self) -> list[str]:
+        return [output.name for output in self.outputs]
+
+    @property
+    def features(self) -> list[OutputLevel]:
+        return [output for output in self.outputs if output.kind == "feature"]
+
+    def with_engine(self, engine: EngineSection) -> Description:
+        return replace(self, engine=engine)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: `format` and `format_version` first, optional sections only when present."""
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, **_plain(asdict(self))}
+        for key in ("export", "created_utc", "engine"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path | str) -> Description:
+        """Parse and check a description; `where` names its source in every error."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise VitdeployError(f"{where} describes format {found!r}: expected {FORMAT!r} (a vitdeploy artifact)")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise VitdeployError(f"{where} is format version {data.get('format_version')!r}, this vitdeploy reads "
+                                 f"version {FORMAT_VERSION}: re-export the artifact with this vitdeploy")
+        try:
+            return parse(cls, {k: v for k, v in data.items() if k not in ("format", "format_version")})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VitdeployError(f"{where} is not a valid vitdeploy description ({type(exc).__name__}: {exc}): "
+                                 "re-export the artifact") from None
+
+    @classmethod
+    def read(cls, path: Path) -> Description:
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise VitdeployError(f"cannot read {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise VitdeployError(f"{path} is not valid JSON ({exc}): re-export the artifact or rebuild the "
+                                 "engine") from None
+        return cls.from_dict(data, path)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (JSON has arrays only)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# How each typed field is read from JSON: nested descriptions, tuples, and maps of records.
+_NESTED: dict[tuple[type, str], Any] = {
+    (Description, "weights"): WeightsRecord, (Description, "input"): InputSpec,
+    (Description, "outputs"): (tuple, OutputLevel), (Description, "pyramid"): SimplePyramid,
+    (Description, "tolerance"): (dict, Tolerance), (Description, "export"): ExportRecord,
+    (Description, "engine"): EngineSection, (InputSpec, "batch"): BatchRange,
+    (ExportRecord, "files"): (dict, FileRecord), (EngineSection, "files"): (dict, FileRecord),
+    (EngineSection, "profile"): (dict, Profile), (EngineSection, "io"): (dict, TensorIO),
+}
+
+
+def parse(cls: type, data: dict[str, Any]) -> Any:
+    """One of this module's dataclasses from its JSON form (without format checks: see Description.from_dict)."""
+    values = {}
+    for spec in fields(cls):
+        if spec.name not in data:
+            if spec.default is not MISSING or spec.default_factory is not MISSING:
+                continue  # optional, and absent
+            raise KeyError(f"{cls.__name__}.{spec.name}")
+        value, nested = data[spec.name], _NESTED.get((cls, spec.name))
+        if value is None:
+            values[spec.name] = None
+        elif isinstance(nested, tuple) and nested[0] is tuple:
+            values[spec.name] = tuple(parse(nested[1], item) for item in value)
+        elif isinstance(nested, tuple):
+            values[spec.name] = {key: parse(nested[1], item) for key, item in value.items()}
+        elif nested is not None:
+            values[spec.name] = parse(nested, value)
+        elif isinstance(value, list):
+            values[spec.name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            values[spec.name] = value
+    return cls(**values)

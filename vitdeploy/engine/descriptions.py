@@ -1,0 +1,53 @@
+"""Engine descriptions (`<engine file>.json`): where they live, reading them, and the builder contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitdeploy.description import Description, EngineSection, InputSpec, Profile
+from vitdeploy.errors import VitdeployError
+
+
+@dataclass(frozen=True)
+class Builder:
+    """One engine builder: how it builds, and what it checks before one of its engines is loaded."""
+
+    label: str
+    precisions: tuple[str, ...]
+    build: Callable[..., Path]  # (artifact_dir, backend, precision, progress=..., **options) -> engine path
+    check_runtime: Callable[[EngineSection], None]  # installed runtime, version and device can run it
+
+
+def engine_profile(spec: InputSpec) -> dict[str, Profile]:
+    """The optimisation profile for the artifact's input: batch and height/width ranges, in its layout."""
+    return {spec.name: Profile(*(tuple(spec.shape(getattr(spec.batch, k), *getattr(spec, f"{k}_hw")))
+                                 for k in ("min", "opt", "max")))}
+
+
+def engine_description_path(engine_path: Path) -> Path:
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def engine_file_name(backend: str, precision: str, extension: str) -> str:
+    return f"model.{backend}.{precision}.{extension}"
+
+
+def read_engine_description(engine_path: Path) -> Description:
+    """The description beside `engine_path`, checked for format and an `engine` section."""
+    path = engine_description_path(engine_path)
+    if not path.is_file():
+        raise VitdeployError(f"{engine_path.name} has no description {path.name} beside it: rebuild it with "
+                             "`vitdeploy build` (an engine is only loaded together with its description)")
+    description = Description.read(path)
+    if description.engine is None:
+        raise VitdeployError(f"{path} has no 'engine' section: expected an engine's description; rebuild the engine")
+    return description
+
+
+def find_engines(directory: Path | None) -> list[Path]:
+    """The engines in an artifact directory: `model.<backend>.<precision>.<ext>` with a description beside."""
+    if directory is None:
+        return []
+    return sorted(p.with_suffix("") for p in directory.glob("model.*.*.*.json") if p.with_suffix("").is_file())

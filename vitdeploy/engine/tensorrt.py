@@ -1,0 +1,211 @@
+"""TensorRT and TensorRT-RTX engines: built from an artifact's ONNX through polygraphy, checked before loading.
+
+Both families build strongly typed networks: TensorRT-RTX has no precision flags, and TensorRT 11
+removed them, so fp16/bf16 engines come from a reduced-precision ONNX (see precision.py) and the
+engine's input and outputs stay as exported. The engine is built to bytes and written by us rather
+than via `engine_from_network` + `save_engine`, because deserialising needs a GPU and TensorRT-RTX
+builds ahead of time on a CPU.
+
+A serialized engine loads only on the exact version that built it and on a GPU it supports; the
+checks below say why an engine cannot load before anything is deserialised (TensorRT's own failure
+is a log line and a None engine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import onnx
+from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
+from polygraphy.backend.trt import CreateConfig, Profile as TrtProfile, engine_bytes_from_network
+from polygraphy.backend.trt import network_from_onnx_path
+from polygraphy.datatype import DataType
+from polygraphy.exception import PolygraphyException
+from polygraphy.logger import G_LOGGER
+
+from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.atomic import staged_files, write_bytes_atomic
+from vitdeploy.description import EngineSection, Profile, TensorIO
+from vitdeploy.engine.descriptions import Builder, engine_description_path, engine_file_name, engine_profile
+from vitdeploy.engine.monitor import make_progress_monitor
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS, reduced_precision_onnx
+from vitdeploy.engine.tensorrt_family import LABELS, use_backend
+from vitdeploy.errors import VitdeployError
+from vitdeploy.hardware import compute_capability, format_capability, gpu_name
+from vitdeploy.integrity import describe_files
+from vitdeploy.progress import Progress
+
+# NVIDIA's TensorRT-RTX support matrix (1.0 to 1.5 and "latest", Linux): RTX-class GPUs only. Data-center GPUs
+# (A100 8.0, H100/H200 9.0) are not on it: they need full TensorRT. Portable engines (no --target-gpu) run on
+# the Ampere-and-newer entries; Turing (7.5) needs an engine built for it.
+RTX_SUPPORTED = ((7, 5), (8, 6), (8, 9), (12, 0), (12, 1))
+RTX_PORTABLE = ((8, 6), (8, 9), (12, 0), (12, 1))
+
+
+def network_io(network: Any) -> dict[str, TensorIO]:
+    """Name -> direction, dtype and shape (-1 for a dynamic dimension) of a parsed network's tensors."""
+    tensors = [("input", network.get_input(i)) for i in range(network.num_inputs)]
+    tensors += [("output", network.get_output(i)) for i in range(network.num_outputs)]
+    return {t.name: TensorIO(mode=mode, dtype=DataType.from_dtype(t.dtype, "tensorrt").name, shape=tuple(t.shape))
+            for mode, t in tensors}
+
+
+def check_io(io: dict[str, TensorIO], artifact: Artifact, reader: str) -> None:
+    """The tensors `reader` found in the ONNX are the ones the artifact's description names."""
+    inputs = [name for name, t in io.items() if t.mode == "input"]
+    outputs = [name for name, t in io.items() if t.mode == "output"]
+    if inputs != [artifact.input.name] or outputs != artifact.output_names:
+        raise VitdeployError(f"{reader} reads inputs {inputs} and outputs {outputs} from {artifact.onnx_path}: "
+                             f"expected [{artifact.input.name!r}] and {artifact.output_names} as its vitdeploy.json "
+                             "says; re-export the artifact")
+
+
+def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str], scratch: Path) -> Any:
+    """(builder, network, parser) for the artifact's ONNX at `precision`. A reduced-precision graph is
+    written to `scratch` with external data first: models over 2 GB have no single-buffer form."""
+    if precision == "fp32":
+        return network_from_onnx_path(str(artifact.onnx_path), strongly_typed=True)
+    path = scratch / f"model.{precision}.onnx"
+    onnx.save(reduced_precision_onnx(artifact.onnx_path, precision, fp32_ops), str(path),
+              save_as_external_data=True, location=f"{path.name}.data")
+    try:
+        return network_from_onnx_path(str(path), strongly_typed=True)
+    finally:
+        path.unlink()
+        path.with_name(f"{path.name}.data").unlink()
+
+
+@contextlib.contextmanager
+def _user_error(what: str) -> Iterator[None]:
+    """polygraphy's parse and build failures as one line; TensorRT's own errors are logged above it."""
+    try:
+        yield
+    except PolygraphyException as exc:
+        raise VitdeployError(f"{what}: {exc} (TensorRT's errors are above)") from None
+
+
+def _timing_cache(path: Path | None, backend: str, progress: Progress) -> str | None:
+    """The timing cache to load and save, or None: timing caches are no-ops in TensorRT-RTX >= 1.2."""
+    if path is None:
+        return None
+    if backend == "tensorrt_rtx":
+        progress.note(f"      timing cache {path} not used: TensorRT-RTX has none (it times no tactics "
+                      "ahead of time; kernels are compiled when the engine is first run)")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _config(trt: ModuleType, backend: str, profile: dict[str, Profile], cache: str | None, target_gpu: bool,
+            progress: Progress) -> Any:
+    """polygraphy's builder-config loader: the profile, timing cache, progress monitor, target GPU."""
+    trt_profile = TrtProfile()
+    for name, shapes in profile.items():
+        trt_profile.add(name, shapes.min, shapes.opt, shapes.max)
+    options = {"profiles": [trt_profile], "load_timing_cache": cache,
+               "progress_monitor": make_progress_monitor(trt, progress.note)}
+    if backend == "tensorrt_rtx":
+        return CreateConfigRTX(use_gpu=target_gpu, **options)
+    return CreateConfig(**options)  # tf32=False: fp32 engines compute in true fp32
+
+
+def _target(backend: str, target_gpu: bool) -> str | None:
+    """The compute capability to build for (full TensorRT always builds for this GPU), None for portable."""
+    if backend != "tensorrt" and not target_gpu:
+        return None
+    capability = compute_capability()
+    if capability is None:
+        why = "full TensorRT builds for the GPU at hand" if backend == "tensorrt" else "--target-gpu was given"
+        raise VitdeployError(f"no CUDA GPU found, but {why}: build on a GPU machine, or use "
+                             "--backend tensorrt_rtx without --target-gpu to build a portable engine on a CPU")
+    if backend == "tensorrt_rtx":
+        check_rtx_gpu(capability)
+    return format_capability(capability)
+
+
+def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *, timing_cache: Path | None = None,
+                   fp32_ops: Sequence[str] = DEFAULT_FP32_OPS, target_gpu: bool = False,
+                   progress: Progress | None = None) -> Path:
+    """Build `model.<backend>.<precision>.engine` and its description in `artifact_dir`; returns the engine path.
+
+    `fp32_ops` are the ONNX op types kept in float32 in an fp16/bf16 engine. `target_gpu` makes a
+    TensorRT-RTX engine for this machine's GPU only (a full TensorRT engine always is).
+    """
+    artifact = load_artifact(artifact_dir)
+    if artifact.directory is None:
+        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
+    trt = use_backend(backend)
+    target = _target(backend, target_gpu)
+    progress = progress or Progress(total=3)
+    engine_path = artifact.directory / engine_file_name(backend, precision, "engine")
+    profile = engine_profile(artifact.input)
+    label = f"{LABELS[backend]} {trt.__version__}"
+    started = time.perf_counter()
+    with G_LOGGER.verbosity(G_LOGGER.WARNING), staged_files(artifact.directory, engine_path.name) as staging:
+        with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {label}"):
+            with _user_error(f"{label} cannot parse {artifact.onnx_path} ({precision})"):
+                network = _parse(artifact, precision, fp32_ops, staging)
+            io = network_io(network[1])
+            check_io(io, artifact, label)
+        cache = _timing_cache(timing_cache, backend, progress)
+        config = _config(trt, backend, profile, cache, target_gpu, progress)
+        with progress.step(f"building the engine ({'for compute capability ' + target if target else 'portable'})"):
+            with _user_error(f"{label} failed to build {artifact.onnx_path} ({precision})"):
+                serialized = engine_bytes_from_network(network, config=config, save_timing_cache=cache)
+        with progress.step(f"writing {engine_path.name} and its description"):
+            (staging / engine_path.name).write_bytes(memoryview(serialized))
+            engine = EngineSection(
+                file=engine_path.name, backend=backend, backend_version=trt.__version__, precision=precision,
+                device="cuda", profile=profile, io=io, files=describe_files([staging / engine_path.name]),
+                build_seconds=round(time.perf_counter() - started, 2), compute_capability=target,
+                fp32_ops=tuple(fp32_ops) if precision != "fp32" else ())
+            write_bytes_atomic(staging / engine_description_path(engine_path).name,
+                               artifact.description.with_engine(engine).to_json().encode())
+    return engine_path
+
+
+def check_rtx_gpu(capability: tuple[int, int]) -> None:
+    """TensorRT-RTX runs on the GPUs of its support matrix only; say what to use instead on the others."""
+    if capability not in RTX_SUPPORTED:
+        supported = ", ".join(format_capability(c) for c in RTX_SUPPORTED)
+        raise VitdeployError(f"{gpu_name()} has compute capability {format_capability(capability)}, which "
+                             f"TensorRT-RTX does not support (it runs on {supported}: RTX-class GPUs): use full "
+                             "TensorRT (pip install 'vitdeploy[trt]', then `vitdeploy build --backend tensorrt`) "
+                             "or ONNX Runtime's CUDA provider (pip install 'vitdeploy[ort-gpu]')")
+
+
+def check_gpu(engine: EngineSection, capability: tuple[int, int] | None) -> None:
+    """The GPU at hand (its compute capability, None for no GPU) can run the engine."""
+    label = LABELS[engine.backend]
+    if capability is None:
+        raise VitdeployError(f"no CUDA GPU found (no device or no NVIDIA driver): {label} engines need an "
+                             "NVIDIA GPU to run; use the ONNX model with ONNX Runtime on a CPU")
+    if engine.backend == "tensorrt_rtx":
+        check_rtx_gpu(capability)
+    required, actual = engine.compute_capability, format_capability(capability)
+    if required is not None and required != actual:
+        raise VitdeployError(f"engine was built for GPUs of compute capability {required}, this GPU is {actual}: "
+                             "rebuild it on this machine with `vitdeploy build`")
+    if required is None and capability not in RTX_PORTABLE:
+        portable = ", ".join(format_capability(c) for c in RTX_PORTABLE)
+        raise VitdeployError(f"this GPU has compute capability {actual}; a portable {label} engine runs on {portable}: "
+                             "rebuild it for this GPU with `vitdeploy build --target-gpu`")
+
+
+def check_runtime(engine: EngineSection) -> None:
+    """The installed family is the exact version that built the engine, on a GPU that can run it."""
+    installed = use_backend(engine.backend).__version__
+    if installed != engine.backend_version:
+        raise VitdeployError(f"engine was built with {LABELS[engine.backend]} {engine.backend_version} but "
+                             f"{installed} is installed: engines only load on the version that built them; "
+                             "rebuild it with `vitdeploy build`")
+    check_gpu(engine, compute_capability())
+
+
+BUILDERS = {backend: Builder(label=label, precisions=PRECISIONS, build=build_tensorrt, check_runtime=check_runtime)
+            for backend, label in LABELS.items()}

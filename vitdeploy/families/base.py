@@ -1,0 +1,68 @@
+"""The Family base class and the registry decorator (vitdeploy.families lists and looks families up)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from torch import nn
+
+from vitdeploy.errors import VitdeployError
+
+Rebuild = Callable[[tuple[int, int]], nn.Module]
+
+
+class Family:
+    """Defaults for a family whose timm model runs every size it was built for, unchanged."""
+
+    name: ClassVar[str]
+    timm_classes: ClassVar[tuple[str, ...]]  # timm class names (a subclass of one counts too)
+    fixed_only: ClassVar[str | None] = None  # why no model of the family serves several sizes with one graph
+    small_kwargs: ClassVar[dict[str, Any]] = {}  # fewer blocks, for tests and `matrix --small`
+    unreduced: ClassVar[str | None] = None  # why small_kwargs cannot shrink the family
+
+    def check(self, model: nn.Module) -> None:
+        """`model` is one of the family's timm classes (a recipe naming the wrong family fails here)."""
+        if not any(cls.__name__ in self.timm_classes for cls in type(model).__mro__):
+            raise VitdeployError(f"family '{self.name}' expects a timm {' or '.join(self.timm_classes)}, got a "
+                                 f"{type(model).__name__}: set the recipe's family to the model's own")
+
+    def size_multiple(self, model: nn.Module) -> int:
+        """Height and width must be multiples of every feature stride (patch size, then downsampling)."""
+        return math.lcm(*(int(level["reduction"]) for level in model.feature_info))
+
+    def dynamic_problem(self, model: nn.Module) -> str | None:
+        """Why this built model cannot export with dynamic height and width; None if it can."""
+        return self.fixed_only
+
+    def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
+        """Rewrite `model` in place so torch.export and TensorRT's parser take it (same numbers); returns it."""
+        return model
+
+    def reference_for_size(self, base: nn.Module, hw: tuple[int, int], rebuild: Rebuild) -> nn.Module:
+        """The eager model for inputs of `hw`: the exported one itself, unless the family builds per size."""
+        return base
+
+    def attention_shape(self, model: nn.Module) -> tuple[int, int]:
+        """(heads, hidden size) for ONNX Runtime's transformer optimiser; (0, 0): let it detect them."""
+        return 0, 0
+
+
+def unfuse_attention(model: nn.Module) -> None:
+    """timm's unfused attention path: the same softmax as its fused SDPA call, for families whose fused call
+    has 3-D or 5-D tensors, which the ONNX exporter rejects (it takes 4-D only)."""
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+
+
+REGISTRY: dict[str, Family] = {}
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: make the family known by its `name`."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"family {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls()
+    return cls

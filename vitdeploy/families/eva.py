@@ -1,0 +1,23 @@
+"""timm Eva (EVA-02): ViT-like with rotary embeddings; dynamic with dynamic_img_size."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vitdeploy.adapters.eva import adapt_eva
+from vitdeploy.families.base import Family, register
+
+
+@register
+class Eva(Family):
+    name = "eva"
+    timm_classes = ("Eva",)
+    small_kwargs = {"depth": 4}
+
+    def dynamic_problem(self, model: nn.Module) -> str | None:
+        if not model.dynamic_img_size:
+            return "it was built without dynamic_img_size (set timm_kwargs dynamic_img_size = true)"
+        return None
+
+    def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
+        return adapt_eva(model, dynamic)

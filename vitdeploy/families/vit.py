@@ -1,0 +1,35 @@
+"""Plain timm VisionTransformer (ViT, DeiT-III, DINOv2 with registers): single-scale, patch-size rule."""
+
+from __future__ import annotations
+
+import math
+
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from vitdeploy.adapters.vit import adapt_vit
+from vitdeploy.families.base import Family, register
+
+
+@register
+class ViT(Family):
+    name = "vit"
+    timm_classes = ("VisionTransformer",)
+    small_kwargs = {"depth": 4}  # four blocks keep the default four outputs
+
+    def size_multiple(self, model: nn.Module) -> int:
+        """Input height and width must be multiples of the patch size (no dynamic padding)."""
+        return math.lcm(*model.patch_embed.patch_size)
+
+    def dynamic_problem(self, model: nn.Module) -> str | None:
+        if not model.dynamic_img_size:
+            return "it was built without dynamic_img_size (set timm_kwargs dynamic_img_size = true)"
+        return None
+
+    def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
+        return adapt_vit(model, dynamic)
+
+    def attention_shape(self, model: nn.Module) -> tuple[int, int]:
+        if isinstance(model, VisionTransformer):
+            return model.blocks[0].attn.num_heads, model.embed_dim
+        return 0, 0

@@ -1,0 +1,32 @@
+"""Optional dependencies, imported in one place: a missing one is a one-line error naming its extra.
+
+TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib and Ray are extras; everything else is a
+dependency and imported at module top.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from vitdeploy.errors import VitdeployError
+
+EXTRAS = {"tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
+          "matplotlib": "plot", "ray": "serve"}
+
+
+def is_installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def missing(module: str) -> VitdeployError:
+    """The error for an optional dependency that is not installed, naming the extra to install."""
+    return VitdeployError(f"{module} is not installed: pip install 'vitdeploy[{EXTRAS[module.split('.')[0]]}]'")
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency (or one of its submodules), or raise `missing(module)`."""
+    if not is_installed(module.split(".")[0]):
+        raise missing(module.split(".")[0])
+    return importlib.import_module(module)
