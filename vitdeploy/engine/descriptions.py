@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitdeploy.description import Description, EngineSection, InputSpec, Profile
+from vitdeploy.artifact import Artifact
+from vitdeploy.description import Description, EngineSection, InputSpec, Profile, TensorIO
 from vitdeploy.errors import VitdeployError
 
 
@@ -18,6 +19,16 @@ class Builder:
     precisions: tuple[str, ...]
     build: Callable[..., Path]  # (artifact_dir, backend, precision, progress=..., **options) -> engine path
     check_runtime: Callable[[EngineSection], None]  # installed runtime, version and device can run it
+
+
+def check_io(io: dict[str, TensorIO], artifact: Artifact, reader: str) -> None:
+    """The tensors `reader` found in the ONNX are the ones the artifact's description names."""
+    inputs = [name for name, t in io.items() if t.mode == "input"]
+    outputs = [name for name, t in io.items() if t.mode == "output"]
+    if inputs != [artifact.input.name] or outputs != artifact.output_names:
+        raise VitdeployError(f"{reader} reads inputs {inputs} and outputs {outputs} from {artifact.onnx_path}: "
+                             f"expected [{artifact.input.name!r}] and {artifact.output_names} as its vitdeploy.json "
+                             "says; re-export the artifact")
 
 
 def engine_profile(spec: InputSpec) -> dict[str, Profile]:

@@ -19,8 +19,8 @@ from typing import Any
 from vitdeploy.artifact import load_artifact
 from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.description import EngineSection, TensorIO
-from vitdeploy.engine.descriptions import Builder, engine_description_path, engine_file_name, engine_profile
-from vitdeploy.engine.tensorrt import check_io
+from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
+                                           engine_profile)
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import describe_files
 from vitdeploy.optional import require

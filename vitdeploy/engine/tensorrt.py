@@ -31,7 +31,8 @@ from polygraphy.logger import G_LOGGER
 from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.description import EngineSection, Profile, TensorIO
-from vitdeploy.engine.descriptions import Builder, engine_description_path, engine_file_name, engine_profile
+from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
+                                           engine_profile)
 from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS, reduced_precision_onnx
 from vitdeploy.engine.tensorrt_family import LABELS, use_backend
@@ -53,16 +54,6 @@ def network_io(network: Any) -> dict[str, TensorIO]:
     tensors += [("output", network.get_output(i)) for i in range(network.num_outputs)]
     return {t.name: TensorIO(mode=mode, dtype=DataType.from_dtype(t.dtype, "tensorrt").name, shape=tuple(t.shape))
             for mode, t in tensors}
-
-
-def check_io(io: dict[str, TensorIO], artifact: Artifact, reader: str) -> None:
-    """The tensors `reader` found in the ONNX are the ones the artifact's description names."""
-    inputs = [name for name, t in io.items() if t.mode == "input"]
-    outputs = [name for name, t in io.items() if t.mode == "output"]
-    if inputs != [artifact.input.name] or outputs != artifact.output_names:
-        raise VitdeployError(f"{reader} reads inputs {inputs} and outputs {outputs} from {artifact.onnx_path}: "
-                             f"expected [{artifact.input.name!r}] and {artifact.output_names} as its vitdeploy.json "
-                             "says; re-export the artifact")
 
 
 def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str], scratch: Path) -> Any:
