@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "engine_files.hpp"
+#include "check.hpp"
 #include "error.hpp"
 #include "npy.hpp"
 #include "preprocess.hpp"
@@ -17,30 +18,6 @@
 namespace vd = vitdeploy_demo;
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, const std::string& what, int line) {
-    if (!ok) {
-        std::fprintf(stderr, "FAIL line %d: %s\n", line, what.c_str());
-        ++failures;
-    }
-}
-#define CHECK(cond) check((cond), #cond, __LINE__)
-#define CHECK_NEAR(a, b, tol) check(std::fabs((a) - (b)) <= (tol), #a " ~= " #b, __LINE__)
-
-// Runs `body`, expecting a vd::Error whose message contains `needle`.
-void check_throws(const std::function<void()>& body, const std::string& needle, int line) {
-    try {
-        body();
-    } catch (const vd::Error& exc) {
-        check(std::string(exc.what()).find(needle) != std::string::npos,
-              "message '" + std::string(exc.what()) + "' mentions '" + needle + "'", line);
-        return;
-    }
-    check(false, "expected an error mentioning '" + needle + "'", line);
-}
-#define CHECK_THROWS(body, needle) check_throws([&] { body; }, needle, __LINE__)
 
 const std::string kDescription = R"({
   "format": "vitdeploy.pyramid", "format_version": 2, "recipe": "test",
@@ -303,7 +280,7 @@ int main() {
     test_baked_preprocess();
     test_files();
     test_consumers();
-    if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
+    if (vitdeploy_demo_tests::failures) std::fprintf(stderr, "%d check(s) failed\n", vitdeploy_demo_tests::failures);
     else std::puts("all core checks passed");
-    return failures ? 1 : 0;
+    return vitdeploy_demo_tests::failures ? 1 : 0;
 }

@@ -14,6 +14,7 @@
 #include <openvino/opsets/opset13.hpp>
 
 #include "engine_files.hpp"
+#include "check.hpp"
 #include "error.hpp"
 #include "runtime.hpp"
 
@@ -21,30 +22,6 @@ namespace vd = vitdeploy_demo;
 namespace ops = ov::opset13;
 
 namespace {
-
-int failures = 0;
-
-void check(bool ok, const std::string& what, int line) {
-    if (!ok) {
-        std::fprintf(stderr, "FAIL line %d: %s\n", line, what.c_str());
-        ++failures;
-    }
-}
-#define CHECK(cond) check((cond), #cond, __LINE__)
-
-// Runs `body`, expecting a one-line vd::Error containing `needle`.
-void check_throws(const std::function<void()>& body, const std::string& needle, int line) {
-    try {
-        body();
-    } catch (const vd::Error& exc) {
-        const std::string message = exc.what();
-        check(message.find(needle) != std::string::npos && message.find('\n') == std::string::npos,
-              "one-line message '" + message + "' mentions '" + needle + "'", line);
-        return;
-    }
-    check(false, "expected an error mentioning '" + needle + "'", line);
-}
-#define CHECK_THROWS(body, needle) check_throws([&] { body; }, needle, __LINE__)
 
 const char kDir[] = "test_openvino_tmp";
 const char kXml[] = "test_openvino_tmp/model.openvino.fp32.xml";
@@ -182,9 +159,9 @@ int main() {
         test_bf16_compiles_and_runs();
     } catch (const std::exception& exc) {
         std::fprintf(stderr, "FAIL: unexpected error: %s\n", exc.what());
-        ++failures;
+        ++vitdeploy_demo_tests::failures;
     }
-    if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
+    if (vitdeploy_demo_tests::failures) std::fprintf(stderr, "%d check(s) failed\n", vitdeploy_demo_tests::failures);
     else std::puts("all openvino runtime checks passed");
-    return failures ? 1 : 0;
+    return vitdeploy_demo_tests::failures ? 1 : 0;
 }

@@ -49,6 +49,14 @@ class Family:
         return 0, 0
 
 
+def needs_dynamic_img_size(model: nn.Module) -> str | None:
+    """Why a timm model that resamples its position embeddings only when built with dynamic_img_size
+    (ViT, EVA, Swin) cannot export dynamic sizes; None if it was built so."""
+    if not model.dynamic_img_size:
+        return "it was built without dynamic_img_size (set timm_kwargs dynamic_img_size = true)"
+    return None
+
+
 def unfuse_attention(model: nn.Module) -> None:
     """timm's unfused attention path: the same softmax as its fused SDPA call, for families whose fused call
     has 3-D or 5-D tensors, which the ONNX exporter rejects (it takes 4-D only)."""

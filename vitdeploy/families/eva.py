@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from vitdeploy.adapters.eva import adapt_eva
-from vitdeploy.families.base import Family, register
+from vitdeploy.families.base import Family, needs_dynamic_img_size, register
 
 
 @register
@@ -15,9 +15,7 @@ class Eva(Family):
     small_kwargs = {"depth": 4}
 
     def dynamic_problem(self, model: nn.Module) -> str | None:
-        if not model.dynamic_img_size:
-            return "it was built without dynamic_img_size (set timm_kwargs dynamic_img_size = true)"
-        return None
+        return needs_dynamic_img_size(model)
 
     def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
         return adapt_eva(model, dynamic)

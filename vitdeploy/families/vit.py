@@ -8,7 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitdeploy.adapters.vit import adapt_vit
-from vitdeploy.families.base import Family, register
+from vitdeploy.families.base import Family, needs_dynamic_img_size, register
 
 
 @register
@@ -22,9 +22,7 @@ class ViT(Family):
         return math.lcm(*model.patch_embed.patch_size)
 
     def dynamic_problem(self, model: nn.Module) -> str | None:
-        if not model.dynamic_img_size:
-            return "it was built without dynamic_img_size (set timm_kwargs dynamic_img_size = true)"
-        return None
+        return needs_dynamic_img_size(model)
 
     def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
         return adapt_vit(model, dynamic)
