@@ -26,11 +26,11 @@ from vitdeploy.cli.build import build
 from vitdeploy.engine import build as build_engine, builder, check_engine, describe_engine, read_engine_description
 from vitdeploy.engine.descriptions import engine_description_path
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
-from vitdeploy.engine.tensorrt import check_gpu
-from vitdeploy.engine.tensorrt_family import auto_family, use_backend
+from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, auto_family, check_gpu, choose_family
+from vitdeploy.engine.tensorrt_family import use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
-from vitdeploy.hardware import compute_capability
+from vitdeploy.hardware import compute_capability, gpu_name
 from vitdeploy.inputs import check_feed
 from vitdeploy.integrity import describe_files
 from vitdeploy.optional import is_installed
@@ -39,6 +39,16 @@ from vitdeploy.runners.tensorrt import TensorRTRunner
 
 GPU = compute_capability()
 requires_gpu = pytest.mark.skipif(GPU is None, reason="needs an NVIDIA GPU")
+
+
+def requires_rtx(capabilities: tuple[tuple[int, int], ...]) -> pytest.MarkDecorator:
+    """Skip unless TensorRT-RTX is installed and this GPU is one of `capabilities` (e.g. not on an H200)."""
+    wanted = ", ".join(f"{major}.{minor}" for major, minor in capabilities)
+    here = "no GPU" if GPU is None else f"this GPU is {GPU[0]}.{GPU[1]}"
+    return pytest.mark.skipif(GPU not in capabilities or not is_installed("tensorrt_rtx"),
+                              reason=f"needs TensorRT-RTX and a GPU of compute capability {wanted} ({here})")
+
+
 RTX = "tensorrt_rtx"
 
 VIT_FIXED = """
@@ -253,7 +263,7 @@ def test_tensorrt_rtx_refuses_data_center_gpus_and_names_the_alternatives(fixed_
         check_gpu(read_engine_description(fixed_engine).engine, capability)
     major, minor = capability
     assert str(error.value) == (
-        f"the CUDA GPU has compute capability {major}.{minor}, which TensorRT-RTX does not support (it runs on 7.5, "
+        f"{gpu_name()} has compute capability {major}.{minor}, which TensorRT-RTX does not support (it runs on 7.5, "
         "8.6, 8.9, 12.0, 12.1: RTX-class GPUs): use full TensorRT (pip install 'vitdeploy[trt]', then `vitdeploy "
         "build --backend tensorrt`) or ONNX Runtime's CUDA provider (pip install 'vitdeploy[ort-gpu]')")
 
@@ -313,11 +323,32 @@ def test_graph_the_parser_rejects_is_one_error_and_writes_nothing(vit_fixed: Pat
     assert not list(copy.glob("*.engine*"))
 
 
+def test_auto_backend_follows_the_support_matrices() -> None:
+    """`--backend auto` builds where the engine can run: full TensorRT on a GPU, TensorRT-RTX on a CPU or an RTX
+    GPU, and a one-line refusal (not an engine that is refused at load) on a GPU TensorRT-RTX does not support."""
+    both, rtx_only = ("tensorrt", RTX), (RTX,)
+    assert choose_family(None, rtx_only) == RTX  # no GPU: a portable engine, built on the CPU
+    assert choose_family(None, both) == RTX  # full TensorRT cannot build without a GPU; TensorRT-RTX can
+    assert choose_family((8, 9), rtx_only) == RTX and choose_family((7, 5), rtx_only) == RTX
+    assert choose_family((9, 0), both) == "tensorrt" and choose_family((8, 6), both) == "tensorrt"
+    assert choose_family(None, ("tensorrt",)) == "tensorrt"  # its build then says that it needs a GPU
+    for major, minor in ((8, 0), (9, 0), (10, 0)):
+        with pytest.raises(VitdeployError) as error:
+            choose_family((major, minor), rtx_only)
+        assert str(error.value) == (
+            f"--backend auto: full TensorRT is not installed, and {gpu_name()} has compute capability {major}.{minor}, "
+            "which TensorRT-RTX does not support (it runs on 7.5, 8.6, 8.9, 12.0, 12.1: RTX-class GPUs): use full "
+            "TensorRT (pip install 'vitdeploy[trt]', then `vitdeploy build --backend tensorrt`) or ONNX Runtime's "
+            "CUDA provider (pip install 'vitdeploy[ort-gpu]')")
+    with pytest.raises(VitdeployError, match=r"no TensorRT backend is installed: pip install 'vitdeploy\[trt\]'"):
+        choose_family((9, 0), ())
+    assert auto_family() == choose_family(GPU, [family for family in ("tensorrt", RTX) if is_installed(family)])
+
+
 def test_backend_choice_and_switching(vit_fixed: Path) -> None:
     from polygraphy import config
     import polygraphy.backend.trt.loader as loader
 
-    assert auto_family() == ("tensorrt" if is_installed("tensorrt") else RTX)
     with pytest.raises(VitdeployError, match="unknown engine backend 'onnxruntime': expected one of tensorrt, "
                                              "tensorrt_rtx, openvino"):
         builder("onnxruntime")
@@ -351,7 +382,7 @@ def test_cli_build(vit_fixed: Path) -> None:
 
 
 @pytest.mark.gpu
-@requires_gpu
+@requires_rtx(RTX_PORTABLE)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
     engine = build_engine(vit_dynamic, RTX, precision)
@@ -371,7 +402,7 @@ def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
 
 
 @pytest.mark.gpu
-@requires_gpu
+@requires_rtx(RTX_SUPPORTED)
 def test_rtx_engine_for_this_gpu(vit_fixed: Path) -> None:
     engine = description_json(build_engine(vit_fixed, RTX, "fp32", target_gpu=True))["engine"]
     assert engine["compute_capability"] == f"{GPU[0]}.{GPU[1]}"

@@ -1,8 +1,8 @@
 """Facts about this machine's GPU: CUDA compute capability, name, and datasheet peak throughput.
 
-The compute capability is asked of the CUDA runtime that polygraphy loads, so it is known without
-torch's CUDA build; engines are checked against it before deserialising, because TensorRT's own
-failure on the wrong GPU is a log line and a None engine.
+The compute capability is asked of torch where it sees the GPU, else of the CUDA runtime that
+polygraphy loads, so it is known without torch's CUDA build too; engines are checked against it before
+deserialising, because TensorRT's own failure on the wrong GPU is a log line and a None engine.
 """
 
 from __future__ import annotations
@@ -35,11 +35,21 @@ GPU_PEAKS: dict[str, dict[str, float]] = {
 PEAK_SOURCE = "NVIDIA datasheet, dense"
 
 
-def compute_capability() -> tuple[int, int] | None:
-    """(major, minor) of the current CUDA device; None without a usable GPU, driver or CUDA runtime."""
+def _cudart() -> Any | None:
+    """The CUDA runtime library polygraphy loads, or None where it finds none."""
     try:
-        cudart = cuda.wrapper().handle
+        return cuda.wrapper().handle
     except (OSError, PolygraphyException):  # no libcudart on this machine
+        return None
+
+
+def compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of the current CUDA device; None without a usable GPU, driver or CUDA runtime.
+    torch answers where it sees the GPU; the CUDA runtime (cudart) otherwise, e.g. for a CPU-only torch."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_capability()
+    cudart = _cudart()
+    if cudart is None:
         return None
     count, device = ctypes.c_int(0), ctypes.c_int(0)
     if cudart.cudaGetDeviceCount(ctypes.byref(count)) != 0 or count.value == 0:

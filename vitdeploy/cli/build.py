@@ -13,7 +13,8 @@ from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS
 @click.command("build")
 @click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(engine.BUILD_CHOICES), default="auto", show_default=True,
-              help="auto: full TensorRT if installed, else TensorRT-RTX; openvino: an IR for CPUs (fp32, bf16).")
+              help="auto: full TensorRT on a GPU where installed, else TensorRT-RTX (refused on a GPU that it does not "
+                   "support: A100, H100, H200); openvino: an IR for CPUs (fp32, bf16).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="TensorRT: tactic timing cache to read and update, so a rebuild on this GPU is fast.")

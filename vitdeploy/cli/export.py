@@ -10,7 +10,7 @@ from vitdeploy import engine
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli.options import IntList
 from vitdeploy.engine.precision import PRECISIONS
-from vitdeploy.engine.tensorrt_family import auto_family
+from vitdeploy.engine.tensorrt import auto_family
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.export.onnx_export import NO_PYRAMID

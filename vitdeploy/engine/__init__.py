@@ -16,13 +16,12 @@ from vitdeploy.description import Description
 from vitdeploy.engine import openvino, tensorrt
 from vitdeploy.engine.descriptions import (Builder, engine_description_path, engine_profile, find_engines,
                                            read_engine_description)
-from vitdeploy.engine.tensorrt_family import auto_family
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import profile_table
 from vitdeploy.integrity import check_files
 
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS}
-BUILD_CHOICES = ("auto", *BUILDERS)  # auto: full TensorRT if installed, else TensorRT-RTX
+BUILD_CHOICES = ("auto", *BUILDERS)  # auto: vitdeploy.engine.tensorrt.choose_family
 
 __all__ = ["BUILDERS", "BUILD_CHOICES", "build", "builder", "check_engine", "describe_engine",
            "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
@@ -37,7 +36,7 @@ def builder(backend: str) -> Builder:
 def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Path:
     """Build an engine of `backend` into the artifact directory; returns the engine's path. `options` go to
     the builder (TensorRT: timing_cache, fp32_ops, target_gpu; all: progress)."""
-    backend = auto_family() if backend == "auto" else backend
+    backend = tensorrt.auto_family() if backend == "auto" else backend
     chosen = builder(backend)
     if precision not in chosen.precisions:
         raise VitdeployError(f"{chosen.label} builds precision {' or '.join(chosen.precisions)}, not {precision!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,15 +35,18 @@ from vitdeploy.engine.descriptions import (Builder, check_io, engine_description
                                            engine_profile)
 from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS, reduced_precision_onnx
-from vitdeploy.engine.tensorrt_family import LABELS, use_backend
+from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.integrity import describe_files
+from vitdeploy.optional import is_installed
 from vitdeploy.progress import Progress
 
-# NVIDIA's TensorRT-RTX support matrix (1.0 to 1.5 and "latest", Linux): RTX-class GPUs only. Data-center GPUs
-# (A100 8.0, H100/H200 9.0) are not on it: they need full TensorRT. Portable engines (no --target-gpu) run on
-# the Ampere-and-newer entries; Turing (7.5) needs an engine built for it.
+# NVIDIA's TensorRT-RTX support matrix (1.0 to 1.5 and "latest", Linux x86-64; 12.1 from 1.5):
+# https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/getting-started/support-matrix.html
+# RTX-class GPUs only. Data-center GPUs (A100 8.0, H100/H200 9.0) are not on it: they need full TensorRT.
+# Portable engines (no --target-gpu) run on the Ampere-and-newer entries; Turing (7.5) needs an engine built
+# for it. Builds, loads, `--backend auto` and `vitdeploy doctor` all check against these two lists.
 RTX_SUPPORTED = ((7, 5), (8, 6), (8, 9), (12, 0), (12, 1))
 RTX_PORTABLE = ((8, 6), (8, 9), (12, 0), (12, 1))
 
@@ -160,14 +163,42 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
     return engine_path
 
 
+def rtx_unsupported(capability: tuple[int, int]) -> str | None:
+    """Why TensorRT-RTX cannot run on a GPU of this compute capability, and what to use instead; None if it can."""
+    if capability in RTX_SUPPORTED:
+        return None
+    supported = ", ".join(format_capability(c) for c in RTX_SUPPORTED)
+    return (f"{gpu_name()} has compute capability {format_capability(capability)}, which TensorRT-RTX does not "
+            f"support (it runs on {supported}: RTX-class GPUs): use full TensorRT (pip install 'vitdeploy[trt]', "
+            "then `vitdeploy build --backend tensorrt`) or ONNX Runtime's CUDA provider (pip install "
+            "'vitdeploy[ort-gpu]')")
+
+
 def check_rtx_gpu(capability: tuple[int, int]) -> None:
     """TensorRT-RTX runs on the GPUs of its support matrix only; say what to use instead on the others."""
-    if capability not in RTX_SUPPORTED:
-        supported = ", ".join(format_capability(c) for c in RTX_SUPPORTED)
-        raise VitdeployError(f"{gpu_name()} has compute capability {format_capability(capability)}, which "
-                             f"TensorRT-RTX does not support (it runs on {supported}: RTX-class GPUs): use full "
-                             "TensorRT (pip install 'vitdeploy[trt]', then `vitdeploy build --backend tensorrt`) "
-                             "or ONNX Runtime's CUDA provider (pip install 'vitdeploy[ort-gpu]')")
+    problem = rtx_unsupported(capability)
+    if problem:
+        raise VitdeployError(problem)
+
+
+def choose_family(capability: tuple[int, int] | None, installed: Collection[str]) -> str:
+    """`--backend auto` on a machine with a GPU of `capability` (None: no GPU) and these families installed:
+    full TensorRT where it can build (on a GPU), else TensorRT-RTX (it builds on a CPU too), but never
+    TensorRT-RTX for a GPU here that it cannot run on: its engine would be refused at load."""
+    if "tensorrt" in installed and (capability is not None or "tensorrt_rtx" not in installed):
+        return "tensorrt"  # without a GPU, its build then says that it needs one
+    if "tensorrt_rtx" not in installed:
+        raise VitdeployError("no TensorRT backend is installed: pip install 'vitdeploy[trt]' (full TensorRT) "
+                             "or 'vitdeploy[trt-rtx]' (TensorRT-RTX)")
+    problem = None if capability is None else rtx_unsupported(capability)
+    if problem:
+        raise VitdeployError(f"--backend auto: full TensorRT is not installed, and {problem}")
+    return "tensorrt_rtx"
+
+
+def auto_family() -> str:
+    """`choose_family` for this machine's GPU and installed families."""
+    return choose_family(compute_capability(), [family for family in FAMILIES if is_installed(family)])
 
 
 def check_gpu(engine: EngineSection, capability: tuple[int, int] | None) -> None:

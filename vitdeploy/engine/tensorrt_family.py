@@ -19,20 +19,11 @@ from polygraphy import config
 from polygraphy.mod.trt_importer import lazy_import_trt
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.optional import is_installed, require
+from vitdeploy.optional import require
 
 FAMILIES = ("tensorrt", "tensorrt_rtx")  # module names, which are also the engine `backend` names
 LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
 _BOUND: dict[str, bool] = {}  # "rtx": the family polygraphy's `trt` globals were last rebound to
-
-
-def auto_family() -> str:
-    """Full TensorRT when installed (it builds for the GPU at hand), else TensorRT-RTX."""
-    for family in FAMILIES:
-        if is_installed(family):
-            return family
-    raise VitdeployError("no TensorRT backend is installed: pip install 'vitdeploy[trt]' (full TensorRT) "
-                         "or 'vitdeploy[trt-rtx]' (TensorRT-RTX)")
 
 
 def use_backend(backend: str) -> ModuleType:
