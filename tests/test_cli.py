@@ -123,3 +123,28 @@ def test_interrupted_export_leaves_nothing(tmp_path: Path):
     process.communicate(timeout=120)
     assert process.returncode != 0
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_a_library_warning_during_a_command_is_shown_not_raised():
+    """warnings calls showwarning with `file` and `line`: the CLI's hook must take both (a TensorRT-RTX
+    DeprecationWarning inside a build once surfaced as a SystemError)."""
+    import warnings
+
+    import click
+
+    from vitdeploy.cli import _Group
+
+    @click.group(cls=_Group)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def warn() -> None:
+        warnings.warn("from a library", UserWarning)
+        click.echo("still running")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(group, ["warn"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "still running\n" and "UserWarning: from a library" in result.stderr

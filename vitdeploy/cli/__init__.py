@@ -13,9 +13,11 @@ from vitdeploy import __version__
 from vitdeploy.errors import VitdeployError, VitdeployWarning
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """`warnings.showwarning` (whose `file` formatwarning does not take): vitdeploy's as one line, others as usual."""
     click.echo(f"Warning: {message}" if issubclass(category, VitdeployWarning) else
-               warnings.formatwarning(message, category, *args, **kwargs).rstrip(), err=True)
+               warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
 
 
 class Terminated(KeyboardInterrupt):
