@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from vitdeploy.artifact import load_artifact
 from vitdeploy.bench import BenchOptions, Row, run_bench
 from vitdeploy.bench_report import format_table
+from vitdeploy.doctor import environment
 from vitdeploy.hardware import gpu_peak
 from vitdeploy.cli.bench import bench
 from vitdeploy.errors import VitdeployError
@@ -57,6 +58,8 @@ def test_json_has_a_row_per_backend_and_batch(cli_run):
             assert row["max_abs"] > 0  # really another runtime
             assert 0 < low <= row["speedup"] <= high  # the median of the two rounds' ratios
     assert data["notes"]["ort_optimizer_fused"]["SkipLayerNormalization"] > 0
+    assert data["environment"] == environment().to_dict()  # vitdeploy doctor's facts, asked once per run
+    assert [fact["name"] for fact in data["environment"]["runtimes"]][:3] == ["torch", "gpu", "onnxruntime"]
 
 
 def test_csv_table_and_plot(cli_run):

@@ -25,6 +25,7 @@ from PIL import Image
 
 from conftest import RECIPES, export_for_test
 from vitdeploy.description import Description, InputSpec, parse
+from vitdeploy.doctor import cpp_demo_fact
 from vitdeploy.engine import build as build_engine
 from vitdeploy.engine.tensorrt_family import use_backend
 from vitdeploy.export.onnx_export import ExportOptions, export_artifact
@@ -323,6 +324,18 @@ def compiled_runtimes(demo: Path) -> dict[str, str]:
     """Runtime name -> version, from `vitdeploy_demo --version` (one line per runtime compiled in)."""
     versions = subprocess.run([str(demo), "--version"], capture_output=True, text=True, check=True).stdout
     return dict(re.findall(r"^(\w+) (\d+\.\d+\.\d+) ", versions, re.M))
+
+
+def test_doctor_reports_the_runtimes_compiled_in(build_dir: Path) -> None:
+    """`vitdeploy doctor --cpp-demo` runs the real demo's --version: one runtime per line there, joined here."""
+    demo = build_dir / "vitdeploy_demo"
+    versions = subprocess.run([str(demo), "--version"], capture_output=True, text=True, check=True).stdout
+    fact = cpp_demo_fact(demo)
+    if not compiled_runtimes(demo):
+        assert fact.available and fact.why_not.startswith("no runtime compiled in")
+        return
+    assert fact.available and fact.why_not is None
+    assert fact.line() == f"cpp_demo       -             ok: {demo}: " + "; ".join(versions.strip().splitlines())
 
 
 def run_demo(demo: Path, engine: Path, image: Path, out: Path) -> subprocess.CompletedProcess:

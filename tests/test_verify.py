@@ -11,6 +11,7 @@ from conftest import RECIPES
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
 from vitdeploy.description import Tolerance
+from vitdeploy.doctor import environment
 from vitdeploy.verify import VerifyReport, verification_sizes, verify_onnx
 
 
@@ -24,6 +25,7 @@ def test_hiera_parity_per_output(hiera_tiny_artifact: Path):
         assert 0 < check.max_abs < 1e-4 and check.min_cosine > 0.99999 and check.nonfinite == 0
     saved = json.loads((hiera_tiny_artifact / "verify_report.json").read_text())
     assert saved["passed"] is True and len(saved["checks"]) == 8
+    assert saved["environment"] == environment().to_dict()  # the same facts as `vitdeploy doctor --json`
 
 
 def test_vit_embedding_is_verified_too(vit_small_artifact: Path):

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vitdeploy import families
 from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.doctor import environment
 from vitdeploy.engine import find_engines, read_engine_description
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
@@ -90,6 +91,7 @@ class BenchResult:
     rows: list[Row] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # runner -> why it was not measured
     notes: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.doctor's facts, asked before timing
 
 
 def flops_per_image(pyramid: torch.nn.Module, hw: tuple[int, int], device: str) -> float:
@@ -235,7 +237,8 @@ def _run(artifact: Artifact, options: BenchOptions, sizes: list[tuple[int, int]]
     result = BenchResult(artifact=artifact.name, model=artifact.description.timm_name, device=device_name,
                          threads=threads, options=options, gflops_per_image=gflops,
                          peak=gpu_peak(device_name) if options.device == "cuda" else None,
-                         load_average=round(os.getloadavg()[0], 2), cpu_count=os.cpu_count())
+                         load_average=round(os.getloadavg()[0], 2), cpu_count=os.cpu_count(),
+                         environment=environment().to_dict())
     feeds = verification_feeds(artifact.input, sizes, list(options.batch_sizes), options.seed)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-bench-") as workdir, contextlib.ExitStack() as active:
         runners = _runners(artifact, options, reference, threads, Path(workdir), result, progress)

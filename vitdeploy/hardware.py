@@ -8,6 +8,8 @@ deserialising, because TensorRT's own failure on the wrong GPU is a log line and
 from __future__ import annotations
 
 import ctypes
+import shutil
+import subprocess
 from typing import Any
 
 import torch
@@ -43,6 +45,11 @@ def _cudart() -> Any | None:
         return None
 
 
+def _cuda_error(cudart: Any, status: int) -> str:
+    cudart.cudaGetErrorName.restype = cudart.cudaGetErrorString.restype = ctypes.c_char_p
+    return f"{cudart.cudaGetErrorName(status).decode()}: {cudart.cudaGetErrorString(status).decode()}"
+
+
 def compute_capability() -> tuple[int, int] | None:
     """(major, minor) of the current CUDA device; None without a usable GPU, driver or CUDA runtime.
     torch answers where it sees the GPU; the CUDA runtime (cudart) otherwise, e.g. for a CPU-only torch."""
@@ -60,6 +67,36 @@ def compute_capability() -> tuple[int, int] | None:
     cudart.cudaDeviceGetAttribute(ctypes.byref(major), _ATTR_MAJOR, device)
     cudart.cudaDeviceGetAttribute(ctypes.byref(minor), _ATTR_MINOR, device)
     return major.value, minor.value
+
+
+def no_gpu_reason() -> str:
+    """Why no CUDA GPU is usable here, as the CUDA runtime reports it (for `vitdeploy doctor` and refusals)."""
+    cudart = _cudart()
+    if cudart is None:
+        return "no CUDA runtime library (libcudart) found"
+    count = ctypes.c_int(0)
+    status = cudart.cudaGetDeviceCount(ctypes.byref(count))
+    if status != 0:
+        return f"the CUDA runtime reports {_cuda_error(cudart, status)}"
+    return "the CUDA runtime sees no device" if count.value == 0 else "torch cannot use the GPU the CUDA runtime sees"
+
+
+def cuda_driver_version() -> str | None:
+    """The CUDA version the NVIDIA driver supports (e.g. 12.8), None without a driver."""
+    cudart, version = _cudart(), ctypes.c_int(0)
+    if cudart is None or cudart.cudaDriverGetVersion(ctypes.byref(version)) != 0 or version.value == 0:
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
+def driver_release() -> str | None:
+    """The NVIDIA driver's release (e.g. 570.86.15) from nvidia-smi, None where it is not on PATH."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=30)
+    lines = query.stdout.split()
+    return lines[0] if query.returncode == 0 and lines else None
 
 
 def format_capability(capability: tuple[int, int]) -> str:

@@ -20,9 +20,14 @@ def is_installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def install_hint(module: str) -> str:
+    """`pip install 'vitdeploy[extra]'` for an optional dependency (or one of its submodules)."""
+    return f"pip install 'vitdeploy[{EXTRAS[module.split('.')[0]]}]'"
+
+
 def missing(module: str) -> VitdeployError:
     """The error for an optional dependency that is not installed, naming the extra to install."""
-    return VitdeployError(f"{module} is not installed: pip install 'vitdeploy[{EXTRAS[module.split('.')[0]]}]'")
+    return VitdeployError(f"{module} is not installed: {install_hint(module)}")
 
 
 def require(module: str) -> ModuleType:

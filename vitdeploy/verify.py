@@ -7,7 +7,7 @@ what a pyramid consumer also needs to know: per-sample cosine similarity and non
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from polygraphy.logger import G_LOGGER
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.description import InputSpec
+from vitdeploy.doctor import environment
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import create_runner, engine_runner
 from vitdeploy.runners.base import Runner
@@ -59,6 +60,7 @@ class VerifyReport:
     precision: str
     seed: int
     checks: list[OutputCheck]
+    environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.doctor's facts for this machine
 
     @property
     def passed(self) -> bool:
@@ -68,7 +70,8 @@ class VerifyReport:
         return {"artifact": self.artifact, "reference": f"eager torch {torch.__version__} / timm {timm.__version__}",
                 "candidate": self.candidate, "precision": self.precision, "seed": self.seed,
                 "passed": self.passed, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "checks": [{k: _json_number(v) for k, v in asdict(check).items()} for check in self.checks]}
+                "checks": [{k: _json_number(v) for k, v in asdict(check).items()} for check in self.checks],
+                "environment": self.environment}
 
     def table(self) -> str:
         header = f"{'input':<15} {'output':<10} {'shape':<18} {'max_abs':>9} {'max_rel':>9} {'cosine':>10} " \
@@ -169,7 +172,7 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
                 min_cosine=cosine, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
                 tol_min_cosine=tolerance.min_cosine, passed=passed))
     return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=label,
-                        precision=candidate.precision, seed=seed, checks=checks)
+                        precision=candidate.precision, seed=seed, checks=checks, environment=environment().to_dict())
 
 
 def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] | None = None,
