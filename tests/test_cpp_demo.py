@@ -480,6 +480,9 @@ def test_demo_load_errors_are_exact(demo: Path, openvino_engine, photos: dict[st
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(compute_capability() is None or not (is_installed("tensorrt") or is_installed("tensorrt_rtx")),
+                    reason="needs a CUDA GPU and tensorrt or tensorrt_rtx to build its engine (checked before the "
+                           "demo is built)")
 @pytest.mark.parametrize("baked", [False, True], ids=["float32", "baked"])
 def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, Path], tmp_path: Path,
                                              baked: bool) -> None:
@@ -491,8 +494,6 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
     if not compiled:
         pytest.skip("vitdeploy_demo has no TensorRT runtime: CMake found no TensorRT/TensorRT-RTX (set TENSORRT_ROOT) "
                     "or CUDA")
-    if compute_capability() is None:
-        pytest.skip("no CUDA GPU")
     backend, version = compiled[0], versions[compiled[0]]
     if not is_installed(backend):
         pytest.skip(f"the Python module {backend} is not installed, so no engine for the demo can be built")

@@ -53,6 +53,7 @@ class BenchOptions:
     autocast: tuple[str, ...] = ()  # "bf16", "fp16"
     compile: bool = False
     ort_optimized: bool = False
+    onnxruntime: bool = True  # False: eager and the artifact's engines only (e.g. a torch.compile-only run)
     engines: bool = True
     seed: int = 0
 
@@ -166,22 +167,31 @@ def _runners(artifact: Artifact, options: BenchOptions, reference: TorchRunner, 
     runners += [TorchRunner(description, device=device, autocast=dtype) for dtype in options.autocast]
     if options.compile:
         runners.append(TorchRunner(description, device=device, compile=True))
+    if options.onnxruntime:
+        runners += _onnxruntime_runners(artifact, options, reference, threads, workdir, result, progress)
+    if options.engines:
+        runners += _engine_runners(artifact, device, threads, result)
+    return runners
+
+
+def _onnxruntime_runners(artifact: Artifact, options: BenchOptions, reference: TorchRunner, threads: int,
+                         workdir: Path, result: BenchResult, progress: Progress) -> list[Runner]:
+    """ONNX Runtime on `options.device` (and its optimised graph if asked), or none with the reason in `skipped`."""
+    description, device = artifact.description, options.device
     ort = RUNTIMES["onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"]
     problem = ort.onnx_problem()
     if problem:
         result.skipped["onnxruntime"] = problem
-    else:
-        providers = CUDA if device == "cuda" else CPU
-        runners.append(OnnxRuntimeRunner(description, artifact.onnx_path, providers, threads, "onnxruntime"))
-        if options.ort_optimized:
-            progress.note("optimising the ONNX graph with onnxruntime.transformers (model_type vit)")
-            backbone = reference.pyramid(tuple(artifact.input.opt_hw)).backbone
-            heads = families.get(description.family).attention_shape(backbone)
-            path, fused = ort_optimized_model(artifact.onnx_path, workdir, device, heads)
-            result.notes["ort_optimizer_fused"] = fused
-            runners.append(OnnxRuntimeRunner(description, path, providers, threads, "onnxruntime-optimized"))
-    if options.engines:
-        runners += _engine_runners(artifact, device, threads, result)
+        return []
+    providers = CUDA if device == "cuda" else CPU
+    runners: list[Runner] = [OnnxRuntimeRunner(description, artifact.onnx_path, providers, threads, "onnxruntime")]
+    if options.ort_optimized:
+        progress.note("optimising the ONNX graph with onnxruntime.transformers (model_type vit)")
+        backbone = reference.pyramid(tuple(artifact.input.opt_hw)).backbone
+        heads = families.get(description.family).attention_shape(backbone)
+        path, fused = ort_optimized_model(artifact.onnx_path, workdir, device, heads)
+        result.notes["ort_optimizer_fused"] = fused
+        runners.append(OnnxRuntimeRunner(description, path, providers, threads, "onnxruntime-optimized"))
     return runners
 
 
