@@ -218,12 +218,12 @@ def run_proof(options: ProofOptions, command: str, verbose: bool = True) -> dict
     proof = Proof(options, command, Progress(total=0, enabled=verbose))
     proof.write()
     with tempfile.TemporaryDirectory(prefix="vitdeploy-gpu-proof-") as workdir:
-        quiet = Progress(total=3, enabled=verbose)
+        export_progress = Progress(total=3, enabled=verbose)
         exported = []
         for recipe in recipes:
             directory = Path(workdir) / recipe.name
             if proof.step(f"export {recipe.name}", ESTIMATE_S["export"],
-                          lambda: str(export_artifact(recipe, directory, ExportOptions(), quiet).name)):
+                          lambda: export_artifact(recipe, directory, ExportOptions(), export_progress).name):
                 exported.append(directory)
         for directory in exported:
             proof.step(f"tensorrt_rtx {directory.name}", ESTIMATE_S["tensorrt_rtx"],

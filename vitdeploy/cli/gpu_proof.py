@@ -30,7 +30,13 @@ def gpu_proof(output_dir: Path | None, recipes: str, batch_sizes: tuple[int, ...
     """Record what vitdeploy does on this GPU in one short run (docs/gpu_proof/README.md says how to carry
     it to a GPU machine that has torch only): eager fp32, autocast bf16/fp16 and torch.compile baselines with
     TFLOP/s and % of peak, ONNX Runtime CUDA if its wheel is there, a TensorRT-RTX build and load (its success or
-    refusal), and `pytest -m gpu`; writes gpu_proof.json and gpu_proof.md after every step."""
+    refusal), and `pytest -m gpu`; writes gpu_proof.json and gpu_proof.md after every step.
+
+    \b
+    On a GPU machine with torch only, polygraphy's wheel carried in .whl/ (docs/gpu_proof/README.md):
+      python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
+      PYTHONPATH=/tmp/site:. python3 -m vitdeploy.cli gpu-proof --output-dir $OUT/gpu_proof
+    """
     if device == "cpu" and output_dir is None:
         raise click.ClickException("--device cpu is a dry run: give --output-dir, so it does not replace "
                                    f"{DEFAULT_OUTPUT}/gpu_proof.md")
