@@ -377,8 +377,8 @@ def test_cli_build(vit_fixed: Path) -> None:
     engine = Path(result.stdout.strip().splitlines()[-1])
     assert engine == vit_fixed / "model.tensorrt_rtx.fp16.engine" and engine.is_file()
     assert description_json(engine)["engine"]["fp32_ops"] == ["LayerNormalization"]
-    result = CliRunner().invoke(build, [str(vit_fixed), "--precision", "int8"])
-    assert result.exit_code == 2 and "'int8' is not one of" in result.output
+    result = CliRunner().invoke(build, [str(vit_fixed), "--precision", "fp8"])
+    assert result.exit_code == 2 and "'fp8' is not one of" in result.output
 
 
 @pytest.mark.gpu

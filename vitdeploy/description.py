@@ -18,14 +18,18 @@ from vitdeploy.errors import VitdeployError
 FORMAT = "vitdeploy.pyramid"
 FORMAT_VERSION = 2  # 2: `files` records (size, sha256) cover external data and every engine file
 LAYOUTS = ("NCHW", "NHWC")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # how a runtime computes; each has a tolerance
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Per-output pass criteria of a parity check."""
+    """Per-output pass criteria of a parity check: max abs error (None: not gated, as for int8), minimum
+    per-sample cosine similarity, and (None: not gated) maximum per-sample relative L2 error
+    ||actual - expected|| / ||expected||."""
 
-    max_abs: float
+    max_abs: float | None
     min_cosine: float
+    max_rel: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ class EngineSection:
     compute_capability: str | None = None  # TensorRT: the GPU it was built for; None: portable (RTX)
     fp32_ops: tuple[str, ...] = ()  # TensorRT: ONNX op types kept in float32 at fp16/bf16
     inference_precision: str | None = None  # OpenVINO: the CPU plugin's INFERENCE_PRECISION_HINT
+    quantization: dict[str, Any] | None = None  # int8: how it was quantised and what it measured (quantize.py)
 
     @property
     def size_bytes(self) -> int:

@@ -40,11 +40,13 @@ class OutputCheck:
     shape: list[int]
     expected_shape: list[int]
     max_abs: float
-    max_rel: float
+    max_rel: float  # elementwise, polygraphy's
     min_cosine: float
+    max_rel_l2: float  # per sample ||actual - expected|| / ||expected||, the worst sample
     nonfinite: int
-    tol_max_abs: float
+    tol_max_abs: float | None
     tol_min_cosine: float
+    tol_max_rel_l2: float | None
     passed: bool
 
 
@@ -75,12 +77,13 @@ class VerifyReport:
 
     def table(self) -> str:
         header = f"{'input':<15} {'output':<10} {'shape':<18} {'max_abs':>9} {'max_rel':>9} {'cosine':>10} " \
-                 f"{'nonfinite':>9} {'tol_abs':>8}  result"
+                 f"{'rel_l2':>9} {'nonfinite':>9} {'tol_abs':>8}  result"
         rows = [header]
         for c in self.checks:
+            tol_abs = "-" if c.tol_max_abs is None else f"{c.tol_max_abs:.0e}"
             rows.append(f"{'x'.join(map(str, c.input_shape)):<15} {c.output:<10} {'x'.join(map(str, c.shape)):<18} "
-                        f"{c.max_abs:>9.2e} {c.max_rel:>9.2e} {c.min_cosine:>10.7f} {c.nonfinite:>9d} "
-                        f"{c.tol_max_abs:>8.0e}  {'pass' if c.passed else 'FAIL'}")
+                        f"{c.max_abs:>9.2e} {c.max_rel:>9.2e} {c.min_cosine:>10.7f} {c.max_rel_l2:>9.2e} "
+                        f"{c.nonfinite:>9d} {tol_abs:>8}  {'pass' if c.passed else 'FAIL'}")
         return "\n".join(rows)
 
 
@@ -140,18 +143,33 @@ def per_sample_min_cosine(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(cosine.min())
 
 
+def per_sample_max_rel_l2(expected: np.ndarray, actual: np.ndarray) -> float:
+    """The worst sample's ||actual - expected|| / ||expected||; NaN for non-finite values, inf for an all-zero
+    expected sample that actual does not match."""
+    a = expected.reshape(expected.shape[0], -1).astype(np.float64)
+    b = actual.reshape(actual.shape[0], -1).astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    diff, norm = np.linalg.norm(b - a, axis=1), np.linalg.norm(a, axis=1)
+    return float(np.where(norm > 0, diff / np.where(norm > 0, norm, 1.0), np.where(diff > 0, np.inf, 0.0)).max())
+
+
 def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_sizes: list[int] | None = None,
                     sizes: list[tuple[int, int]] | None = None, seed: int = 0,
-                    checkpoint: Path | None = None) -> VerifyReport:
-    """Run eager PyTorch and `candidate` on the same inputs and judge every output at the candidate's precision."""
+                    checkpoint: Path | None = None, feeds: list[dict[str, np.ndarray]] | None = None) -> VerifyReport:
+    """Run eager PyTorch and `candidate` on the same inputs and judge every output at the candidate's precision.
+    The inputs are seeded image-like batches over the artifact's sizes and batches, or `feeds` (real photos)."""
     spec = artifact.input
-    feeds = verification_feeds(spec, sizes or verification_sizes(spec), verification_batches(spec, batch_sizes), seed)
+    if feeds is None:
+        feeds = verification_feeds(spec, sizes or verification_sizes(spec), verification_batches(spec, batch_sizes),
+                                   seed)
     reference = TorchRunner(artifact.description, checkpoint, name=REFERENCE)
     tolerance = artifact.description.tolerance[candidate.precision]
+    atol = float("inf") if tolerance.max_abs is None else tolerance.max_abs
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the report below says per output what polygraphy logs as [E]
         results = Comparator.run([reference, candidate], data_loader=feeds)
         accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(
-            atol=tolerance.max_abs, rtol=0.0, check_error_stat="max"))
+            atol=atol, rtol=0.0, check_error_stat="max"))
     iterations = accuracy[0][(REFERENCE, candidate.name)]  # one AccuracyResult per compare function
     checks = []
     for feed, expected_it, actual_it, compared in zip(feeds, results[REFERENCE], results[candidate.name],
@@ -161,16 +179,18 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
             same_shape = expected.shape == actual.shape
             stats = compared.get(output)
             cosine = per_sample_min_cosine(expected, actual) if same_shape else -1.0
+            rel_l2 = per_sample_max_rel_l2(expected, actual) if same_shape else float("inf")
             nonfinite = int((~np.isfinite(actual)).sum())
             passed = bool(same_shape and stats is not None and bool(stats) and nonfinite == 0
-                          and cosine >= tolerance.min_cosine)
+                          and cosine >= tolerance.min_cosine
+                          and (tolerance.max_rel is None or rel_l2 <= tolerance.max_rel))
             checks.append(OutputCheck(
                 input_shape=list(feed[spec.name].shape), output=output, shape=list(actual.shape),
                 expected_shape=list(expected.shape),
                 max_abs=float(stats.max_absdiff) if stats else float("inf"),
                 max_rel=float(stats.max_reldiff) if stats else float("inf"),
-                min_cosine=cosine, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
-                tol_min_cosine=tolerance.min_cosine, passed=passed))
+                min_cosine=cosine, max_rel_l2=rel_l2, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
+                tol_min_cosine=tolerance.min_cosine, tol_max_rel_l2=tolerance.max_rel, passed=passed))
     return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=label,
                         precision=candidate.precision, seed=seed, checks=checks, environment=environment().to_dict())
 

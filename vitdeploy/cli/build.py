@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from vitdeploy import engine
-from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS
+from vitdeploy.description import PRECISIONS
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS
 
 
 @click.command("build")

@@ -9,7 +9,7 @@ import click
 from vitdeploy import engine
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli.options import IntList
-from vitdeploy.engine.precision import PRECISIONS
+from vitdeploy.description import PRECISIONS
 from vitdeploy.engine.tensorrt import auto_family
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact

@@ -25,7 +25,6 @@ from onnx import TensorProto, numpy_helper
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_FP32_OPS = ("LayerNormalization", "GroupNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt")
 
 

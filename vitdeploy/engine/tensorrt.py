@@ -34,7 +34,7 @@ from vitdeploy.description import EngineSection, Profile, TensorIO
 from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
                                            engine_profile)
 from vitdeploy.engine.monitor import make_progress_monitor
-from vitdeploy.engine.precision import DEFAULT_FP32_OPS, PRECISIONS, reduced_precision_onnx
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
 from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
@@ -229,5 +229,5 @@ def check_runtime(engine: EngineSection) -> None:
     check_gpu(engine, compute_capability())
 
 
-BUILDERS = {backend: Builder(label=label, precisions=PRECISIONS, build=build_tensorrt, check_runtime=check_runtime)
-            for backend, label in LABELS.items()}
+BUILDERS = {backend: Builder(label=label, precisions=("fp32", "fp16", "bf16"), build=build_tensorrt,
+                             check_runtime=check_runtime) for backend, label in LABELS.items()}
