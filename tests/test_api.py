@@ -95,7 +95,7 @@ def test_unavailable_backend_lists_the_available_ones(vit_small_artifact: Path):
         api.load(vit_small_artifact, backend="tensorrt")
     message = str(caught.value)
     assert message.startswith("backend 'tensorrt' is not available for vit_small (tensorrt: no tensorrt engine in "
-                              "the artifact (build one with `vitdeploy build --backend tensorrt`)): available: ")
+                              "the artifact (make one with `vitdeploy build --backend tensorrt`)): available: ")
     assert "onnxruntime-cpu" in message.rsplit("available: ", 1)[1] and "\n" not in message
     with pytest.raises(VitdeployError, match=r"^unknown backend 'onnx': expected one of auto, onnxruntime, "
                                              r"tensorrt, onnxruntime-cuda, openvino, onnxruntime-cpu$"):

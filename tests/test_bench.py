@@ -19,7 +19,7 @@ from vitdeploy.cli.bench import bench
 from vitdeploy.errors import VitdeployError
 
 ROW_KEYS = ["backend", "precision", "batch", "height", "width", "median_ms", "p90_ms", "images_per_s", "speedup",
-            "speedup_range", "max_abs", "parity", "tflops", "peak_fraction"]
+            "speedup_range", "max_abs", "min_cosine", "parity", "tflops", "peak_fraction"]
 CSV_KEYS = [key for key in ROW_KEYS if key != "speedup_range"] + ["speedup_min", "speedup_max"]
 
 
@@ -115,7 +115,7 @@ def test_gpu_table_shows_percent_of_peak():
 
     peak = gpu_peak("NVIDIA H100 80GB HBM3")
     row = Row(backend="tensorrt", precision="fp16", batch=8, height=224, width=224, median_ms=2.0, p90_ms=2.1,
-              images_per_s=4000.0, speedup=5.0, speedup_range=(4.9, 5.1), max_abs=0.01, parity=True, tflops=140.0,
+              images_per_s=4000.0, speedup=5.0, speedup_range=(4.9, 5.1), max_abs=0.01, min_cosine=0.9999, parity=True, tflops=140.0,
               peak_fraction=140.0 / peak["tflops"]["fp16"])
     result = BenchResult(artifact="vit_base", model="vit_base_patch16_224", device="NVIDIA H100 80GB HBM3",
                          threads=8, options=BenchOptions(device="cuda"), gflops_per_image={"224x224": 35.1},

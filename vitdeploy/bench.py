@@ -34,11 +34,11 @@ from vitdeploy.hardware import gpu_peak
 from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
-from vitdeploy.runners import RUNTIMES, engine_problem
+from vitdeploy.runners import RUNTIMES, engine_problem, engine_runner
 from vitdeploy.runners.base import Runner
 from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner
 from vitdeploy.runners.torch import AUTOCAST, TorchRunner
-from vitdeploy.verify import verification_feeds
+from vitdeploy.verify import per_sample_max_rel_l2, per_sample_min_cosine, verification_feeds, within
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class Row:
     speedup: float  # median over rounds of (eager fp32 median / this median) in that round
     speedup_range: tuple[float, float]  # lowest and highest per-round ratio
     max_abs: float  # vs eager fp32 on the same batch, over all outputs
-    parity: bool | None  # max_abs within the artifact's tolerance for `precision` (None: no tolerance)
+    min_cosine: float  # vs eager fp32, the lowest per-sample cosine of any output (level)
+    parity: bool | None  # every output within the artifact's tolerance for `precision` (None: no tolerance)
     tflops: float  # achieved, from the eager model's FLOP count
     peak_fraction: float | None  # of the GPU's peak for `precision` (None on a CPU or an unknown GPU)
 
@@ -154,8 +155,11 @@ def _time(run: Callable[[], Any], warmup: int, iterations: int) -> tuple[list[fl
     return times, result
 
 
-def _max_abs(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:
-    return max(float(np.abs(expected[k].astype(np.float64) - actual[k]).max()) for k in expected)
+def _errors(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> dict[str, tuple[float, float, float]]:
+    """Output -> (max abs, per-sample min cosine, per-sample max relative L2) of `actual` against `expected`."""
+    return {k: (float(np.abs(expected[k].astype(np.float64) - actual[k]).max()),
+                per_sample_min_cosine(expected[k], actual[k]), per_sample_max_rel_l2(expected[k], actual[k]))
+            for k in expected}
 
 
 def _runners(artifact: Artifact, options: BenchOptions, reference: TorchRunner, threads: int, workdir: Path,
@@ -206,8 +210,7 @@ def _engine_runners(artifact: Artifact, device: str, threads: int, result: Bench
         if problem:
             result.skipped[path.name] = problem
             continue
-        runtime = next(r for r in RUNTIMES.values() if engine.backend in r.engine_backends)
-        runner = runtime.create(artifact, path, threads)
+        runner = engine_runner(path, threads)
         runner.name = engine.backend
         runners.append(runner)
     return sorted(runners, key=lambda r: (r.precision != "fp32", r.name))
@@ -288,7 +291,7 @@ def _measure_shape(artifact: Artifact, feed: dict[str, np.ndarray], runners: lis
             medians[i].append(statistics.median(seconds))
     outputs = [staged.fetch(raw) for (_, staged, _), raw in zip(prepared, last)]
     for (runner, _, _), seconds, round_medians, runner_outputs in zip(prepared, samples, medians, outputs):
-        max_abs = _max_abs(outputs[0], runner_outputs)
+        errors = _errors(outputs[0], runner_outputs)
         median = statistics.median(seconds)
         ratios = [eager / mine for eager, mine in zip(medians[0], round_medians)]
         tolerance = artifact.description.tolerance.get(runner.precision)
@@ -296,6 +299,7 @@ def _measure_shape(artifact: Artifact, feed: dict[str, np.ndarray], runners: lis
         result.rows.append(Row(
             backend=runner.name, precision=runner.precision, batch=n, height=height, width=width,
             median_ms=median * 1e3, p90_ms=float(np.percentile(seconds, 90)) * 1e3, images_per_s=n / median,
-            speedup=statistics.median(ratios), speedup_range=(min(ratios), max(ratios)), max_abs=max_abs,
-            parity=None if tolerance is None else max_abs <= tolerance.max_abs,
+            speedup=statistics.median(ratios), speedup_range=(min(ratios), max(ratios)),
+            max_abs=max(e[0] for e in errors.values()), min_cosine=min(e[1] for e in errors.values()),
+            parity=None if tolerance is None else all(within(tolerance, *e) for e in errors.values()),
             tflops=flops / median / 1e12, peak_fraction=(flops / median / 1e12) / peak if peak else None))

@@ -26,14 +26,15 @@ def format_table(result: BenchResult) -> str:
              f"load average {result.load_average} on {result.cpu_count} CPUs at start"]
     gpu = result.options.device == "cuda"
     header = (f"{'backend':<22} {'prec':<5} {'batch':>5} {'size':>9} {'median ms':>10} {'p90 ms':>9} "
-              f"{'img/s':>9} {'speedup':>8} {'(rounds)':>11} {'max_abs':>9} {'parity':>6} {'TFLOP/s':>8}")
+              f"{'img/s':>9} {'speedup':>8} {'(rounds)':>11} {'max_abs':>9} {'cosine':>9} {'parity':>6} "
+              f"{'TFLOP/s':>8}")
     lines.append(header + (f" {'%peak':>6}" if gpu else ""))
     for row in result.rows:
         parity = {True: "ok", False: "FAIL", None: "-"}[row.parity]
         line = (f"{row.backend:<22} {row.precision:<5} {row.batch:>5} {f'{row.height}x{row.width}':>9} "
                 f"{row.median_ms:>10.2f} {row.p90_ms:>9.2f} {row.images_per_s:>9.1f} {row.speedup:>7.2f}x "
                 f"{f'{row.speedup_range[0]:.2f}-{row.speedup_range[1]:.2f}':>11} "
-                f"{row.max_abs:>9.2e} {parity:>6} {row.tflops:>8.3f}")
+                f"{row.max_abs:>9.2e} {row.min_cosine:>9.6f} {parity:>6} {row.tflops:>8.3f}")
         if gpu:
             line += f" {_cell(None if row.peak_fraction is None else row.peak_fraction * 100, '.1f'):>6}"
         lines.append(line)

@@ -20,7 +20,8 @@ from polygraphy.logger import G_LOGGER
 
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
-from vitdeploy.description import InputSpec
+from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
+from vitdeploy.description import InputSpec, Tolerance
 from vitdeploy.doctor import environment
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import create_runner, engine_runner
@@ -154,6 +155,12 @@ def per_sample_max_rel_l2(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.where(norm > 0, diff / np.where(norm > 0, norm, 1.0), np.where(diff > 0, np.inf, 0.0)).max())
 
 
+def within(tolerance: Tolerance, max_abs: float, cosine: float, rel_l2: float) -> bool:
+    """Whether one output's errors pass `tolerance` (a non-finite figure never does)."""
+    return bool(cosine >= tolerance.min_cosine and (tolerance.max_abs is None or max_abs <= tolerance.max_abs)
+                and (tolerance.max_rel is None or rel_l2 <= tolerance.max_rel))
+
+
 def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_sizes: list[int] | None = None,
                     sizes: list[tuple[int, int]] | None = None, seed: int = 0,
                     checkpoint: Path | None = None, feeds: list[dict[str, np.ndarray]] | None = None) -> VerifyReport:
@@ -182,8 +189,7 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
             rel_l2 = per_sample_max_rel_l2(expected, actual) if same_shape else float("inf")
             nonfinite = int((~np.isfinite(actual)).sum())
             passed = bool(same_shape and stats is not None and bool(stats) and nonfinite == 0
-                          and cosine >= tolerance.min_cosine
-                          and (tolerance.max_rel is None or rel_l2 <= tolerance.max_rel))
+                          and within(tolerance, float(stats.max_absdiff), cosine, rel_l2))
             checks.append(OutputCheck(
                 input_shape=list(feed[spec.name].shape), output=output, shape=list(actual.shape),
                 expected_shape=list(expected.shape),
@@ -208,13 +214,22 @@ def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] |
 
 
 def verify_engine(engine_path: Path, batch_sizes: list[int] | None = None, sizes: list[tuple[int, int]] | None = None,
-                  seed: int = 0, checkpoint: Path | None = None) -> VerifyReport:
-    """An engine (TensorRT / TensorRT-RTX: needs a GPU; OpenVINO: the CPU) vs eager PyTorch over its input
-    range, at its precision's tolerance; the report is written beside the engine as ENGINE.verify.json."""
+                  seed: int = 0, checkpoint: Path | None = None, images: Path | None = None) -> VerifyReport:
+    """An engine (TensorRT / TensorRT-RTX: needs a GPU; OpenVINO, ONNX Runtime int8: the CPU) vs eager PyTorch
+    at its precision's tolerance: over its input range on seeded inputs, or for int8 on photos not used for
+    calibration (`images`, else the held-out photos recorded at quantisation). The report is written beside
+    the engine as ENGINE.verify.json."""
     runner = engine_runner(engine_path)
     engine = runner.description.engine
     artifact = Artifact(onnx_path=engine_path, description=runner.description, directory=None)
+    feeds = None
+    if engine.precision == "int8":
+        photos = list_images(images) if images else recorded_photos((engine.quantization or {}).get("held_out", []))
+        if not photos:
+            raise VitdeployError(f"{engine_path.name} records no held-out photos: pass --images FOLDER with photos "
+                                 "not used for calibration (int8 is judged on real images)")
+        feeds = photo_feeds(artifact.input, photos)
     report = compare_runners(artifact, runner, f"{engine.backend} {engine.backend_version} engine", batch_sizes,
-                             sizes, seed, checkpoint)
+                             sizes, seed, checkpoint, feeds)
     write_json_atomic(engine_path.with_name(engine_path.name + ".verify.json"), report.to_dict())
     return report

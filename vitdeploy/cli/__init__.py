@@ -64,7 +64,8 @@ from vitdeploy.cli.export import export  # noqa: E402
 from vitdeploy.cli.gpu_proof import gpu_proof  # noqa: E402
 from vitdeploy.cli.list_recipes import list_recipes  # noqa: E402
 from vitdeploy.cli.matrix import matrix  # noqa: E402
+from vitdeploy.cli.quantize import quantize  # noqa: E402
 from vitdeploy.cli.verify import verify  # noqa: E402
 
-for _command in (list_recipes, export, build, verify, bench, matrix, doctor, gpu_proof):
+for _command in (list_recipes, export, build, quantize, verify, bench, matrix, doctor, gpu_proof):
     main.add_command(_command)

@@ -8,6 +8,7 @@ import click
 
 from vitdeploy.artifact import REPORT_FILE, load_artifact
 from vitdeploy.cli.options import IntList
+from vitdeploy.engine import engine_description_path
 from vitdeploy.verify import verify_engine, verify_onnx
 
 
@@ -19,10 +20,15 @@ from vitdeploy.verify import verify_engine, verify_onnx
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Weights to rebuild the reference from, if not where the export found them.")
 @click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
-def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool) -> None:
-    """Compare ARTIFACT (a directory, .onnx, .engine or OpenVINO .xml) with eager PyTorch, output by output."""
-    if artifact.suffix in (".engine", ".xml"):
-        report = verify_engine(artifact, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="int8: photos not used for calibration to judge it on [default: those held out by quantize].")
+def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool,
+           images: Path | None) -> None:
+    """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with
+    eager PyTorch, output by output."""
+    if engine_description_path(artifact).is_file():
+        report = verify_engine(artifact, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint,
+                               images=images)
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:
         loaded = load_artifact(artifact)

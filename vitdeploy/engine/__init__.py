@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from vitdeploy.description import Description
-from vitdeploy.engine import openvino, tensorrt
+from vitdeploy.engine import onnxruntime, openvino, tensorrt
 from vitdeploy.engine.descriptions import (Builder, engine_description_path, engine_profile, find_engines,
                                            read_engine_description)
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import profile_table
 from vitdeploy.integrity import check_files
 
-BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS}
-BUILD_CHOICES = ("auto", *BUILDERS)  # auto: vitdeploy.engine.tensorrt.choose_family
+BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS}
+BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_family
 
 __all__ = ["BUILDERS", "BUILD_CHOICES", "build", "builder", "check_engine", "describe_engine",
            "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
@@ -38,6 +38,8 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     the builder (TensorRT: timing_cache, fp32_ops, target_gpu; all: progress)."""
     backend = tensorrt.auto_family() if backend == "auto" else backend
     chosen = builder(backend)
+    if chosen.build is None:
+        raise VitdeployError(f"{chosen.label} graphs are made by `vitdeploy quantize`, not `vitdeploy build`")
     if precision not in chosen.precisions:
         raise VitdeployError(f"{chosen.label} builds precision {' or '.join(chosen.precisions)}, not {precision!r}")
     return chosen.build(Path(artifact_dir), backend, precision, **options)
@@ -50,9 +52,10 @@ def check_engine(engine_path: Path) -> Description:
     engine = description.engine
     if not engine_path.is_file():
         raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
-    check_files(engine_path.parent, engine.files,
-                f"copy it again or rebuild it with `vitdeploy build --backend {engine.backend}`")
-    builder(engine.backend).check_runtime(engine)
+    chosen = builder(engine.backend)
+    remake = "`vitdeploy quantize`" if chosen.build is None else f"`vitdeploy build --backend {engine.backend}`"
+    check_files(engine_path.parent, engine.files, f"copy it again or rebuild it with {remake}")
+    chosen.check_runtime(engine)
     return description
 
 

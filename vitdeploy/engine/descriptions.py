@@ -17,7 +17,8 @@ class Builder:
 
     label: str
     precisions: tuple[str, ...]
-    build: Callable[..., Path]  # (artifact_dir, backend, precision, progress=..., **options) -> engine path
+    build: Callable[..., Path] | None  # (artifact_dir, backend, precision, progress=..., **options) -> engine path;
+    # None: made by another command (int8 graphs: `vitdeploy quantize`)
     check_runtime: Callable[[EngineSection], None]  # installed runtime, version and device can run it
 
 

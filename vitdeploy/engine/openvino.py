@@ -21,6 +21,7 @@ from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.description import EngineSection, TensorIO
 from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
                                            engine_profile)
+from vitdeploy.engine.onnxruntime import int8_source
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import describe_files
 from vitdeploy.optional import require
@@ -28,8 +29,10 @@ from vitdeploy.progress import Progress
 
 BACKEND = "openvino"
 DEVICE = "CPU"
-INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # vitdeploy precision -> OpenVINO element type name
-CAPABILITY = {"bf16": "BF16"}  # the CPU plugin's OPTIMIZATION_CAPABILITIES entry a precision needs
+# vitdeploy precision -> the float precision OpenVINO computes in. An int8 IR (from the QDQ graph of
+# `vitdeploy quantize`) keeps its float parts in f32: left unset, OpenVINO picks bf16 on AMX CPUs, slower there.
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+CAPABILITY = {"bf16": "BF16", "int8": "INT8"}  # the CPU plugin's OPTIMIZATION_CAPABILITIES entry a precision needs
 
 
 def version_of(ov: ModuleType) -> str:
@@ -70,10 +73,12 @@ def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = 
     progress = progress or Progress(total=2)
     xml = artifact.directory / engine_file_name(BACKEND, precision, "xml")
     label = f"OpenVINO {version_of(ov)}"
+    source, int8 = (int8_source(artifact, "OpenVINO", symmetric=False) if precision == "int8"
+                    else (artifact.onnx_path, None))
     started = time.perf_counter()
     with staged_files(artifact.directory, xml.name) as staging:
-        with progress.step(f"converting {artifact.onnx_path.name} to an {label} IR"):
-            model = ov.convert_model(str(artifact.onnx_path))
+        with progress.step(f"converting {source.name} to an {label} IR"):
+            model = ov.convert_model(str(source))
             io = model_io(model)
             check_io(io, artifact, label)
         with progress.step(f"writing {xml.name}, {xml.with_suffix('.bin').name} and the description"):
@@ -83,7 +88,7 @@ def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = 
                 profile=engine_profile(artifact.input), io=io,
                 files=describe_files([staging / xml.name, staging / xml.with_suffix(".bin").name]),
                 build_seconds=round(time.perf_counter() - started, 2),
-                inference_precision=INFERENCE_PRECISION[precision])
+                inference_precision=INFERENCE_PRECISION[precision], quantization=int8 and int8.quantization)
             write_bytes_atomic(staging / engine_description_path(xml).name,
                                artifact.description.with_engine(engine).to_json().encode())
     return xml

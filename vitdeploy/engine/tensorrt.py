@@ -32,8 +32,9 @@ from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.description import EngineSection, Profile, TensorIO
 from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
-                                           engine_profile)
+                                           engine_profile, read_engine_description)
 from vitdeploy.engine.monitor import make_progress_monitor
+from vitdeploy.engine.onnxruntime import INT8_FILE, int8_source
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
 from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
@@ -60,10 +61,12 @@ def network_io(network: Any) -> dict[str, TensorIO]:
 
 
 def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str], scratch: Path) -> Any:
-    """(builder, network, parser) for the artifact's ONNX at `precision`. A reduced-precision graph is
-    written to `scratch` with external data first: models over 2 GB have no single-buffer form."""
-    if precision == "fp32":
-        return network_from_onnx_path(str(artifact.onnx_path), strongly_typed=True)
+    """(builder, network, parser) for the artifact's ONNX at `precision`: the exported graph (fp32), its
+    int8 QDQ graph (int8: explicit quantisation), or a reduced-precision graph written to `scratch` with
+    external data first (models over 2 GB have no single-buffer form)."""
+    if precision in ("fp32", "int8"):
+        source = int8_source(artifact, "TensorRT", symmetric=True)[0] if precision == "int8" else artifact.onnx_path
+        return network_from_onnx_path(str(source), strongly_typed=True)
     path = scratch / f"model.{precision}.onnx"
     onnx.save(reduced_precision_onnx(artifact.onnx_path, precision, fp32_ops), str(path),
               save_as_external_data=True, location=f"{path.name}.data")
@@ -157,7 +160,9 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
                 file=engine_path.name, backend=backend, backend_version=trt.__version__, precision=precision,
                 device="cuda", profile=profile, io=io, files=describe_files([staging / engine_path.name]),
                 build_seconds=round(time.perf_counter() - started, 2), compute_capability=target,
-                fp32_ops=tuple(fp32_ops) if precision != "fp32" else ())
+                fp32_ops=tuple(fp32_ops) if precision in ("fp16", "bf16") else (),
+                quantization=read_engine_description(artifact.directory / INT8_FILE).engine.quantization
+                if precision == "int8" else None)
             write_bytes_atomic(staging / engine_description_path(engine_path).name,
                                artifact.description.with_engine(engine).to_json().encode())
     return engine_path
@@ -229,5 +234,5 @@ def check_runtime(engine: EngineSection) -> None:
     check_gpu(engine, compute_capability())
 
 
-BUILDERS = {backend: Builder(label=label, precisions=("fp32", "fp16", "bf16"), build=build_tensorrt,
+BUILDERS = {backend: Builder(label=label, precisions=("fp32", "fp16", "bf16", "int8"), build=build_tensorrt,
                              check_runtime=check_runtime) for backend, label in LABELS.items()}

@@ -23,15 +23,16 @@ from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner, availabl
 from vitdeploy.runners.openvino import OpenVINORunner
 from vitdeploy.runners.tensorrt import TensorRTRunner
 
-ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")  # preference when no precision is asked for: exactness first
+ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")  # preference when no precision is asked for: exactness first; int8
+# only when asked for
 
 
 @dataclass(frozen=True)
 class Runtime:
     name: str
     auto_rank: int
-    engine_backends: tuple[str, ...]  # builders whose engines it runs; () runs the artifact's ONNX file
-    onnx_problem: Callable[[], str | None] | None  # for ONNX runtimes: why it cannot run here
+    engine_backends: tuple[str, ...]  # builders whose engines it runs (ONNX Runtime: the int8 graphs)
+    onnx_problem: Callable[[], str | None] | None  # ONNX Runtime: why it cannot run here; it also runs model.onnx
     create: Callable[[Artifact, Path | None, int | None], Runner]  # (artifact, engine, threads)
 
     def engines(self, artifact: Artifact, precision: str | None = None) -> list[Path]:
@@ -42,13 +43,18 @@ class Runtime:
         return sorted(found, key=lambda path: (precisions.index(path.name.split(".")[2]), path.name))
 
     def choose(self, artifact: Artifact, precision: str | None = None) -> tuple[Path | None, str | None]:
-        """(the engine to use or None, why this runtime cannot run the artifact here or None)."""
-        if not self.engine_backends:
-            return None, self.onnx_problem()
+        """(the engine to use or None, why this runtime cannot run the artifact here or None). ONNX Runtime runs
+        model.onnx at fp32 (the default) and the int8 graph when int8 is asked for."""
+        if self.onnx_problem is not None:
+            problem = self.onnx_problem()
+            if problem or precision in (None, "fp32"):
+                return None, problem
         engines = self.engines(artifact, precision)
         if not engines:
             what = f"no {precision} {self.name} engine" if precision else f"no {self.name} engine"
-            return None, f"{what} in the artifact (build one with `vitdeploy build --backend {self.engine_backends[0]}`)"
+            make = ("vitdeploy quantize ART --calibration FOLDER" if self.onnx_problem is not None
+                    else f"vitdeploy build --backend {self.engine_backends[0]}")
+            return None, f"{what} in the artifact (make one with `{make}`)"
         reasons = []
         for path in engines:
             problem = engine_problem(artifact, path)
@@ -82,17 +88,24 @@ def _onnxruntime_problem(cuda: bool) -> Callable[[], str | None]:
     return problem
 
 
+def _onnxruntime_runner(artifact: Artifact | None, engine: Path | None, providers: list[str], threads: int | None,
+                        name: str) -> OnnxRuntimeRunner:
+    """ONNX Runtime on the artifact's model.onnx, or on an int8 graph (its own description, its precision)."""
+    if engine is None:
+        return OnnxRuntimeRunner(artifact.description, artifact.onnx_path, providers, threads, name)
+    description = check_engine(engine)
+    return OnnxRuntimeRunner(description, engine, providers, threads, name, precision=description.engine.precision)
+
+
 RUNTIMES = {runtime.name: runtime for runtime in (
     Runtime("tensorrt", 0, ("tensorrt", "tensorrt_rtx"), None,
             lambda artifact, engine, threads: TensorRTRunner(engine, name="tensorrt")),
-    Runtime("onnxruntime-cuda", 1, (), _onnxruntime_problem(cuda=True),
-            lambda artifact, engine, threads: OnnxRuntimeRunner(artifact.description, artifact.onnx_path, CUDA,
-                                                                threads, "onnxruntime-cuda")),
+    Runtime("onnxruntime-cuda", 1, ("onnxruntime",), _onnxruntime_problem(cuda=True),
+            lambda artifact, engine, threads: _onnxruntime_runner(artifact, engine, CUDA, threads, "onnxruntime-cuda")),
     Runtime("openvino", 2, ("openvino",), None,
             lambda artifact, engine, threads: OpenVINORunner(engine, threads, name="openvino")),
-    Runtime("onnxruntime-cpu", 3, (), _onnxruntime_problem(cuda=False),
-            lambda artifact, engine, threads: OnnxRuntimeRunner(artifact.description, artifact.onnx_path, CPU,
-                                                                threads, "onnxruntime-cpu")),
+    Runtime("onnxruntime-cpu", 3, ("onnxruntime",), _onnxruntime_problem(cuda=False),
+            lambda artifact, engine, threads: _onnxruntime_runner(artifact, engine, CPU, threads, "onnxruntime-cpu")),
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
 ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}
@@ -125,5 +138,6 @@ def create_runner(artifact: Artifact, backend: str = "auto", precision: str | No
 def engine_runner(engine_path: Path, threads: int | None = None) -> Runner:
     """The runner for one engine file: the runtime of the builder its description names."""
     backend = read_engine_description(engine_path).engine.backend
-    runtime = next(r for r in RUNTIMES.values() if backend in r.engine_backends)
-    return runtime.create(None, engine_path, threads)
+    candidates = [RUNTIMES[name] for name in AUTO if backend in RUNTIMES[name].engine_backends]
+    usable = [r for r in candidates if r.onnx_problem is None or r.onnx_problem() is None]
+    return (usable or candidates)[0].create(None, engine_path, threads)  # the runner says why it cannot run

@@ -1,4 +1,5 @@
-"""ONNX Runtime: polygraphy's OnnxrtRunner over a session vitdeploy configures (providers, threads).
+"""ONNX Runtime: polygraphy's OnnxrtRunner over a session vitdeploy configures (providers, threads), on the
+artifact's ONNX file or on its int8 graph (`vitdeploy quantize`).
 
 On CUDA, `prepare` binds the input and outputs to GPU memory (IO binding), so bench times the
 inference alone and no host copy.
@@ -47,11 +48,12 @@ class OnnxRuntimeRunner(Runner):
     session is created on activation."""
 
     def __init__(self, description: Description, onnx_path: Path, providers: list[str] | None = None,
-                 threads: int | None = None, name: str = "onnxruntime"):
+                 threads: int | None = None, name: str = "onnxruntime", precision: str = "fp32"):
         require("onnxruntime")  # fail at construction, not deep inside activate()
         self.providers = providers or CPU
         self.cuda = self.providers[0] == "CUDAExecutionProvider"
-        super().__init__(description, name, peak_key="tf32" if self.cuda else None)  # its use_tf32 defaults on
+        peak_key = ("tf32" if precision == "fp32" else None) if self.cuda else None  # its use_tf32 defaults on
+        super().__init__(description, name, precision=precision, peak_key=peak_key)
         self._polygraphy = OnnxrtRunner(lambda: create_session(onnx_path, self.providers, threads), name=name)
 
     def activate_impl(self) -> None:

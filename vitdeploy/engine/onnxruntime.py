@@ -1,0 +1,43 @@
+"""ONNX Runtime "engines": int8 graphs of the artifact (`model.onnxruntime.int8.onnx`), written by
+`vitdeploy quantize` (vitdeploy.quantize), checked here before a runner loads one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitdeploy.artifact import Artifact
+from vitdeploy.description import EngineSection
+from vitdeploy.engine.descriptions import Builder, engine_file_name, read_engine_description
+from vitdeploy.errors import VitdeployError
+from vitdeploy.integrity import check_files
+from vitdeploy.optional import require
+
+BACKEND = "onnxruntime"
+INT8_FILE = engine_file_name(BACKEND, "int8", "onnx")
+
+
+def check_runtime(engine: EngineSection) -> None:
+    """ONNX Runtime reads any graph of its opset; only its presence is checked."""
+    require("onnxruntime")
+
+
+def int8_source(artifact: Artifact, builder: str, symmetric: bool) -> tuple[Path, EngineSection]:
+    """The artifact's int8 QDQ graph, which an OpenVINO or TensorRT int8 engine is built from, checked to be
+    there, intact and static (symmetric too, for TensorRT); returns its path and its engine section."""
+    path = artifact.directory / INT8_FILE
+    if not path.is_file():
+        raise VitdeployError(f"{artifact.directory} has no int8 graph: make it first with `vitdeploy quantize "
+                             f"{artifact.directory} --calibration FOLDER`, then build the {builder} int8 engine")
+    engine = read_engine_description(path).engine
+    check_files(path.parent, engine.files, "quantize the artifact again")
+    quantization = engine.quantization
+    if quantization["mode"] != "static":
+        raise VitdeployError(f"{path.name} is dynamically quantised, which runs in ONNX Runtime only: quantize again "
+                             f"with --calibration (static QDQ) for {builder}")
+    if symmetric and quantization["activations"] != "s8":
+        raise VitdeployError(f"{path.name} quantises activations as {quantization['activations']} with zero points, "
+                             f"which {builder} rejects: quantize again with --activations s8")
+    return path, engine
+
+
+BUILDERS = {BACKEND: Builder(label="ONNX Runtime int8", precisions=("int8",), build=None, check_runtime=check_runtime)}
