@@ -349,9 +349,9 @@ def test_backend_choice_and_switching(vit_fixed: Path) -> None:
     from polygraphy import config
     import polygraphy.backend.trt.loader as loader
 
-    with pytest.raises(VitdeployError, match="unknown engine backend 'onnxruntime': expected one of tensorrt, "
-                                             "tensorrt_rtx, openvino"):
-        builder("onnxruntime")
+    with pytest.raises(VitdeployError, match="unknown engine backend 'coreml': expected one of tensorrt, "
+                                             "tensorrt_rtx, openvino, onnxruntime"):
+        builder("coreml")
     trt = use_backend(RTX)
     assert config.USE_TENSORRT_RTX and loader.trt.Builder is trt.Builder
     if not is_installed("tensorrt"):

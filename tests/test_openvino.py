@@ -119,7 +119,7 @@ def test_damaged_or_newer_engine_is_refused_before_compiling(vit: Path, tmp_path
 def test_fp16_is_refused_on_a_cpu(vit: Path):
     result = CliRunner().invoke(main, ["build", str(vit), "--backend", "openvino", "--precision", "fp16"])
     assert result.exit_code == 1
-    assert result.output == "Error: OpenVINO (CPU) builds precision fp32 or bf16, not 'fp16'\n"
+    assert result.output == "Error: OpenVINO (CPU) cannot build precision 'fp16': expected one of fp32, bf16, int8\n"
 
 
 def test_missing_openvino_names_the_extra(vit: Path):

@@ -41,7 +41,8 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     if chosen.build is None:
         raise VitdeployError(f"{chosen.label} graphs are made by `vitdeploy quantize`, not `vitdeploy build`")
     if precision not in chosen.precisions:
-        raise VitdeployError(f"{chosen.label} builds precision {' or '.join(chosen.precisions)}, not {precision!r}")
+        raise VitdeployError(f"{chosen.label} cannot build precision {precision!r}: expected one of "
+                             f"{', '.join(chosen.precisions)}")
     return chosen.build(Path(artifact_dir), backend, precision, **options)
 
 
