@@ -14,6 +14,7 @@ Runtime only. Either way the graph is written only if every level passes the rec
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import time
 from collections.abc import Sequence
@@ -57,15 +58,19 @@ def float_nodes(path: Path, exclude: Sequence[str]) -> list[str]:
 
 def _pre_process(source: Path, target: Path, large: bool) -> None:
     """ONNX Runtime's recommended pre-pass; symbolic shape inference fails on Hiera's graph (a Reshape it
-    cannot follow), and the pass is only an optimisation, so it is retried without it."""
+    cannot follow), and the pass is only an optimisation, so it is retried without it. The pass runs in the
+    target's (staging) folder because a failed symbolic inference dumps sym_shape_infer_temp.onnx and its
+    external data into the working directory."""
     pre_process = require("onnxruntime.quantization.shape_inference").quant_pre_process
-    for skip_symbolic in (False, True):
-        try:
-            pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
-            return
-        except Exception:  # noqa: BLE001 (shape inference raises what it meets; the retry decides)
-            if skip_symbolic:
-                raise
+    with contextlib.chdir(target.parent):
+        for skip_symbolic in (False, True):
+            try:
+                pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=skip_symbolic,
+                            save_as_external_data=large)
+                return
+            except Exception:  # noqa: BLE001 (shape inference raises what it meets; the retry decides)
+                if skip_symbolic:
+                    raise
 
 
 class _Feeds:
@@ -143,8 +148,9 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
             excluded = float_nodes(pre, exclude)
             feeds = None if dynamic else photo_feeds(artifact.input, split.calibration)
             _quantize(pre, staging / out.name, feeds, method, activations, excluded, large)
-            for scratch in staging.glob("pre.onnx*"):
-                scratch.unlink()
+            for scratch in staging.iterdir():  # the pre-pass's files and any dump of its shape inference
+                if not scratch.name.startswith(out.name):
+                    scratch.unlink()
         report = None
         if split:
             with progress.step(f"checking every level on {len(split.held_out)} held-out photos against eager fp32"):
