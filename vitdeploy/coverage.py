@@ -29,6 +29,7 @@ from vitdeploy.atomic import write_json_atomic
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
+from vitdeploy.models import meta_backbone
 from vitdeploy.engine.tensorrt_family import use_backend
 from vitdeploy.optional import is_installed, require
 from vitdeploy.progress import Progress
@@ -78,8 +79,7 @@ def small_variant(recipe: Recipe) -> Recipe:
     """The recipe with fewer blocks (SMALL_KWARGS) and inputs near 64 px: same family, same code paths."""
     family = families.get(recipe.family)
     kwargs = {**recipe.timm_kwargs, **family.small_kwargs}
-    with torch.device("meta"):
-        model = timm.create_model(recipe.timm_name, **kwargs)
+    model = meta_backbone(recipe.timm_name, kwargs, recipe.family)
     multiple = pyramid_size_multiple(family.size_multiple(model), recipe.pyramid.strides if recipe.pyramid else ())
     size = (_round_up(64, multiple),) * 2
     ranged = recipe.input.min != recipe.input.max

@@ -18,6 +18,7 @@ import torch
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
+from vitdeploy import families
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.description import InputSpec
@@ -59,13 +60,14 @@ class VerifyReport:
     precision: str
     seed: int
     checks: list[OutputCheck]
+    reference: str = f"eager torch {torch.__version__} / timm {timm.__version__}"
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"artifact": self.artifact, "reference": f"eager torch {torch.__version__} / timm {timm.__version__}",
+        return {"artifact": self.artifact, "reference": self.reference,
                 "candidate": self.candidate, "precision": self.precision, "seed": self.seed,
                 "passed": self.passed, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "checks": [{k: _json_number(v) for k, v in asdict(check).items()} for check in self.checks]}
@@ -169,7 +171,8 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
                 min_cosine=cosine, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
                 tol_min_cosine=tolerance.min_cosine, passed=passed))
     return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=label,
-                        precision=candidate.precision, seed=seed, checks=checks)
+                        precision=candidate.precision, seed=seed, checks=checks,
+                        reference=families.get(artifact.description.family).reference_label())
 
 
 def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] | None = None,

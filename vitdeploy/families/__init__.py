@@ -10,7 +10,8 @@ tests/test_families.py fails for a registered family that has no test recipe.
 from __future__ import annotations
 
 from vitdeploy.errors import VitdeployError
-from vitdeploy.families import beit, convnext, eva, hiera, mvitv2, samvit, swin, twins, vit  # noqa: F401 (register)
+from vitdeploy.families import (  # noqa: F401 (register)
+    beit, convnext, eva, hiera, mvitv2, samvit, swin, twins, vit)
 from vitdeploy.families.base import REGISTRY, Family
 
 __all__ = ["Family", "dynamic_families", "get", "names"]
