@@ -14,7 +14,8 @@ from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
 # One timm model per family, built on the meta device to check the declarations against.
 EXAMPLES = {"vit": "vit_tiny_patch16_224", "hiera": "hiera_tiny_224", "eva": "eva02_tiny_patch14_224",
             "beit": "beit_base_patch16_224", "samvit": "samvit_base_patch16", "mvitv2": "mvitv2_tiny",
-            "twins": "twins_svt_small", "swin": "swin_tiny_patch4_window7_224", "convnext": "convnext_tiny"}
+            "twins": "twins_svt_small", "swin": "swin_tiny_patch4_window7_224", "convnext": "convnext_tiny",
+            "sam2": "sam2_hiera_tiny"}
 
 
 def test_every_registered_family_has_a_test_recipe():
@@ -41,6 +42,8 @@ def test_declarations_fit_the_family_models(name: str):
     family.check(model)
     with pytest.raises(VitdeployError, match=f"family '{name}' expects a timm"):
         family.check(other)
+    with torch.device("meta"):
+        model = family.assemble(model)  # the backbone the family exports (SAM2: trunk + neck)
     # every level's grid is whole: the size rule is a multiple of the coarsest feature stride
     assert family.size_multiple(model) % max(level["reduction"] for level in model.feature_info) == 0
     assert bool(family.small_kwargs) != bool(family.unreduced)  # reduced for tests, or why not
