@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.families import (  # noqa: F401 (register)
-    beit, convnext, eva, hiera, mvitv2, sam2, samvit, swin, twins, vit)
+    beit, convnext, eva, hiera, mvitv2, sam2, samvit, swin, swinv2, twins, vit)
 from vitdeploy.families.base import REGISTRY, Family
 
 __all__ = ["Family", "dynamic_families", "get", "names"]
