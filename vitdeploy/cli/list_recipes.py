@@ -19,7 +19,7 @@ def _resolution(recipe) -> str:
 @click.command("list")
 def list_recipes() -> None:
     """Show the recipes with their pyramid (channels@stride per output)."""
-    click.echo(f"{'recipe':<24} {'timm model':<30} {'resolution':<24} outputs (name: channels@stride)")
+    click.echo(f"{'recipe':<24} {'timm model':<33} {'resolution':<24} outputs (name: channels@stride)")
     for name in available_recipes():
         recipe = load_recipe(name)
         if recipe.unsupported:
@@ -29,4 +29,4 @@ def list_recipes() -> None:
                                               recipe.pyramid, recipe.family, recipe.position_encodings)
             pyramid = " ".join(f"{o.name}:{o.channels}" + (
                 f"@{o.stride}" if o.stride and not o.name.startswith("stride") else "") for o in outputs)
-        click.echo(f"{name:<24} {recipe.timm_name:<30} {_resolution(recipe):<24} {pyramid}")
+        click.echo(f"{name:<24} {recipe.timm_name:<33} {_resolution(recipe):<24} {pyramid}")
