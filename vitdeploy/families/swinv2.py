@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitdeploy.families.base import Family, register
+from vitdeploy.families.base import Family, needs_dynamic_img_size, register
 
 
 @register
@@ -22,9 +22,7 @@ class SwinV2(Family):
     small_kwargs = {"depths": [2, 1, 1, 1]}  # two blocks keep the first stage's shifted windows
 
     def dynamic_problem(self, model: nn.Module) -> str | None:
-        if not model.dynamic_img_size:
-            return "it was built without dynamic_img_size (set timm_kwargs dynamic_img_size = true)"
-        return None
+        return needs_dynamic_img_size(model)
 
     def random_init(self, model: nn.Module, seed: int) -> None:
         """timm zeroes every block's res-post-norm weights (`_init_respostnorm`): each attention and MLP branch
