@@ -93,7 +93,7 @@ class FpnNeck(nn.Module):
 
     def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
         n = len(self.convs) - 1
-        out: list[Tensor] = list(xs)
+        out: list[Tensor] = [None] * len(self.convs)  # type: ignore[list-item]  (all set below)
         previous = None
         for i in range(n, -1, -1):
             lateral = self.convs[n - i](xs[i])

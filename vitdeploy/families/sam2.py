@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.models.hieradet_sam2 import HieraDet
 from torch import nn
 
 from vitdeploy import sam2_encoder
@@ -23,10 +22,6 @@ from vitdeploy.adapters.hiera import adapt_hiera, hiera_size_multiple
 from vitdeploy.description import Neck, OutputLevel, SimplePyramid
 from vitdeploy.families.base import Family, register
 from vitdeploy.sam2_encoder import Sam2ImageEncoder
-
-
-def _trunk(model: nn.Module) -> HieraDet:
-    return model.trunk if isinstance(model, Sam2ImageEncoder) else model
 
 
 @register
@@ -39,16 +34,16 @@ class Sam2(Family):
                      "--checkpoint with SAM2's own checkpoint, e.g. sam2.1_hiera_tiny.pt")
 
     def assemble(self, model: nn.Module) -> nn.Module:
-        return model if isinstance(model, Sam2ImageEncoder) else Sam2ImageEncoder(model)
+        return Sam2ImageEncoder(model)
 
-    def load_checkpoint(self, model: nn.Module, path: Path) -> dict[str, Any]:
+    def load_checkpoint(self, model: Sam2ImageEncoder, path: Path) -> dict[str, Any]:
         return sam2_encoder.load_sam2_checkpoint(model, path)
 
     def size_multiple(self, model: nn.Module) -> int:
-        return hiera_size_multiple(_trunk(model))
+        return hiera_size_multiple(model.trunk)
 
     def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
-        adapt_hiera(_trunk(model), dynamic)
+        adapt_hiera(model.trunk, dynamic)
         return model
 
     def neck(self, model: nn.Module) -> Neck | None:
