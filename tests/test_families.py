@@ -66,14 +66,14 @@ def test_swinv2_random_weights_reach_every_branch():
     from vitdeploy.models import Weights, create_model, state_dict_sha256
 
     kwargs = {"depths": [1, 1], "num_heads": [3, 6], "img_size": 64}
-    torch.manual_seed(0)
-    plain = timm.create_model("swinv2_tiny_window8_256", **kwargs)
-    assert all(float(b.norm1.weight.abs().max()) == 0 for stage in plain.layers for b in stage.blocks)
-    model, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family="swinv2")
-    again, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family="swinv2")
-    norms = [norm.weight for stage in model.layers for b in stage.blocks for norm in (b.norm1, b.norm2)]
-    assert all(float(w.abs().min()) > 0 for w in norms) and abs(float(torch.cat(norms).mean()) - 1) < 0.1
-    assert state_dict_sha256(model) == state_dict_sha256(again)
-    image = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():  # the blocks now change the features: a branch-free model gives other numbers
+    with torch.no_grad():
+        torch.manual_seed(0)
+        plain = timm.create_model("swinv2_tiny_window8_256", **kwargs).eval()
+        assert all(float(b.norm1.weight.abs().max()) == 0 for stage in plain.layers for b in stage.blocks)
+        model, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family="swinv2")
+        again, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family="swinv2")
+        norms = [norm.weight for stage in model.layers for b in stage.blocks for norm in (b.norm1, b.norm2)]
+        assert all(float(w.abs().min()) > 0 for w in norms) and abs(float(torch.cat(norms).mean()) - 1) < 0.1
+        assert state_dict_sha256(model) == state_dict_sha256(again)
+        image = torch.randn(1, 3, 64, 64)  # the blocks now change the features: without them, other numbers
         assert float((model.forward_features(image) - plain.forward_features(image)).abs().max()) > 1e-2
