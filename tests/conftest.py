@@ -84,3 +84,49 @@ def build_tensorrt_rtx_engine(onnx_path: Path, min_shape: tuple, opt_shape: tupl
     weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
     assert engine.nbytes >= 0.9 * weights, f"engine of {engine.nbytes} bytes cannot hold {weights} bytes of weights"
     return bytes(engine)
+
+
+def sam2_state_dict(timm_kwargs: dict, seed: int = 5) -> dict:
+    """A SAM2 checkpoint's state dict as Meta ships it, at the size of `timm_kwargs`: the image encoder under
+    SAM2's names (image_encoder.trunk.* with mlp.layers.{0,1}, image_encoder.neck.convs.*) with its position
+    embeddings drawn at std 1 (timm draws them at 0.02, sam2 at zero: parity would not see a wrong resampling),
+    plus tensors of the rest of SAM2 (memory, prompt encoder, mask decoder), which an export must leave out."""
+    import timm
+    import torch
+
+    from vitdeploy.sam2_encoder import Sam2ImageEncoder
+
+    torch.manual_seed(seed)
+    encoder = Sam2ImageEncoder(timm.create_model("sam2_hiera_tiny", **timm_kwargs))
+    with torch.no_grad():
+        encoder.trunk.pos_embed.normal_(std=1.0)
+        encoder.trunk.pos_embed_window.normal_(std=1.0)
+    state = {f"image_encoder.{k.replace('mlp.fc1', 'mlp.layers.0').replace('mlp.fc2', 'mlp.layers.1')}": v
+             for k, v in encoder.state_dict().items()}
+    return state | {"memory_attention.layers.0.self_attn.q_proj.weight": torch.randn(256, 256),
+                    "memory_attention.layers.0.self_attn.q_proj.bias": torch.randn(256),
+                    "sam_mask_decoder.conv_s0.weight": torch.randn(32, 256, 1, 1),
+                    "sam_prompt_encoder.no_mask_embed.weight": torch.randn(1, 256),
+                    "no_mem_embed": torch.randn(1, 1, 256), "maskmem_tpos_enc": torch.randn(7, 1, 1, 64)}
+
+
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/recipes/sam2_dynamic.toml's size as a SAM2 checkpoint file ({"model": state dict})."""
+    import torch
+
+    from vitdeploy.recipes import load_recipe_file
+
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_test.pt"
+    torch.save({"model": sam2_state_dict(load_recipe_file(RECIPES / "sam2_dynamic.toml").timm_kwargs)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sam2_artifact(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Path) -> Path:
+    """tests/recipes/sam2_dynamic.toml (SAM2.1 tiny, 5 blocks, 48 channels, with position encodings), dynamic
+    32x32..96x128, exported from that checkpoint."""
+    from vitdeploy.models import Weights
+
+    return export_for_test(str(RECIPES / "sam2_dynamic.toml"), tmp_path_factory.mktemp("sam2") / "artifact",
+                           weights=Weights("checkpoint", checkpoint=sam2_checkpoint))

@@ -76,6 +76,7 @@ def _tiny_vit(name: str, **kwargs) -> torch.nn.Module:
 # (timm name, kwargs, grid range): the stored grid (4 and 10) lies inside each range.
 CASES = {
     "vit_cls": ("vit_tiny_patch16_224", {"img_size": 64}, (2, 12)),
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", {"img_size": 64}, (2, 12)),  # class + distillation token
     "dinov2_reg4": ("vit_small_patch14_reg4_dinov2", {"img_size": 140}, (2, 14)),
 }
 
@@ -143,6 +144,7 @@ def test_tensorrt_rtx_parses_and_builds_dynamic_engine(case: Case) -> None:
         ("vit_tiny_patch16_224", {"img_size": 96, "class_token": False, "global_pool": "avg"}),  # no prefix
         ("deit3_small_patch16_224", {"img_size": 96}),  # class token outside the pos-embed (no_embed_class)
         ("vit_small_patch14_reg4_dinov2", {"img_size": 84}),  # class + 4 registers, no_embed_class
+        ("deit_tiny_distilled_patch16_224", {"img_size": 96}),  # class + distillation token; embedding = their mean
     ],
 )
 def test_adapted_eager_matches_timm(name: str, kwargs: dict) -> None:
@@ -165,6 +167,37 @@ def test_adapt_vit_rejects_what_it_cannot_export() -> None:
     assert adapt_vit(static, dynamic=False) is static and "_pos_embed" not in vars(static)
     with pytest.raises(VitdeployError, match="VisionTransformer"):
         adapt_vit(torch.nn.Linear(2, 2), dynamic=True)
+
+
+class _OwnPosEmbed(timm.models.vision_transformer.VisionTransformer):
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:  # a subclass vitdeploy does not know
+        return super()._pos_embed(x)
+
+
+def test_adapt_vit_refuses_an_unknown_pos_embed_only_where_it_must_rewrite() -> None:
+    """A ViT subclass with its own _pos_embed exports fixed as timm wrote it (nothing to rewrite), and is refused
+    (one line) where dynamic_img_size needs the rewrite; distilled DeiT's is reproduced, so both work."""
+    fixed = _OwnPosEmbed(img_size=32, patch_size=16, embed_dim=48, depth=1, num_heads=2)
+    assert adapt_vit(fixed, dynamic=False) is fixed and "_pos_embed" not in vars(fixed)
+    dynamic = _OwnPosEmbed(img_size=32, patch_size=16, embed_dim=48, depth=1, num_heads=2, dynamic_img_size=True)
+    with pytest.raises(VitdeployError, match=r"^_OwnPosEmbed overrides _pos_embed, which vitdeploy cannot rewrite for "
+                                             r"dynamic_img_size; expected a plain timm VisionTransformer or DeiT"):
+        adapt_vit(dynamic, dynamic=True)
+    distilled = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=1, img_size=32)
+    assert adapt_vit(distilled, dynamic=False) is distilled and "_pos_embed" not in vars(distilled)
     distilled = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=1, dynamic_img_size=True)
-    with pytest.raises(VitdeployError, match="overrides _pos_embed"):
-        adapt_vit(distilled, dynamic=True)
+    assert "_pos_embed" in vars(adapt_vit(distilled, dynamic=True))
+
+
+def test_distilled_deit_exports_fixed_and_matches_timm(tmp_path: Path) -> None:
+    """Distilled DeiT through `vitdeploy export` at a fixed size (refused before: it overrides _pos_embed):
+    blocks and the embedding match eager timm, whose pre-logits are the mean of both tokens."""
+    from conftest import RECIPES, export_for_test
+    from vitdeploy.artifact import load_artifact
+    from vitdeploy.verify import verify_onnx
+
+    artifact = load_artifact(export_for_test(str(RECIPES / "deit_distilled_fixed.toml"), tmp_path / "deit"))
+    assert [(o.name, o.channels) for o in artifact.outputs] == [("block0", 192), ("block1", 192), ("embedding", 192)]
+    report = verify_onnx(artifact, batch_sizes=[1, 2])
+    assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
+    build_tensorrt_rtx_engine(artifact.onnx_path, (1, 3, 48, 64), (1, 3, 48, 64), (2, 3, 48, 64))

@@ -30,6 +30,8 @@ def test_list_shows_pyramids():
             in [" ".join(line.split()) for line in lines])
     assert ("vit_base vit_base_patch16_224 fixed 224x224 block2:768@16 block5:768@16 block8:768@16 block11:768@16"
             in [" ".join(line.split()) for line in lines])
+    assert ("sam2.1_hiera_large sam2_hiera_large fixed 1024x1024 stride4:256 stride8:256 stride16:256"
+            in [" ".join(line.split()) for line in lines])  # the neck's channels, not the trunk's 144..1152
 
 
 @pytest.mark.parametrize("args, message", [

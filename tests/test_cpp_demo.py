@@ -34,6 +34,7 @@ from vitdeploy.optional import is_installed
 from vitdeploy.preprocess import preprocess, resize_bilinear
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
+from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.runners.openvino import OpenVINORunner
 from vitdeploy.runners.tensorrt import TensorRTRunner
 from vitdeploy.runners.torch import TorchRunner
@@ -373,6 +374,35 @@ def test_demo_openvino_matches_python_and_eager(demo: Path, openvino_engine, pho
         assert f"{name} " in result.stdout and (tmp_path / f"{name}_heatmap.png").is_file()
     assert f"image {info['image_hw'][0]}x{info['image_hw'][1]} -> input {'x'.join(map(str, batch.shape))}" \
         in result.stdout
+
+
+def test_demo_openvino_runs_a_sam2_artifact(demo: Path, sam2_artifact: Path, photos: dict[str, Path],
+                                            tmp_path: Path) -> None:
+    """SAM2's image encoder (tests/recipes/sam2_dynamic.toml) like any artifact: a heatmap per feature level, the
+    position encodings saved beside them (no heatmap: they do not depend on the image); every output equals
+    Python's OpenVINO on the same IR and ONNX Runtime on model.onnx."""
+    artifact = tmp_path / "sam2"
+    shutil.copytree(sam2_artifact, artifact)
+    engine = build_engine(artifact, "openvino", "fp32", progress=Progress(2, enabled=False))
+    result = run_demo(demo, engine, photos["astronaut.png"], tmp_path / "out")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    description = json.loads(Path(f"{engine}.json").read_text())
+    batch, info = preprocess(photos["astronaut.png"], parse(InputSpec, description["input"]))
+    assert info["input_hw"] == [96, 128]  # 512x512, clamped to the range 32..96 x 32..128
+    python = python_openvino_outputs(engine, batch)
+    with OnnxRuntimeRunner(Description.read(artifact / "vitdeploy.json"), artifact / "model.onnx") as runner:
+        onnx_runtime = runner.infer({"image": batch})
+    stats = {entry["name"]: entry for entry in json.loads((tmp_path / "out" / "stats.json").read_text())["levels"]}
+    for output in description["outputs"]:
+        name = output["name"]
+        cpp = np.load(tmp_path / "out" / f"{name}.npy")
+        assert cpp.shape == python[name].shape == (1, 256, 96 // output["stride"], 128 // output["stride"])
+        assert np.abs(cpp - python[name]).max() <= OPENVINO_MAX_ABS, name
+        assert np.abs(cpp - onnx_runtime[name]).max() <= description["tolerance"]["fp32"]["max_abs"], name
+        assert f"{name} " in result.stdout and stats[name]["stride"] == output["stride"]
+        heatmap = tmp_path / "out" / f"{name}_heatmap.png"
+        assert heatmap.is_file() == (output["kind"] == "feature") == (stats[name]["heatmap"] is not None), name
+    assert [o["name"] for o in description["outputs"] if o["kind"] == "feature"] == ["stride4", "stride8", "stride16"]
 
 
 def test_demo_openvino_bf16_matches_python(demo: Path, openvino_engine, photos: dict[str, Path],

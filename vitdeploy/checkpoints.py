@@ -75,6 +75,13 @@ def load_checkpoint(model: nn.Module, path: Path) -> dict[str, Any]:
                                  ) from None
     record["adapted"] = [{"key": k, "from": original[k], "to": _shape(v)} for k, v in state.items()
                          if k in original and original[k] != _shape(v)]
+    return load_filtered(model, state, path, record)
+
+
+def load_filtered(model: nn.Module, state: dict[str, torch.Tensor], path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Load a filtered state dict (keys and shapes of `model`): a classifier of another size is skipped and
+    recorded, anything else that does not fit is one error naming the keys. Returns `record`."""
+    record.setdefault("classifier_skipped", [])
     target = model.state_dict()
     classifier = _classifier_keys(model)
     for k in [k for k in state if k in classifier and k in target and _shape(state[k]) != _shape(target[k])]:

@@ -9,7 +9,7 @@ description plus an `engine` section. docs/ARTIFACT_FORMAT.md is the specificati
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +101,19 @@ class OutputLevel:
     """One output: a feature map [B, channels, H/stride, W/stride] or the pooled embedding [B, channels]."""
 
     name: str
-    kind: str  # feature | embedding
-    index: int | None  # timm's feature index (Hiera stage, ViT block); None for the embedding
+    kind: str  # feature | position | embedding
+    index: int | None  # timm's feature index (Hiera stage, ViT block; SAM2: neck level); None for the embedding
     channels: int
     stride: int | None
     layout: str  # NCHW | NC
 
+    @property
+    def spatial(self) -> bool:
+        """A map [B, C, H/stride, W/stride] (a feature level or its position encoding), not a vector [B, C]."""
+        return self.layout == "NCHW"
+
     def shape(self, batch: Any, height: int, width: int) -> list[Any]:
-        if self.kind == "embedding":
+        if not self.spatial:
             return [batch, self.channels]
         return [batch, self.channels, height // self.stride, width // self.stride]
 
@@ -125,6 +130,21 @@ class SimplePyramid:
 
 
 @dataclass(frozen=True)
+class Neck:
+    """Modules with weights of their own between the timm trunk and the outputs (SAM2's FPN neck)."""
+
+    kind: str  # sam2_fpn
+    trunk_channels: tuple[int, ...]  # the trunk levels the neck reads, fine to coarse
+    d_model: int  # channels of every neck output
+    fpn_top_down_levels: tuple[int, ...]  # levels that add the coarser level, upsampled
+    scalp: int  # coarsest levels computed (and feeding the top-down path) but not output
+    upsample: str
+    fuse: str
+    position_encoding: str
+    reference: str  # the implementation parity is checked against
+
+
+@dataclass(frozen=True)
 class WeightsRecord:
     """Where the weights came from, their fingerprint, and what loading a checkpoint changed."""
 
@@ -136,6 +156,8 @@ class WeightsRecord:
     filter: str | None = None
     adapted: tuple[dict[str, Any], ...] = ()
     classifier_skipped: tuple[str, ...] = ()
+    used_prefixes: tuple[str, ...] = ()  # a checkpoint of a larger model (SAM2): the key prefixes loaded
+    ignored_prefixes: dict[str, int] = field(default_factory=dict)  # ... and those left out, with their key counts
 
 
 @dataclass(frozen=True)
@@ -207,6 +229,7 @@ class Description:
     pyramid: SimplePyramid | None
     tolerance: dict[str, Tolerance]
     versions: dict[str, str]
+    neck: Neck | None = None  # null unless the family adds a neck (SAM2)
     export: ExportRecord | None = None  # absent inside the ONNX file, which cannot hold its own sha256
     created_utc: str | None = None
     engine: EngineSection | None = None
@@ -218,6 +241,10 @@ class Description:
     @property
     def features(self) -> list[OutputLevel]:
         return [output for output in self.outputs if output.kind == "feature"]
+
+    @property
+    def position_encodings(self) -> list[OutputLevel]:
+        return [output for output in self.outputs if output.kind == "position"]
 
     def with_engine(self, engine: EngineSection) -> Description:
         return replace(self, engine=engine)
@@ -272,7 +299,7 @@ def _plain(value: Any) -> Any:
 # How each typed field is read from JSON: nested descriptions, tuples, and maps of records.
 _NESTED: dict[tuple[type, str], Any] = {
     (Description, "weights"): WeightsRecord, (Description, "input"): InputSpec,
-    (Description, "outputs"): (tuple, OutputLevel), (Description, "pyramid"): SimplePyramid,
+    (Description, "outputs"): (tuple, OutputLevel), (Description, "pyramid"): SimplePyramid, (Description, "neck"): Neck,
     (Description, "tolerance"): (dict, Tolerance), (Description, "export"): ExportRecord,
     (Description, "engine"): EngineSection, (InputSpec, "batch"): BatchRange,
     (ExportRecord, "files"): (dict, FileRecord), (EngineSection, "files"): (dict, FileRecord),

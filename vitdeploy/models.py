@@ -19,9 +19,9 @@ from torch import nn
 
 from vitdeploy import families
 from vitdeploy.checkpoints import load_checkpoint
-from vitdeploy.description import Description, OutputLevel, WeightsRecord
+from vitdeploy.description import Description, OutputLevel, SimplePyramid, WeightsRecord
 from vitdeploy.errors import VitdeployError
-from vitdeploy.pyramid import describe_pyramid, pyramid_module
+from vitdeploy.pyramid import describe_pyramid
 from vitdeploy.recipes import PyramidSpec
 
 EMBEDDING_NAME = "embedding"
@@ -45,20 +45,32 @@ class Weights:
 
 
 def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
-    """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet)."""
+    """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet).
+    A class that passes `**kwargs` on (DeiT distilled) takes what its base class takes."""
     with torch.device("meta"):
         model = timm.create_model(timm_name, **timm_kwargs)
-    return "img_size" in inspect.signature(type(model)).parameters
+    for cls in type(model).__mro__[:-1]:
+        parameters = inspect.signature(cls.__init__).parameters
+        if "img_size" in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False
 
 
 def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
-                 img_size: tuple[int, int] | None = None) -> tuple[nn.Module, dict[str, Any] | None]:
-    """A timm model in eval mode with the requested weights (random init is seeded, so reproducible),
-    and for a checkpoint what loading it did (vitdeploy.checkpoints); `img_size` is passed on to
-    models built for one input size."""
+                 img_size: tuple[int, int] | None = None,
+                 family: str | None = None) -> tuple[nn.Module, dict[str, Any] | None]:
+    """A backbone in eval mode with the requested weights, and for a checkpoint what loading it did
+    (vitdeploy.checkpoints). The timm model is created (random init is seeded, so reproducible) and, given
+    the recipe's `family`, checked against it and assembled by it (vitdeploy.families: SAM2 adds its neck)
+    before any weights are loaded; `img_size` is passed on to models built for one input size."""
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
                              "see timm.list_models() for the names it knows")
+    kind = families.get(family) if family else None
+    if kind and kind.no_pretrained and weights.source == "pretrained":
+        raise VitdeployError(f"--pretrained for {timm_name} (family '{kind.name}'): {kind.no_pretrained}")
     kwargs = dict(timm_kwargs)
     try:
         if img_size is not None and _accepts_img_size(timm_name, timm_kwargs):
@@ -75,8 +87,25 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
             raise
         raise VitdeployError(f"cannot download pretrained weights for {timm_name}: "
                              f"{str(exc).splitlines()[0]}; use --checkpoint FILE for local weights") from None
-    record = load_checkpoint(model, weights.checkpoint) if weights.source == "checkpoint" else None
+    if kind:
+        kind.check(model)
+        model = kind.assemble(model)
+        if weights.source == "random":
+            kind.random_init(model, weights.seed)
+    record = None
+    if weights.source == "checkpoint":
+        record = (kind.load_checkpoint if kind else load_checkpoint)(model, weights.checkpoint)
     return model.eval(), record
+
+
+def meta_backbone(timm_name: str, timm_kwargs: dict[str, Any], family: str | None = None) -> nn.Module:
+    """The backbone on the meta device (no memory, no weights), assembled by its family: for its levels and
+    size rule."""
+    if not timm.is_model(timm_name):
+        raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
+    with torch.device("meta"):
+        model = timm.create_model(timm_name, **timm_kwargs)
+        return families.get(family).assemble(model) if family else model
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -146,24 +175,42 @@ def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tu
                              index=i, channels=int(levels[i]["num_chs"]), stride=int(levels[i]["reduction"]),
                              layout="NCHW") for i in outputs]
     if embedding:
+        if not hasattr(model, "forward_head"):
+            raise VitdeployError(f"{type(model).__name__} has no pooled embedding: expected no embedding output "
+                                 "(drop --embedding / embedding = true)")
         channels = getattr(model, "head_hidden_size", None) or model.num_features
         described.append(OutputLevel(name=EMBEDDING_NAME, kind="embedding", index=None, channels=int(channels),
                                      stride=None, layout="NC"))
     return described
 
 
-def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
-                            embedding: bool, pyramid: PyramidSpec | None = None) -> list[OutputLevel]:
-    """A recipe's outputs without building weights: the model is created on the meta device."""
-    if not timm.is_model(timm_name):
-        raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
-    with torch.device("meta"):
-        model = timm.create_model(timm_name, **timm_kwargs)
+def describe_backbone(model: nn.Module, family: str | None, timm_name: str, outputs: tuple[int, ...] | None,
+                      embedding: bool, position_encodings: bool = False, pyramid: PyramidSpec | None = None
+                      ) -> tuple[list[OutputLevel], SimplePyramid | None]:
+    """The outputs of a backbone for the chosen feature indices (None: the default levels): feature levels
+    (resampled by a simple pyramid when given), their position encodings if asked for, the embedding; and
+    the description's `pyramid` section."""
     levels = feature_levels(model, timm_name)
     chosen = outputs if outputs is not None else default_outputs(levels)
     check_outputs(timm_name, levels, chosen)
-    described = describe_outputs(model, levels, chosen, embedding)
-    return describe_pyramid(described, pyramid, timm_name)[0] if pyramid else described
+    described, section = describe_outputs(model, levels, chosen, embedding), None
+    if pyramid:
+        described, section = describe_pyramid(described, pyramid, timm_name)
+    if position_encodings:
+        if family is None:
+            raise VitdeployError(f"position encodings of {timm_name} need its family: expected a recipe")
+        features = [o for o in described if o.kind == "feature"]
+        positions = families.get(family).position_outputs(model, features)
+        described = features + positions + [o for o in described if o.kind != "feature"]
+    return described, section
+
+
+def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
+                            embedding: bool, pyramid: PyramidSpec | None = None, family: str | None = None,
+                            position_encodings: bool = False) -> list[OutputLevel]:
+    """A recipe's outputs without building weights: the backbone is created on the meta device."""
+    model = meta_backbone(timm_name, timm_kwargs, family)
+    return describe_backbone(model, family, timm_name, outputs, embedding, position_encodings, pyramid)[0]
 
 
 def reference_models(description: Description, checkpoint: Path | None = None) -> ModelForSize:
@@ -174,7 +221,8 @@ def reference_models(description: Description, checkpoint: Path | None = None) -
         checkpoint = Path(source.checkpoint)
     weights = Weights("checkpoint" if checkpoint else source.source, source.seed, checkpoint)
     opt_hw = tuple(description.input.opt_hw)
-    base, _ = create_model(description.timm_name, description.timm_kwargs, weights, img_size=opt_hw)
+    base, _ = create_model(description.timm_name, description.timm_kwargs, weights, img_size=opt_hw,
+                           family=description.family)
     if state_dict_sha256(base) != source.sha256:
         raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
                              "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
@@ -182,7 +230,8 @@ def reference_models(description: Description, checkpoint: Path | None = None) -
     built = {opt_hw: base}
 
     def rebuild(hw: tuple[int, int]) -> nn.Module:
-        model, _ = create_model(description.timm_name, description.timm_kwargs, Weights("random"), img_size=hw)
+        model, _ = create_model(description.timm_name, description.timm_kwargs, Weights("random"), img_size=hw,
+                                family=description.family)
         model.load_state_dict(base.state_dict())
         return model
 
@@ -197,13 +246,17 @@ def reference_models(description: Description, checkpoint: Path | None = None) -
 def reference_pyramids(description: Description, checkpoint: Path | None = None,
                        device: str = "cpu") -> ModelForSize:
     """hw -> the eager pyramid module (the description's outputs) on `device`: the one eager reference that
-    verify, bench and the torch runner use."""
+    verify, bench and the torch runner use (the family's reference_pyramid; built once per backbone, so a
+    backbone that runs every size gives one module for all sizes)."""
     model_for_size = reference_models(description, checkpoint)
-    built: dict[tuple[int, int], nn.Module] = {}
+    family = families.get(description.family)
+    built: dict[int, tuple[nn.Module, nn.Module]] = {}  # id(backbone) -> (backbone, its pyramid)
 
     def pyramid(hw: tuple[int, int]) -> nn.Module:
-        if hw not in built:
-            built[hw] = pyramid_module(model_for_size(hw), description.outputs, description.pyramid).to(device)
-        return built[hw]
+        backbone = model_for_size(hw)
+        if id(backbone) not in built:
+            module = family.reference_pyramid(backbone, description.outputs, description.pyramid).eval()
+            built[id(backbone)] = backbone, module.to(device)
+        return built[id(backbone)][1]
 
     return pyramid

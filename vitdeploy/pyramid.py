@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,9 @@ from torch import nn
 
 from vitdeploy.description import OutputLevel, SimplePyramid
 from vitdeploy.errors import VitdeployError
-from vitdeploy.recipes import PyramidSpec
+
+if TYPE_CHECKING:  # recipes imports the family registry, whose families build modules from here
+    from vitdeploy.recipes import PyramidSpec
 
 UPSAMPLE = "bilinear interpolation (align_corners=False, no antialias)"
 DOWNSAMPLE = "max pooling (kernel = stride = factor)"

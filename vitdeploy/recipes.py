@@ -68,6 +68,7 @@ class Recipe:
     tolerance: dict[str, Tolerance] = field(default_factory=dict)
     unsupported: str | None = None
     pyramid: PyramidSpec | None = None
+    position_encodings: bool = False  # SAM2: each level's position encoding as an output too
 
 
 DEFAULT_TOLERANCE = {
@@ -80,8 +81,8 @@ DEFAULT_TOLERANCE = {
 }
 DEFAULT_BATCH = (1, 1, 32)
 
-_TOP_KEYS = {"timm_name", "family", "description", "outputs", "embedding", "input", "timm_kwargs",
-             "normalization", "tolerance", "unsupported", "pyramid"}
+_TOP_KEYS = {"timm_name", "family", "description", "outputs", "embedding", "position_encodings", "input",
+             "timm_kwargs", "normalization", "tolerance", "unsupported", "pyramid"}
 _INPUT_KEYS = {"mode", "size", "min", "max", "batch"}
 _NORM_KEYS = {"mean", "std"}
 _TOL_KEYS = {"max_abs", "min_cosine", "max_rel"}
@@ -212,6 +213,7 @@ def parse_recipe(name: str, data: dict[str, Any], path: Path) -> Recipe:
         tolerance=_parse_tolerance(top),
         unsupported=top.get("unsupported", str, None),
         pyramid=_parse_pyramid(top),
+        position_encodings=top.get("position_encodings", bool, False),
     )
 
 

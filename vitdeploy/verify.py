@@ -18,6 +18,7 @@ import torch
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
+from vitdeploy import families
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
@@ -64,13 +65,14 @@ class VerifyReport:
     seed: int
     checks: list[OutputCheck]
     environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.doctor's facts for this machine
+    reference: str = f"eager torch {torch.__version__} / timm {timm.__version__}"
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"artifact": self.artifact, "reference": f"eager torch {torch.__version__} / timm {timm.__version__}",
+        return {"artifact": self.artifact, "reference": self.reference,
                 "candidate": self.candidate, "precision": self.precision, "seed": self.seed,
                 "passed": self.passed, "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "checks": [{k: _json_number(v) for k, v in asdict(check).items()} for check in self.checks],
@@ -198,7 +200,8 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
                 min_cosine=cosine, max_rel_l2=rel_l2, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
                 tol_min_cosine=tolerance.min_cosine, tol_max_rel_l2=tolerance.max_rel, passed=passed))
     return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=label,
-                        precision=candidate.precision, seed=seed, checks=checks, environment=environment().to_dict())
+                        precision=candidate.precision, seed=seed, checks=checks, environment=environment().to_dict(),
+                        reference=families.get(artifact.description.family).reference_label())
 
 
 def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] | None = None,

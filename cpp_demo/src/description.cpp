@@ -79,14 +79,15 @@ OutputSpec parse_output(const json& output, const std::string& where) {
     spec.kind = get<std::string>(output, "kind", at);
     spec.layout = get<std::string>(output, "layout", at);
     spec.channels = get<int>(output, "channels", at);
-    if (spec.kind == "feature") {
+    if (spec.kind == "feature" || spec.kind == "position") {
         spec.stride = get<int>(output, "stride", at);
         if (spec.layout != "NCHW" || spec.stride < 1)
-            throw Error(at + " is a feature: expected layout NCHW and a positive stride");
+            throw Error(at + " is a " + (spec.kind == "feature" ? "feature" : "position encoding") +
+                        ": expected layout NCHW and a positive stride");
     } else if (spec.kind == "embedding") {
         if (spec.layout != "NC") throw Error(at + " is an embedding: expected layout NC");
     } else {
-        throw Error(at + " has kind '" + spec.kind + "': expected 'feature' or 'embedding'");
+        throw Error(at + " has kind '" + spec.kind + "': expected 'feature', 'position' or 'embedding'");
     }
     return spec;
 }

@@ -31,7 +31,7 @@ struct InputSpec {
 
 struct OutputSpec {
     std::string name;
-    std::string kind;    // "feature" or "embedding"
+    std::string kind;    // "feature", "position" (a level's position encoding, SAM2) or "embedding"
     std::string layout;  // "NCHW" or "NC"
     int channels = 0;
     int stride = 0;  // 0 for the embedding

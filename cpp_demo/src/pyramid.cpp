@@ -104,6 +104,7 @@ std::vector<LevelStats> consume_pyramid(const Description& description, const Im
         nlohmann::json entry = {{"name", stats.name}, {"shape", stats.shape},   {"mean", stats.mean},
                                 {"std", stats.std},   {"min", stats.min},       {"max", stats.max},
                                 {"stride", nullptr},  {"heatmap", nullptr}};
+        if (output.kind == "position") entry["stride"] = output.stride;  // saved, no heatmap: it is no feature
         if (output.kind == "feature") {
             const Tensor norm = feature_norm(levels[i]);
             write_npy((dir / (output.name + "_norm.npy")).string(), norm);

@@ -1,4 +1,4 @@
-"""Export-friendly rewrite of timm's VisionTransformer position-embedding resampling.
+"""Export-friendly rewrite of timm's VisionTransformer (and distilled DeiT) position-embedding resampling.
 
 With ``dynamic_img_size=True`` timm resamples the stored pos-embed grid to each input's patch grid
 with antialiased bicubic ``F.interpolate``, which exports as ``Resize(antialias=1)``: TensorRT's
@@ -9,6 +9,7 @@ same numbers from MatMul and elementwise ops, with the grid size taken from the 
 import types
 
 import torch
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
@@ -30,11 +31,14 @@ def _resampled_pos_embed(model: VisionTransformer, grid_h: int, grid_w: int) -> 
 
 
 def _pos_embed(self: VisionTransformer, x: Tensor) -> Tensor:
-    """VisionTransformer._pos_embed for ``dynamic_img_size=True`` (x is NHWC patch tokens)."""
+    """VisionTransformer._pos_embed (and VisionTransformerDistilled's) for ``dynamic_img_size=True`` (x is
+    NHWC patch tokens): the prefix tokens are class, then distillation (DeiT distilled) or registers."""
     to_cat = []
     if self.cls_token is not None:
         to_cat.append(self.cls_token.expand(x.shape[0], -1, -1))
-    if self.reg_token is not None:
+    if isinstance(self, VisionTransformerDistilled):
+        to_cat.append(self.dist_token.expand(x.shape[0], -1, -1))
+    elif self.reg_token is not None:
         to_cat.append(self.reg_token.expand(x.shape[0], -1, -1))
     batch, grid_h, grid_w, dim = x.shape
     pos_embed = _resampled_pos_embed(self, grid_h, grid_w)
@@ -56,16 +60,21 @@ def adapt_vit(model: torch.nn.Module, dynamic: bool) -> torch.nn.Module:
         raise VitdeployError(
             f"adapt_vit got a {type(model).__name__}; expected a timm VisionTransformer"
         )
-    if type(model)._pos_embed is not VisionTransformer._pos_embed:
-        raise VitdeployError(
-            f"{type(model).__name__} overrides _pos_embed, which vitdeploy cannot rewrite; "
-            "expected a plain timm VisionTransformer"
-        )
     if dynamic and not model.dynamic_img_size:
         raise VitdeployError(
             "dynamic export of a ViT built without dynamic_img_size; "
             "expected timm_kwargs {'dynamic_img_size': true}"
         )
-    if model.dynamic_img_size and model.pos_embed is not None:
-        model._pos_embed = types.MethodType(_pos_embed, model)
+    if not (model.dynamic_img_size and model.pos_embed is not None):
+        return model  # the stored embedding is added as is: nothing to rewrite
+    if type(model)._pos_embed not in _REWRITTEN:
+        raise VitdeployError(
+            f"{type(model).__name__} overrides _pos_embed, which vitdeploy cannot rewrite for dynamic_img_size; "
+            "expected a plain timm VisionTransformer or DeiT distilled (or export it built without dynamic_img_size)"
+        )
+    model._pos_embed = types.MethodType(_pos_embed, model)
     return model
+
+
+# The _pos_embed implementations that _pos_embed above reproduces (prefix tokens, then resampled grid).
+_REWRITTEN = (VisionTransformer._pos_embed, VisionTransformerDistilled._pos_embed)

@@ -48,6 +48,8 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
               help="Artifact directory [default: artifacts/RECIPE].")
 @click.option("--outputs", type=IntList(), help="Feature indices, e.g. 0,1,2,3 (Hiera stages, ViT blocks).")
 @click.option("--embedding/--no-embedding", default=None, help="Add the pooled pre-logits embedding output.")
+@click.option("--position-encodings/--no-position-encodings", default=None,
+              help="SAM2: add each level's position encoding as an output pos_stride{s} [default: the recipe's].")
 @click.option("--dynamic/--fixed", default=None, help="Dynamic height/width (recipe range) or the fixed size.")
 @click.option("--size", type=IntList(2), help="Export size H,W [default: the recipe's].")
 @click.option("--pyramid", type=click.Choice(["none", *PYRAMID_KINDS]),
@@ -70,7 +72,7 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
-           dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
+           position_encodings: bool | None, dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
            pyramid_strides: tuple[int, ...] | None, checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
            bake_preprocessing: bool, external_data: bool, build_engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX."""
@@ -78,7 +80,8 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
     if build_engine:  # a missing runtime is an error before a long export, not after
         require(auto_family() if backend == "auto" else backend)
     out_dir = out_dir or Path("artifacts") / loaded.name
-    options = ExportOptions(outputs=outputs, embedding=embedding, dynamic=dynamic, size=size,
+    options = ExportOptions(outputs=outputs, embedding=embedding, position_encodings=position_encodings,
+                            dynamic=dynamic, size=size,
                             weights=_weights(checkpoint, pretrained, seed), force=force,
                             bake_preprocessing=bake_preprocessing, external_data=external_data,
                             pyramid=_pyramid(pyramid, pyramid_strides))
@@ -95,7 +98,7 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
     click.echo(f"input  {spec.name}: [{shape}] {spec.dtype} ({values}), H x W = {size_rule}, batch "
                f"{spec.batch.min}..{spec.batch.max}")
     for output in artifact.outputs:
-        shape = (f"[B, {output.channels}, H/{output.stride}, W/{output.stride}]" if output.kind == "feature"
+        shape = (f"[B, {output.channels}, H/{output.stride}, W/{output.stride}]" if output.spatial
                  else f"[B, {output.channels}]")
         click.echo(f"output {output.name}: {shape}")
     if build_engine:

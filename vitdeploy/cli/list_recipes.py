@@ -19,14 +19,14 @@ def _resolution(recipe) -> str:
 @click.command("list")
 def list_recipes() -> None:
     """Show the recipes with their pyramid (channels@stride per output)."""
-    click.echo(f"{'recipe':<24} {'timm model':<30} {'resolution':<24} outputs (name: channels@stride)")
+    click.echo(f"{'recipe':<24} {'timm model':<33} {'resolution':<24} outputs (name: channels@stride)")
     for name in available_recipes():
         recipe = load_recipe(name)
         if recipe.unsupported:
             pyramid = f"not exportable: {recipe.unsupported}"
         else:
             outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                              recipe.pyramid)
+                                              recipe.pyramid, recipe.family, recipe.position_encodings)
             pyramid = " ".join(f"{o.name}:{o.channels}" + (
                 f"@{o.stride}" if o.stride and not o.name.startswith("stride") else "") for o in outputs)
-        click.echo(f"{name:<24} {recipe.timm_name:<30} {_resolution(recipe):<24} {pyramid}")
+        click.echo(f"{name:<24} {recipe.timm_name:<33} {_resolution(recipe):<24} {pyramid}")

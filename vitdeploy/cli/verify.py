@@ -34,7 +34,7 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
         loaded = load_artifact(artifact)
         report = verify_onnx(loaded, cuda, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
         name, where = loaded.name, f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
-    click.echo(f"{name}: {report.candidate} vs eager torch, {report.precision}, seed {seed}")
+    click.echo(f"{name}: {report.candidate} vs {report.reference}, {report.precision}, seed {seed}")
     click.echo(report.table())
     failed = sum(not check.passed for check in report.checks)
     if failed:

@@ -22,10 +22,9 @@ from vitdeploy.description import BatchRange, Description, ExportRecord, InputSp
 from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.export.normalise import NormaliseInGraph
 from vitdeploy.integrity import describe_files
-from vitdeploy.models import (Weights, check_outputs, create_model, default_outputs, describe_outputs,
-                              feature_levels, nonfinite_tensors, weights_record)
+from vitdeploy.models import Weights, create_model, describe_backbone, nonfinite_tensors, weights_record
 from vitdeploy.progress import Progress
-from vitdeploy.pyramid import describe_pyramid, pyramid_module, pyramid_size_multiple
+from vitdeploy.pyramid import pyramid_size_multiple
 from vitdeploy.recipes import PyramidSpec, Recipe
 
 OPSET = 20  # LayerNormalization (17) and Gelu (20) are single nodes, which ONNX Runtime and TensorRT fuse
@@ -47,6 +46,7 @@ class ExportOptions:
     bake_preprocessing: bool = False  # uint8 NHWC input, normalised in the graph
     external_data: bool = False  # weights in model.onnx.data even below 2 GB (above, always)
     pyramid: PyramidSpec | None = None  # None: the recipe's; NO_PYRAMID: none
+    position_encodings: bool | None = None  # None: the recipe's; SAM2: pos_stride{s} outputs
 
 
 def _versions() -> dict[str, str]:
@@ -94,34 +94,33 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     family = families.get(recipe.family)
     dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
     size = options.size or recipe.input.size
-    model, loaded = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size)
-    family.check(model)
+    model, loaded = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size,
+                                 family=recipe.family)
     broken = nonfinite_tensors(model)
     if broken:
         warnings.warn(f"{len(broken)} weight tensors of {recipe.timm_name} hold NaN or infinite values (e.g. "
                       f"{broken[0]}) in {options.weights.describe()}: the exported outputs will not be finite and "
                       "verify will fail", VitdeployWarning, stacklevel=2)
-    levels = feature_levels(model, recipe.timm_name)
-    outputs = options.outputs if options.outputs is not None else recipe.outputs or default_outputs(levels)
-    check_outputs(recipe.timm_name, levels, outputs)
+    embedding = recipe.embedding if options.embedding is None else options.embedding
+    positions = recipe.position_encodings if options.position_encodings is None else options.position_encodings
+    spec = recipe.pyramid if options.pyramid is None else (None if options.pyramid is NO_PYRAMID else options.pyramid)
+    described, pyramid = describe_backbone(model, recipe.family, recipe.timm_name,
+                                           options.outputs if options.outputs is not None else recipe.outputs,
+                                           embedding, positions, spec)
     problem = family.dynamic_problem(model) if dynamic else None
     if problem:
         raise VitdeployError(f"{recipe.timm_name} runs at one resolution only: {problem}; export it fixed "
                              f"(families that export dynamic sizes: {families.dynamic_families()})")
     if dynamic and recipe.input.min == recipe.input.max:
         raise VitdeployError(f"recipe '{recipe.name}' has no dynamic range: set input.min and input.max")
-    embedding = recipe.embedding if options.embedding is None else options.embedding
-    spec = recipe.pyramid if options.pyramid is None else (None if options.pyramid is NO_PYRAMID else options.pyramid)
-    described, pyramid = describe_outputs(model, levels, outputs, embedding), None
-    if spec:
-        described, pyramid = describe_pyramid(described, spec, recipe.timm_name)
     multiple = pyramid_size_multiple(family.size_multiple(model), pyramid.strides if pyramid else ())
     description = Description(
         recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family, timm_kwargs=recipe.timm_kwargs,
         weights=weights_record(options.weights, model, loaded),
         input=_input_spec(recipe, model, dynamic, size, multiple, options.bake_preprocessing),
-        outputs=tuple(described), pyramid=pyramid, tolerance=dict(recipe.tolerance), versions=_versions())
-    wrapped = pyramid_module(family.adapt(model, dynamic), description.outputs, pyramid)
+        outputs=tuple(described), pyramid=pyramid, tolerance=dict(recipe.tolerance), versions=_versions(),
+        neck=family.neck(model))
+    wrapped = family.pyramid_module(family.adapt(model, dynamic), description.outputs, pyramid).eval()
     if options.bake_preprocessing:
         wrapped = NormaliseInGraph(wrapped, description.input).eval()
     return wrapped, description
@@ -133,7 +132,7 @@ def _name_dimensions(graph: Any, description: Description) -> None:
     height, width = ("height", "width") if spec.dynamic else spec.opt_hw
     graph.inputs[0].shape = ir.Shape(spec.shape("batch", height, width))
     for value, output in zip(graph.outputs, description.outputs):
-        if output.kind != "feature":
+        if not output.spatial:
             value.shape = ir.Shape(["batch", output.channels])
         elif spec.dynamic:
             value.shape = ir.Shape(["batch", output.channels, f"height/{output.stride}", f"width/{output.stride}"])

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
+import timm
+import torch
 from torch import nn
 
+from vitdeploy.checkpoints import load_checkpoint
+from vitdeploy.description import Neck, OutputLevel, SimplePyramid
 from vitdeploy.errors import VitdeployError
+from vitdeploy.pyramid import pyramid_module
 
 Rebuild = Callable[[tuple[int, int]], nn.Module]
 
@@ -21,6 +27,24 @@ class Family:
     fixed_only: ClassVar[str | None] = None  # why no model of the family serves several sizes with one graph
     small_kwargs: ClassVar[dict[str, Any]] = {}  # fewer blocks, for tests and `matrix --small`
     unreduced: ClassVar[str | None] = None  # why small_kwargs cannot shrink the family
+    no_pretrained: ClassVar[str | None] = None  # why timm's hub weights do not make the exported model
+
+    # The backbone: what the artifact exports, and whose weights it records.
+
+    def assemble(self, model: nn.Module) -> nn.Module:
+        """The backbone built around the timm model (already checked by `check`): timm's model itself, unless the
+        family adds modules with weights of their own (SAM2: the FPN neck). It keeps timm's backbone interface
+        (feature_info, forward_intermediates, pretrained_cfg), so levels, weights and checkpoints are handled
+        the same for every family."""
+        return model
+
+    def random_init(self, model: nn.Module, seed: int) -> None:
+        """Seeded random weights (no checkpoint, no hub), after timm's initialisation with `seed`: redraw the
+        tensors that timm initialises so that a parity check could not see a branch (SwinV2's zeroed norms)."""
+
+    def load_checkpoint(self, model: nn.Module, path: Path) -> dict[str, Any]:
+        """Load a local checkpoint into the backbone; returns what loading did, for the artifact's weights record."""
+        return load_checkpoint(model, path)
 
     def check(self, model: nn.Module) -> None:
         """`model` is one of the family's timm classes (a recipe naming the wrong family fails here)."""
@@ -43,6 +67,32 @@ class Family:
     def reference_for_size(self, base: nn.Module, hw: tuple[int, int], rebuild: Rebuild) -> nn.Module:
         """The eager model for inputs of `hw`: the exported one itself, unless the family builds per size."""
         return base
+
+    # The outputs, and the module that computes them.
+
+    def neck(self, model: nn.Module) -> Neck | None:
+        """The description's `neck` section, for a backbone `assemble` gave a neck."""
+        return None
+
+    def position_outputs(self, model: nn.Module, features: Sequence[OutputLevel]) -> list[OutputLevel]:
+        """The position-encoding outputs (`--position-encodings`) of the chosen feature levels."""
+        raise VitdeployError(f"family '{self.name}' has no position encodings: expected a SAM2 recipe for "
+                             "--position-encodings (position_encodings = true)")
+
+    def pyramid_module(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
+                       pyramid: SimplePyramid | None) -> nn.Module:
+        """The module whose outputs are a description's `outputs`: exported (on the adapted backbone) and,
+        unless `reference_pyramid` says otherwise, the eager reference (on the unmodified one)."""
+        return pyramid_module(backbone, outputs, pyramid)
+
+    def reference_pyramid(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
+                          pyramid: SimplePyramid | None) -> nn.Module:
+        """The eager module that verify, bench and the torch runner compare against, with the artifact's weights."""
+        return self.pyramid_module(backbone, outputs, pyramid)
+
+    def reference_label(self) -> str:
+        """What `reference_pyramid` runs, for verify reports."""
+        return f"eager torch {torch.__version__} / timm {timm.__version__}"
 
     def attention_shape(self, model: nn.Module) -> tuple[int, int]:
         """(heads, hidden size) for ONNX Runtime's transformer optimiser; (0, 0): let it detect them."""

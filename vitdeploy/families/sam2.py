@@ -1,0 +1,65 @@
+"""SAM2's image encoder: timm's HieraDet trunk (`sam2_hiera_*`) + SAM2's FPN neck, outputs named by stride.
+
+The backbone is vitdeploy.sam2_encoder.Sam2ImageEncoder (the neck and position encoding written for
+export); the outputs are the neck's 256-channel levels (`stride4`, `stride8`, `stride16`) and, with
+`position_encodings`, their sine encodings (`pos_stride4` ..). Sizes: multiples of 32 (the trunk's rule),
+any within the recipe's range. The eager reference of verify, bench and the torch runner is Meta's own
+`ImageEncoder` from the `sam2` package, loaded with the artifact's weights: without that package those
+say which extra to install. Checkpoints are SAM2's own files (only the image encoder's tensors are used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitdeploy import sam2_encoder
+from vitdeploy.adapters.hiera import adapt_hiera, hiera_size_multiple
+from vitdeploy.description import Neck, OutputLevel, SimplePyramid
+from vitdeploy.families.base import Family, register
+from vitdeploy.sam2_encoder import Sam2ImageEncoder
+
+
+@register
+class Sam2(Family):
+    name = "sam2"
+    timm_classes = ("HieraDet",)
+    # one block per stage but two in the third: a windowed and a global block, as SAM2's trunks have there
+    small_kwargs = {"stages": [1, 1, 2, 1], "global_att_blocks": [3]}
+    no_pretrained = ("timm's sam2_hiera_* weights hold the trunk only (the FPN neck would stay random): use "
+                     "--checkpoint with SAM2's own checkpoint, e.g. sam2.1_hiera_tiny.pt")
+
+    def assemble(self, model: nn.Module) -> nn.Module:
+        return Sam2ImageEncoder(model)
+
+    def load_checkpoint(self, model: Sam2ImageEncoder, path: Path) -> dict[str, Any]:
+        return sam2_encoder.load_sam2_checkpoint(model, path)
+
+    def size_multiple(self, model: nn.Module) -> int:
+        return hiera_size_multiple(model.trunk)
+
+    def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
+        adapt_hiera(model.trunk, dynamic)
+        return model
+
+    def neck(self, model: nn.Module) -> Neck | None:
+        return sam2_encoder.neck_description(model)
+
+    def position_outputs(self, model: nn.Module, features: Sequence[OutputLevel]) -> list[OutputLevel]:
+        return sam2_encoder.position_outputs(features)
+
+    def pyramid_module(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
+                       pyramid: SimplePyramid | None) -> nn.Module:
+        return sam2_encoder.Sam2Pyramid(backbone, outputs)
+
+    def reference_pyramid(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
+                          pyramid: SimplePyramid | None) -> nn.Module:
+        """Meta's ImageEncoder (sam2 package) with the artifact's weights, not vitdeploy's rewrite of it."""
+        return sam2_encoder.MetaSam2Pyramid(backbone, outputs)
+
+    def reference_label(self) -> str:
+        return f"Meta's sam2 {sam2_encoder.sam2_version()} ImageEncoder, eager torch {torch.__version__}"

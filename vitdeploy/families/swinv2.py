@@ -1,0 +1,36 @@
+"""timm SwinTransformerV2: shifted windows with log-spaced continuous position bias; dynamic with dynamic_img_size.
+
+timm fixes each stage's window and shift at construction from `img_size` (a window never larger than
+the stage's grid), so a model built at another size computes something else: the eager reference at
+every size is the exported model itself (built at the export size, recorded as `opt_hw`), never one
+rebuilt at that size. With `dynamic_img_size` it pads to whole windows and builds the attention masks
+per input, which exports with symbolic sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vitdeploy.families.base import Family, needs_dynamic_img_size, register
+
+
+@register
+class SwinV2(Family):
+    name = "swinv2"
+    timm_classes = ("SwinTransformerV2",)
+    small_kwargs = {"depths": [2, 1, 1, 1]}  # two blocks keep the first stage's shifted windows
+
+    def dynamic_problem(self, model: nn.Module) -> str | None:
+        return needs_dynamic_img_size(model)
+
+    def random_init(self, model: nn.Module, seed: int) -> None:
+        """timm zeroes every block's res-post-norm weights (`_init_respostnorm`): each attention and MLP branch
+        then adds nothing, and parity would not see them. Seeded random weights draw them from N(1, 0.2)."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for stage in model.layers:
+                for block in stage.blocks:
+                    for norm in (block.norm1, block.norm2):
+                        norm.weight.copy_(1.0 + 0.2 * torch.randn(norm.weight.shape, generator=generator))
+                        norm.bias.copy_(0.1 * torch.randn(norm.bias.shape, generator=generator))

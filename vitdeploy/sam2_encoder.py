@@ -1,0 +1,286 @@
+"""SAM2's image encoder, written for export: timm's HieraDet trunk + SAM2's FPN neck + sine position encoding.
+
+timm's `sam2_hiera_{tiny,small,base_plus,large}` is SAM2's trunk (same modules; its checkpoint filter maps
+SAM2's keys), but timm has no neck, and SAM2's mask decoder reads the neck's 256-channel maps. SAM2's own
+`ImageEncoder` does not export well: its `PositionEmbeddingSine` keeps a cache keyed by (H, W) that a warm
+module (any eager call, or construction on a machine with a GPU) bakes into the graph as a constant of one
+size, so a "dynamic" export silently returns position encodings of the wrong size; its nearest upsampling
+is a `Resize` that TensorRT-RTX's dynamic build rejects; and its export is minutes slower. So vitdeploy
+builds the same computation from parts that export: the timm trunk (adapted by vitdeploy.adapters.hiera),
+`FpnNeck` (SAM2's state-dict keys, nearest x2 upsampling as Expand + Reshape, exact) and a stateless
+`SinePositionEncoding` (SAM2's formula, recomputed from each input's size). Parity is checked against
+SAM2's own `ImageEncoder` (`meta_image_encoder`, needs the `sam2` package): vitdeploy.families.sam2.
+
+Checkpoints are SAM2's own files (`{"model": state dict of the whole SAM2 model}`): only the image
+encoder's tensors are loaded (`load_sam2_checkpoint`), after checking that the trunk is the recipe's size.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from timm.models.hieradet_sam2 import HieraDet, checkpoint_filter_fn
+from torch import Tensor, nn
+
+from vitdeploy.checkpoints import load_filtered, read_state_dict
+from vitdeploy.description import Neck, OutputLevel
+from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import require
+
+D_MODEL = 256  # every SAM2 / SAM2.1 config
+TOP_DOWN_LEVELS = (2, 3)  # levels 0 and 1 (strides 4, 8) take the trunk's features alone
+SCALP = 1  # the stride-32 level feeds stride 16's top-down path but is not an output
+TEMPERATURE = 10000.0
+UPSAMPLE = "nearest x2 (Expand + Reshape; = F.interpolate(scale_factor=2, mode='nearest'))"
+POSITION_ENCODING = (f"sine, {D_MODEL} channels (y then x), temperature {TEMPERATURE:g}, positions normalised to "
+                     "(0, 2*pi] (sam2 PositionEmbeddingSine(normalize=True)); computed from the level's size")
+REFERENCE = "sam2.modeling.backbones.image_encoder.ImageEncoder (Meta's sam2 package)"
+# Official SAM2.1 trunks: (blocks, embed width) -> recipe
+VARIANTS = {(12, 96): "sam2.1_hiera_tiny", (16, 96): "sam2.1_hiera_small", (24, 112): "sam2.1_hiera_base_plus",
+            (48, 144): "sam2.1_hiera_large"}
+
+
+def upsample2x_nearest(x: Tensor) -> Tensor:
+    """`F.interpolate(x, scale_factor=2, mode="nearest")`, exactly, as Expand + Reshape (no Resize)."""
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, h * 2, w * 2)
+
+
+class SinePositionEncoding(nn.Module):
+    """sam2's `PositionEmbeddingSine(num_pos_feats, normalize=True)` without its cache: [B, C, H, W] of x's size."""
+
+    def __init__(self, channels: int = D_MODEL, temperature: float = TEMPERATURE, scale: float = 2 * math.pi):
+        super().__init__()
+        self.half, self.temperature, self.scale = channels // 2, temperature, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        eps = 1e-6
+        y = torch.arange(1, height + 1, dtype=torch.float32, device=x.device)
+        xs = torch.arange(1, width + 1, dtype=torch.float32, device=x.device)
+        y = y / (y[-1:] + eps) * self.scale  # sam2: embed / (embed[-1] + eps) * scale, embed[-1] = H (W)
+        xs = xs / (xs[-1:] + eps) * self.scale
+        dim_t = torch.arange(self.half, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * (dim_t // 2) / self.half)
+        py, px = y[:, None] / dim_t, xs[:, None] / dim_t  # [H, half], [W, half]
+        py = torch.stack((py[:, 0::2].sin(), py[:, 1::2].cos()), dim=2).flatten(1)
+        px = torch.stack((px[:, 0::2].sin(), px[:, 1::2].cos()), dim=2).flatten(1)
+        pos = torch.cat((py[:, None, :].expand(height, width, self.half),
+                         px[None, :, :].expand(height, width, self.half)), dim=2)
+        return pos.permute(2, 0, 1)[None].expand(batch, 2 * self.half, height, width).to(x.dtype)
+
+
+class FpnNeck(nn.Module):
+    """sam2's `FpnNeck` (1x1 lateral convs; nearest x2 top-down on `fpn_top_down_levels`; sum), its keys
+    (`convs.{i}.conv.*`, coarse to fine) and its numbers."""
+
+    def __init__(self, backbone_channel_list: Sequence[int], d_model: int = D_MODEL,
+                 fpn_top_down_levels: Sequence[int] = TOP_DOWN_LEVELS):
+        super().__init__()
+        self.backbone_channel_list = list(backbone_channel_list)  # coarse to fine, as sam2 lists it
+        self.convs = nn.ModuleList()
+        for channels in backbone_channel_list:
+            lateral = nn.Sequential()
+            lateral.add_module("conv", nn.Conv2d(channels, d_model, kernel_size=1))
+            self.convs.append(lateral)
+        self.fpn_top_down_levels = list(fpn_top_down_levels)
+
+    def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        n = len(self.convs) - 1
+        out: list[Tensor] = [None] * len(self.convs)  # type: ignore[list-item]  (all set below)
+        previous = None
+        for i in range(n, -1, -1):
+            lateral = self.convs[n - i](xs[i])
+            if i in self.fpn_top_down_levels and previous is not None:
+                previous = lateral + upsample2x_nearest(previous)
+            else:
+                previous = lateral
+            out[i] = previous
+        return out
+
+
+class Sam2ImageEncoder(nn.Module):
+    """SAM2's image encoder (trunk + neck, scalp 1) with timm's backbone interface: `feature_info` lists the
+    neck's levels (256 channels at strides 4, 8, 16), `forward_intermediates` returns them, and
+    `position_encoding(level)` gives a level's encoding. State dict: `trunk.*` (timm's HieraDet keys, without
+    its classifier head, which SAM2 does not have) and `neck.convs.*` (SAM2's)."""
+
+    def __init__(self, trunk: HieraDet, d_model: int = D_MODEL, scalp: int = SCALP,
+                 fpn_top_down_levels: Sequence[int] = TOP_DOWN_LEVELS):
+        super().__init__()
+        trunk.head = nn.Identity()  # SAM2's trunk ends at its last block; forward_intermediates never uses the head
+        self.trunk = trunk
+        self.trunk_channels = [int(level["num_chs"]) for level in trunk.feature_info]
+        self.neck = FpnNeck(self.trunk_channels[::-1], d_model, fpn_top_down_levels)
+        self.position = SinePositionEncoding(d_model)
+        self.d_model, self.scalp = d_model, scalp
+        kept = len(trunk.feature_info) - scalp
+        self.feature_info = [dict(num_chs=d_model, reduction=int(level["reduction"]),
+                                  module=f"neck.convs.{len(trunk.feature_info) - 1 - i}")
+                             for i, level in enumerate(trunk.feature_info[:kept])]
+        self.pretrained_cfg = {**trunk.pretrained_cfg, "classifier": None}
+
+    def forward_levels(self, image: Tensor) -> list[Tensor]:
+        """Every neck level the encoder outputs (fine to coarse, after the scalp)."""
+        trunk = self.trunk.forward_intermediates(image, indices=list(range(len(self.trunk_channels))),
+                                                 intermediates_only=True, output_fmt="NCHW")
+        levels = self.neck(trunk)
+        return levels[:len(levels) - self.scalp]
+
+    def forward_intermediates(self, x: Tensor, indices: Sequence[int] | None = None, intermediates_only: bool = True,
+                              output_fmt: str = "NCHW", **_: Any) -> list[Tensor]:
+        """timm's call with SAM2's neck levels; the neck needs every trunk stage, so there is no early stop."""
+        if not intermediates_only or output_fmt != "NCHW":
+            raise VitdeployError("SAM2's image encoder gives its neck levels only: expected intermediates_only=True, "
+                                 "output_fmt='NCHW'")
+        levels = self.forward_levels(x)
+        return [levels[i] for i in (range(len(levels)) if indices is None else indices)]
+
+    def position_encoding(self, level: Tensor) -> Tensor:
+        return self.position(level)
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        return self.forward_levels(image)
+
+
+class Sam2Pyramid(nn.Module):
+    """The exported module: the chosen neck levels, then their position encodings (as the description lists)."""
+
+    def __init__(self, encoder: Sam2ImageEncoder, outputs: Sequence[OutputLevel]):
+        super().__init__()
+        self.backbone = encoder
+        self.picks = [(o.kind, o.index) for o in outputs]
+        unknown = sorted({o.kind for o in outputs} - {"feature", "position"})
+        if unknown:
+            raise VitdeployError(f"SAM2's image encoder has no {unknown[0]} output: expected feature levels and "
+                                 "their position encodings")
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        levels = self.backbone.forward_levels(image)
+        return tuple(levels[i] if kind == "feature" else self.backbone.position_encoding(levels[i])
+                     for kind, i in self.picks)
+
+
+def neck_description(encoder: Sam2ImageEncoder) -> Neck:
+    return Neck(kind="sam2_fpn", trunk_channels=tuple(encoder.trunk_channels), d_model=encoder.d_model,
+                fpn_top_down_levels=tuple(encoder.neck.fpn_top_down_levels), scalp=encoder.scalp, upsample=UPSAMPLE,
+                fuse="sum", position_encoding=POSITION_ENCODING, reference=REFERENCE)
+
+
+def position_outputs(features: Sequence[OutputLevel]) -> list[OutputLevel]:
+    """`pos_stride{s}` for each chosen level: its sine encoding, [B, 256, H/s, W/s] (SAM2's vision_pos_enc)."""
+    return [OutputLevel(name=f"pos_{o.name}", kind="position", index=o.index, channels=o.channels, stride=o.stride,
+                        layout="NCHW") for o in features]
+
+
+# ---- SAM2 checkpoints ------------------------------------------------------------------------------------
+
+def _trunk_shape(state: dict[str, Tensor], prefix: str) -> tuple[int, int]:
+    """(block count, embed width) of the trunk under `prefix` in a state dict."""
+    blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
+    return (max(blocks) + 1 if blocks else 0), int(state[prefix + "patch_embed.proj.weight"].shape[0])
+
+
+def _grouped(keys: Sequence[str]) -> dict[str, int]:
+    """Key counts by top-level module (`memory_attention.`), or the key itself for a bare tensor."""
+    return dict(sorted(Counter(k.split(".")[0] + ("." if "." in k else "") for k in keys).items()))
+
+
+def load_sam2_checkpoint(encoder: Sam2ImageEncoder, path: Path) -> dict[str, Any]:
+    """Load the image encoder's tensors of a SAM2 checkpoint (a whole SAM2 model's state dict, under "model"
+    as Meta ships it, or an image encoder's own); returns the weights record's checkpoint fields."""
+    state, key = read_state_dict(path)
+    prefix = next((p for p in ("image_encoder.", "") if f"{p}trunk.patch_embed.proj.weight" in state), None)
+    if prefix is None:
+        raise VitdeployError(f"checkpoint {path} has no image_encoder.trunk.patch_embed.proj.weight (its keys start "
+                             f"e.g. {next(iter(state))}): expected a SAM2 checkpoint ({{'model': state dict of a SAM2 "
+                             "model}, keys image_encoder.trunk.* and image_encoder.neck.*)")
+    trunk_prefix, neck_prefix = f"{prefix}trunk.", f"{prefix}neck."
+    found = _trunk_shape(state, trunk_prefix)
+    expected = (len(encoder.trunk.blocks), int(encoder.trunk.patch_embed.proj.out_channels))
+    if found != expected:
+        model = encoder.trunk.pretrained_cfg.get("architecture", "the recipe's model")
+        fits = f"; export it with recipe {VARIANTS[found]}" if found in VARIANTS else ""
+        raise VitdeployError(
+            f"checkpoint {path} holds a SAM2 trunk of {found[0]} blocks, embed width {found[1]} ({trunk_prefix}blocks.*, "
+            f"{trunk_prefix}patch_embed.proj.weight): expected {expected[0]} blocks of width {expected[1]} ({model})"
+            f"{fits}")
+    used = [k for k in state if k.startswith((trunk_prefix, neck_prefix))]
+    trunk = checkpoint_filter_fn(state, None, prefix=trunk_prefix)  # timm's own mapping of SAM2 trunk keys
+    neck = {k[len(neck_prefix):]: v for k, v in state.items() if k.startswith(neck_prefix)}
+    if not neck:
+        raise VitdeployError(f"checkpoint {path} has a SAM2 trunk but no {neck_prefix}* tensors: expected SAM2's "
+                             "image encoder with its FPN neck (timm's sam2_hiera_* weights hold the trunk only)")
+    filtered = {**{f"trunk.{k}": v for k, v in trunk.items()}, **{f"neck.{k}": v for k, v in neck.items()}}
+    record = {"checkpoint_key": key, "filter": "vitdeploy.sam2_encoder.load_sam2_checkpoint (trunk through "
+              f"timm.models.hieradet_sam2.checkpoint_filter_fn, prefix {trunk_prefix!r})", "adapted": [],
+              "classifier_skipped": [], "used_prefixes": [trunk_prefix, neck_prefix],
+              "ignored_prefixes": _grouped([k for k in state if k not in set(used)])}
+    return load_filtered(encoder, filtered, path, record)
+
+
+# ---- Meta's encoder, the parity reference ---------------------------------------------------------------
+
+def sam2_version() -> str:
+    """The installed sam2 package's version ("not installed" without it)."""
+    try:
+        return importlib.metadata.version("sam2")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def meta_trunk_config(trunk: HieraDet) -> dict[str, Any]:
+    """The arguments of sam2's `Hiera` that build the same trunk as this timm HieraDet."""
+    stages = [end - start for start, end in zip([-1, *trunk.stage_ends[:-1]], trunk.stage_ends)]
+    embed_dim = int(trunk.patch_embed.proj.out_channels)
+    dims = [int(level["num_chs"]) for level in trunk.feature_info]
+    heads = [trunk.blocks[end].attn.num_heads for end in trunk.stage_ends]
+    proj = trunk.patch_embed.proj
+    if (tuple(proj.kernel_size), tuple(proj.stride), tuple(proj.padding)) != ((7, 7), (4, 4), (3, 3)):
+        raise VitdeployError("this HieraDet's patch embedding is not SAM2's (kernel 7, stride 4, padding 3): sam2's "
+                             "Hiera cannot build it")
+    return {"embed_dim": embed_dim, "num_heads": trunk.blocks[0].attn.num_heads, "q_pool": len(trunk.q_pool_blocks),
+            "q_stride": list(trunk.q_stride), "stages": stages, "dim_mul": dims[1] / dims[0],
+            "head_mul": heads[1] / heads[0], "window_pos_embed_bkg_spatial_size": list(trunk.global_pos_size),
+            "window_spec": list(trunk.window_spec), "global_att_blocks": list(trunk.global_att_blocks)}
+
+
+def meta_image_encoder(encoder: Sam2ImageEncoder) -> nn.Module:
+    """sam2's own `ImageEncoder` (Hiera trunk, FpnNeck, PositionEmbeddingSine; as SAM2.1's configs build it) with
+    the encoder's weights. Needs the `sam2` package (vitdeploy[sam2])."""
+    require("sam2")
+    from sam2.modeling.backbones.hieradet import Hiera
+    from sam2.modeling.backbones.image_encoder import FpnNeck as MetaFpnNeck, ImageEncoder
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+
+    trunk = Hiera(**meta_trunk_config(encoder.trunk))
+    neck = MetaFpnNeck(position_encoding=PositionEmbeddingSine(num_pos_feats=encoder.d_model, normalize=True,
+                                                               scale=None, temperature=int(TEMPERATURE)),
+                       d_model=encoder.d_model, backbone_channel_list=encoder.neck.backbone_channel_list,
+                       fpn_top_down_levels=encoder.neck.fpn_top_down_levels, fpn_interp_model="nearest")
+    meta = ImageEncoder(trunk=trunk, neck=neck, scalp=encoder.scalp)
+    state = {k.replace("mlp.fc1", "mlp.layers.0").replace("mlp.fc2", "mlp.layers.1"): v
+             for k, v in encoder.state_dict().items()}  # timm's filter renames these two the other way
+    meta.load_state_dict(state, strict=True)
+    return meta.eval()
+
+
+class MetaSam2Pyramid(nn.Module):
+    """Meta's `ImageEncoder` with a description's outputs: `backbone_fpn[i]` and `vision_pos_enc[i]`."""
+
+    def __init__(self, encoder: Sam2ImageEncoder, outputs: Sequence[OutputLevel]):
+        super().__init__()
+        self.backbone = encoder  # the artifact's backbone (bench reads it), not run here
+        self.meta = meta_image_encoder(encoder)
+        self.picks = [(o.kind, o.index) for o in outputs]
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        out = self.meta(image)
+        return tuple(out["backbone_fpn"][i] if kind == "feature" else out["vision_pos_enc"][i]
+                     for kind, i in self.picks)
