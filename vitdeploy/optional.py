@@ -1,7 +1,7 @@
 """Optional dependencies, imported in one place: a missing one is a one-line error naming its extra.
 
-TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib and Ray are extras; everything else is a
-dependency and imported at module top.
+TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib, Ray (with the starlette and tqdm it brings) and
+tritonclient are extras; everything else is a dependency and imported at module top.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import ModuleType
 from vitdeploy.errors import VitdeployError
 
 EXTRAS = {"tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
-          "matplotlib": "plot", "ray": "serve"}
+          "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton"}
 
 
 def is_installed(module: str) -> bool:
