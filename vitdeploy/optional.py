@@ -30,8 +30,13 @@ def missing(module: str) -> VitdeployError:
     return VitdeployError(f"{module} is not installed: {install_hint(module)}")
 
 
-def require(module: str) -> ModuleType:
-    """Import an optional dependency (or one of its submodules), or raise `missing(module)`."""
+def ensure_installed(module: str) -> None:
+    """Raise `missing(module)` unless it is installed, without importing it (Ray reads its environment at import)."""
     if not is_installed(module.split(".")[0]):
         raise missing(module.split(".")[0])
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency (or one of its submodules), or raise `missing(module)`."""
+    ensure_installed(module)
     return importlib.import_module(module)

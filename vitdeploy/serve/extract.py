@@ -36,7 +36,7 @@ from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.atomic import write_bytes_atomic, write_json_atomic
 from vitdeploy.description import InputSpec
 from vitdeploy.errors import VitdeployError
-from vitdeploy.optional import require
+from vitdeploy.optional import ensure_installed, require
 from vitdeploy.preprocess import preprocess
 from vitdeploy.runners import select
 from vitdeploy.serve.cluster import local_cpus, ray_cluster
@@ -237,6 +237,7 @@ def _run(ray: Any, artifact: Artifact, work: list[dict[str, Any]], out: Path, op
 
 def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOptions = ExtractOptions()) -> Summary:
     """Features of `images` into `out` (see the module docstring); resumes a run interrupted there."""
+    ensure_installed("ray")  # before OUT is touched; Ray itself is imported later (vitdeploy.serve.cluster)
     artifact = load_artifact(artifact_dir)
     if artifact.directory is None:
         raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory")
