@@ -66,10 +66,10 @@ from vitdeploy.cli.gpu_proof import gpu_proof  # noqa: E402
 from vitdeploy.cli.list_recipes import list_recipes  # noqa: E402
 from vitdeploy.cli.matrix import matrix  # noqa: E402
 from vitdeploy.cli.quantize import quantize  # noqa: E402
-from vitdeploy.cli.serve import serve  # noqa: E402
+from vitdeploy.cli.serve import serve, serve_bench  # noqa: E402
 from vitdeploy.cli.triton import triton  # noqa: E402
 from vitdeploy.cli.verify import verify  # noqa: E402
 
-for _command in (list_recipes, export, build, quantize, verify, bench, matrix, doctor, gpu_proof, serve, extract,
-                 triton):
+for _command in (list_recipes, export, build, quantize, verify, bench, matrix, doctor, gpu_proof, serve, serve_bench,
+                 extract, triton):
     main.add_command(_command)

@@ -1,4 +1,4 @@
-"""`vitdeploy serve ARTIFACT`: the artifact behind an HTTP API on Ray Serve (vitdeploy.serve.app)."""
+"""`vitdeploy serve ARTIFACT`: the artifact behind an HTTP API on Ray Serve (vitdeploy.serve.app); `serve-bench`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import click
 
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import Terminated
-from vitdeploy.cli.options import BACKENDS
+from vitdeploy.cli.bench import SizeList
+from vitdeploy.cli.options import BACKENDS, IntList
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import ENGINE_PRECISIONS, select
 from vitdeploy.serve import app
+from vitdeploy.serve.bench import ServeBenchOptions, format_serve_table, run_serve_bench
 from vitdeploy.serve.cluster import local_cpus, ray_cluster
 
 STOP_TIMEOUT_S = app.DRAIN_TIMEOUT_S + 15  # deleting the application, then the local cluster
@@ -79,3 +81,25 @@ def _give_up() -> None:
     click.echo(f"Error: Ray did not shut down within {STOP_TIMEOUT_S} s (were its processes stopped by the same "
                "signal?): exiting", err=True)
     os._exit(1)
+
+
+@click.command("serve-bench")
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--replicas", "replica_counts", type=IntList(), default="1,2", show_default=True,
+              help="Replica counts to serve side by side (one application each).")
+@click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True, help="Client threads.")
+@click.option("--requests", type=click.IntRange(1), default=128, show_default=True, help="Images per mode and round.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--size", type=SizeList(), help="HxW of the image [default: the artifact's export size].")
+@click.option("--max-batch", type=click.IntRange(1), help="[default: 8, or the artifact's batch max if smaller].")
+@click.option("--batch-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def serve_bench(artifact: Path, replica_counts: tuple[int, ...], concurrency: int, requests: int, rounds: int,
+                size: tuple[tuple[int, int], ...] | None, max_batch: int | None, batch_wait_ms: float, backend: str,
+                port: int) -> None:
+    """Time ARTIFACT served on Ray Serve (a local cluster) at each replica count against direct runtime calls."""
+    options = ServeBenchOptions(replicas=replica_counts, concurrency=concurrency, requests=requests, rounds=rounds,
+                                size=size[0] if size else None, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                                backend=backend, port=port)
+    click.echo(format_serve_table(run_serve_bench(artifact, options)))
