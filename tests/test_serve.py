@@ -165,6 +165,8 @@ def test_concurrent_requests_equal_direct_runtime(server, direct, tmp_path: Path
     assert_same(got, direct.infer(paths))
     assert [level.name for level in got.levels] == [level.name for level in direct.levels]
     assert_same(client.infer(str(paths[1])), direct.infer(str(paths[1])))
+    batch = np.concatenate([items[-1], items[-2]])  # 4 images: more than --max-batch, so two requests
+    assert_same(client.infer(batch), direct.infer(batch))
     with pytest.raises(VitdeployError, match=r"^images preprocess to different sizes \['64x64', '64x96'\]"):
         client.infer([paths[0], items[6]])
 

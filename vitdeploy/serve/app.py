@@ -75,16 +75,17 @@ def _path(request: Request) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    size, chunks = 0, []
+    size, chunks, cut = 0, [], False
     async for chunk in request.stream():
         size += len(chunk)
         if size <= limit:
             chunks.append(chunk)
         elif size > _DRAIN_FACTOR * limit:
+            cut = True
             break
     if size > limit:
-        raise RequestError(413, f"request body is {size if size <= _DRAIN_FACTOR * limit else 'over ' + str(size)} "
-                                f"bytes: this server takes at most {limit} bytes (vitdeploy serve --max-body-mb)")
+        raise RequestError(413, f"request body is {'over ' * cut}{size} bytes: this server takes at most {limit} "
+                                "bytes (vitdeploy serve --max-body-mb)")
     if size == 0:
         raise RequestError(400, "request body is empty: expected a PNG or JPEG file or a "
                                 f"{wire.MEDIA_TYPE} message")
@@ -213,14 +214,16 @@ def start(host: str, port: int) -> None:
 
 
 def deploy(options: ServeOptions, name: str = "vitdeploy", route_prefix: str = "/") -> None:
-    """Deploy (or redeploy) the application and wait until its replicas serve; a replica that cannot start is
-    one line."""
+    """Deploy (or redeploy) the application and wait until its replicas serve; replicas that cannot start (Serve
+    tries a few times) are one line: the last line of their traceback."""
     serve = require("ray.serve")
     try:
         serve.run(application(options), name=name, route_prefix=route_prefix, blocking=False)
-    except RuntimeError as exc:  # Serve's deploy failures carry the replica's traceback
-        lines = [line for line in str(exc).splitlines() if "VitdeployError" in line]
-        raise VitdeployError(f"the replicas failed to start: {(lines or str(exc).splitlines() or [''])[-1]}") from None
+    except RuntimeError as exc:  # Serve's "Deploying application ... failed"; the replicas' traceback is in the status
+        deployments = serve.status().applications[name].deployments.values()
+        lines = [line for d in deployments for line in d.message.splitlines() if line.strip()] or [str(exc)]
+        reason = lines[-1].removeprefix(f"{VitdeployError.__module__}.{VitdeployError.__name__}: ")
+        raise VitdeployError(f"the replicas failed to start: {reason}") from None
 
 
 def check_port(host: str, port: int) -> None:
@@ -234,9 +237,7 @@ def check_port(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise VitdeployError(f"port {port} on {host} is in use: stop what listens there or choose another "
                                      "with --port") from None
-            raise VitdeployError(f"cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}") from None
-        except socket.gaierror as exc:
-            raise VitdeployError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise VitdeployError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def stop(name: str = "vitdeploy") -> None:

@@ -1,8 +1,9 @@
 """A client of `vitdeploy serve`: `Client(url).infer(images)` is the `Pyramid` that `Model.infer` gives.
 
 It takes what `Model.infer` takes: an image path (sent as the file), a uint8 HxWx3 image or NHWC batch,
-a float32 NCHW batch (sent in the wire format), or a list of those, sent as concurrent requests (the
-server batches them) and joined. Needs only the standard library and numpy: no Ray.
+a float32 NCHW batch (sent in the wire format; a batch larger than the server's `max_batch` in several
+requests), or a list of those, sent as concurrent requests (the server batches them) and joined. Needs
+only the standard library and numpy: no Ray.
 
 Retries: inference is idempotent, so a request that fails with a connection error, a time-out or a 5xx
 status (a replica that died, one being replaced) is sent again up to `retries` times, waiting
@@ -50,6 +51,7 @@ class Client:
         self._metadata: dict[str, Any] | None = None
         self._description: Description | None = None
         self.retried = 0  # requests sent again so far (after a connection error, time-out or 5xx)
+        self._count = threading.Lock()
 
     def metadata(self) -> dict[str, Any]:
         """`GET /v1/metadata`: the artifact description (`description`) and how it is served."""
@@ -68,7 +70,9 @@ class Client:
 
     def infer(self, images: Images) -> Pyramid:
         """The pyramid of `images` (see the module docstring), as `vitdeploy.load(...).infer(images)` returns it."""
-        levels = self.description.outputs
+        levels, step = self.description.outputs, self.metadata()["max_batch"]
+        if isinstance(images, np.ndarray) and images.ndim == 4 and len(images) > step:  # a request holds max_batch at most
+            images = [images[start:start + step] for start in range(0, len(images), step)]
         if isinstance(images, (str, os.PathLike, np.ndarray)):
             return Pyramid(levels, self.send(images)[0])
         items = list(images)
@@ -101,7 +105,8 @@ class Client:
         failure = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                self.retried += 1
+                with self._count:
+                    self.retried += 1
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
                 connection = self._connection(fresh=attempt > 0)
