@@ -25,11 +25,13 @@ from PIL import Image
 import vitdeploy
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
+from vitdeploy.optional import is_installed
 from vitdeploy.preprocess import preprocess
 from vitdeploy.serve.cluster import ray_cluster
 from vitdeploy.serve.extract import ExtractOptions, ShardExtractor
 
-pytest.importorskip("ray.data", reason="needs vitdeploy[serve]")
+# Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
+pytestmark = pytest.mark.skipif(not is_installed("ray"), reason="needs vitdeploy[serve]")
 
 BACKEND = "onnxruntime-cpu"
 IMAGES = 48
@@ -51,7 +53,9 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster() -> str:
     """A local Ray cluster (2 CPUs, loopback) for the module's runs to join: its address."""
     with ray_cluster(None, 2) as ray:
-        yield ray.get_runtime_context().gcs_address
+        address = ray.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:")  # every Ray process on loopback
+        yield address
 
 
 def run_extract(*args: str) -> subprocess.Popen:

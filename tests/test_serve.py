@@ -28,10 +28,12 @@ from PIL import Image
 import vitdeploy
 from vitdeploy.cli import main
 from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import is_installed
 from vitdeploy.serve import Client, wire
 from vitdeploy.serve.app import check_port
 
-pytest.importorskip("ray.serve", reason="needs vitdeploy[serve]")
+# Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
+pytestmark = pytest.mark.skipif(not is_installed("ray"), reason="needs vitdeploy[serve]")
 
 BACKEND = "onnxruntime-cpu"
 START_TIMEOUT_S = 120
@@ -73,6 +75,7 @@ def server(vit_tiny_dynamic_artifact: Path):
             pytest.fail(f"vitdeploy serve did not start: {process.stderr.read()[-3000:]}")
         time.sleep(0.2)
     ready = next(line for line in lines if line.startswith("serving "))
+    assert "Ray cluster 127.0.0.1:" in ready  # every Ray process on loopback
     yield {"port": port, "process": process, "ready": ready,
            "ray_address": re.search(r"Ray cluster (\S+);", ready).group(1)}
     if process.poll() is None:
