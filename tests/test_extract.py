@@ -27,7 +27,7 @@ from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
 from vitdeploy.optional import is_installed
 from vitdeploy.preprocess import preprocess
-from vitdeploy.serve.cluster import ray_cluster
+from vitdeploy.serve.cluster import SINGLE_MACHINE, ray_cluster
 from vitdeploy.serve.extract import ExtractOptions, ShardExtractor
 
 # Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
@@ -59,10 +59,12 @@ def cluster() -> str:
 
 
 def run_extract(*args: str) -> subprocess.Popen:
-    # Ray asks a driver that joins a cluster by address to opt into the cluster's token authentication.
+    # Ray asks a driver that joins a cluster by address to opt into the cluster's token authentication, and
+    # without its single-machine mode would turn 127.0.0.1 into the machine's network address.
     return subprocess.Popen([sys.executable, "-m", "vitdeploy.cli", "extract", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token",
+                                 SINGLE_MACHINE[0]: SINGLE_MACHINE[1]})
 
 
 def test_interrupted_extraction_leaves_whole_shards_and_resumes(vit_tiny_dynamic_artifact: Path, image_dir: Path,
