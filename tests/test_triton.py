@@ -98,6 +98,23 @@ def test_openvino_repository_matches_the_ir(vit_tiny_dynamic_artifact: Path, tmp
     assert (model_dir / "1" / "model.bin").read_bytes() == xml.with_suffix(".bin").read_bytes()
 
 
+def test_int8_graph_for_onnxruntime(vit_tiny_dynamic_artifact: Path, tmp_path: Path):
+    """`--precision int8`: the artifact's int8 graph (`vitdeploy quantize`) as the ONNX Runtime model."""
+    artifact_dir = tmp_path / "vit"
+    shutil.copytree(vit_tiny_dynamic_artifact, artifact_dir)
+    result = CliRunner().invoke(main, ["quantize", str(artifact_dir), "--dynamic"])
+    assert result.exit_code == 0, result.output
+    int8 = artifact_dir / "model.onnxruntime.int8.onnx"
+    write(str(artifact_dir), "-o", str(tmp_path / "repo"), "--precision", "int8")
+    model_dir = tmp_path / "repo" / "vit"
+    config = parse(model_dir)
+    assert (config.platform, config.max_batch_size) == ("onnxruntime_onnx", 4)
+    assert dims(config.input) | dims(config.output) == graph_dims(int8)
+    assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx"]
+    assert (model_dir / "1" / "model.onnx").read_bytes() == int8.read_bytes()
+    assert json.loads((model_dir / "vitdeploy.json").read_text())["engine"]["precision"] == "int8"
+
+
 def _stand_in_tensorrt_engine(artifact_dir: Path, backend: str) -> Path:
     """A TensorRT engine file and its description, as `vitdeploy build --backend tensorrt` writes them. No full
     TensorRT builds without a GPU, so the bytes are a stand-in; the io is the ONNX graph's, which is what
@@ -141,13 +158,16 @@ def test_mistakes_are_one_line(vit_tiny_dynamic_artifact: Path, tmp_path: Path, 
     repo = tmp_path / "repo"
     cases = [
         (["--backend", "tensorrt"], f"Error: vit has no tensorrt engine; model.tensorrt_rtx.fp16.engine is a "
-                                    f"TensorRT-RTX engine, which Triton's TensorRT backend does not run: build one "
+                                    f"TensorRT-RTX engine, which Triton's TensorRT backend does not run: make one "
                                     f"with `vitdeploy build {artifact_dir} --backend tensorrt`"),
-        (["--backend", "openvino"], f"Error: vit has no openvino engine: build one with `vitdeploy build {artifact_dir} "
+        (["--backend", "openvino"], f"Error: vit has no openvino engine: make one with `vitdeploy build {artifact_dir} "
                                     "--backend openvino`"),
         (["--kind", "cpu", "--backend", "tensorrt", "--precision", "bf16"], "Error: vit has no bf16 tensorrt engine"),
         (["--name", "a/b"], "Error: model name 'a/b': expected letters, digits, '_', '.' and '-' (a directory name)"),
-        (["--precision", "fp16"], "Error: --precision fp16: the ONNX model is fp32; reduced precision needs an engine"),
+        (["--precision", "fp16"], "Error: --precision fp16: Triton's ONNX Runtime backend gets model.onnx (fp32) or "
+                                  "the int8 graph of `vitdeploy quantize` (int8); other precisions need an engine"),
+        (["--precision", "int8"], f"Error: vit has no int8 onnxruntime engine: make one with `vitdeploy quantize "
+                                  f"{artifact_dir}`"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(main, ["triton", str(artifact_dir), "-o", str(repo), *args])

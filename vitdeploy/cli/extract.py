@@ -8,7 +8,7 @@ import click
 
 from vitdeploy.cli.bench import SizeList
 from vitdeploy.cli.options import BACKENDS
-from vitdeploy.runners import ENGINE_PRECISIONS
+from vitdeploy.description import PRECISIONS
 from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, extract as run_extract
 
 
@@ -27,7 +27,7 @@ from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, 
 @click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Ray Data actors (models).")
 @click.option("--batch", type=click.IntRange(1), help="Images per runtime call [default: 8, or the batch max].")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(ENGINE_PRECISIONS), help="The engine precision [default: the first built].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
 @click.option("--threads", type=click.IntRange(1), help="Runtime threads per actor [default: the CPUs / actors].")
 @click.option("--address", help="Join the Ray cluster at this address [default: start a local one on loopback].")
 @click.option("--force", is_flag=True, help="Replace an earlier extraction in OUT instead of resuming it.")

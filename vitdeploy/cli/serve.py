@@ -13,8 +13,9 @@ from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import Terminated
 from vitdeploy.cli.bench import SizeList
 from vitdeploy.cli.options import BACKENDS, IntList
+from vitdeploy.description import PRECISIONS
 from vitdeploy.errors import VitdeployError
-from vitdeploy.runners import ENGINE_PRECISIONS, select
+from vitdeploy.runners import select
 from vitdeploy.serve import app
 from vitdeploy.serve.bench import ServeBenchOptions, format_serve_table, run_serve_bench
 from vitdeploy.serve.cluster import local_cpus, ray_cluster
@@ -31,7 +32,7 @@ STOP_TIMEOUT_S = app.DRAIN_TIMEOUT_S + 15  # deleting the application, then the 
               help="How long a replica waits for more requests after the first of a batch.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="The runtime every replica loads (as vitdeploy.load).")
-@click.option("--precision", type=click.Choice(ENGINE_PRECISIONS), help="The engine precision [default: the first built].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
 @click.option("--threads", type=click.IntRange(1), help="Runtime threads per replica [default: the CPUs / replicas].")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)

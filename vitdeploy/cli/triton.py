@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.runners import ENGINE_PRECISIONS
+from vitdeploy.description import PRECISIONS
 from vitdeploy.serve.triton import BACKENDS, write_repository
 
 
@@ -17,7 +17,7 @@ from vitdeploy.serve.triton import BACKENDS, write_repository
 @click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
               help="onnxruntime: the ONNX file; tensorrt: a full TensorRT engine; openvino: an OpenVINO IR engine.")
 @click.option("--name", help="The model name [default: the artifact directory's name].")
-@click.option("--precision", type=click.Choice(ENGINE_PRECISIONS), help="The engine precision [default: the first built].")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
 @click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="instance_group count.")
 @click.option("--kind", type=click.Choice(["auto", "cpu", "gpu"]),
               help="instance_group kind [default: gpu for tensorrt, cpu for openvino, auto for onnxruntime].")

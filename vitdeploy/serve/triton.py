@@ -4,7 +4,8 @@
     REPO/NAME/1/...            model.onnx (+ its external data), model.plan, or model.xml + model.bin
     REPO/NAME/vitdeploy.json   the (engine's) description, for clients; Triton reads only the above
 
-Backends: `onnxruntime` (platform `onnxruntime_onnx`, the artifact's ONNX), `tensorrt` (platform
+Backends: `onnxruntime` (platform `onnxruntime_onnx`, the artifact's ONNX, or with precision int8 its int8
+graph from `vitdeploy quantize`), `tensorrt` (platform
 `tensorrt_plan`, a full TensorRT engine of the artifact: it loads only on a Triton whose TensorRT is
 the version that built it, on that GPU type), `openvino` (backend `openvino`, an OpenVINO IR engine).
 The config comes from the model's own IO (the ONNX graph, or the engine description's `io`), checked
@@ -36,7 +37,9 @@ from vitdeploy.runners import ENGINE_PRECISIONS
 
 BACKENDS = ("onnxruntime", "tensorrt", "openvino")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # openvino is a backend, no platform
-ENGINE_FILES = {"tensorrt": {".engine": "model.plan"}, "openvino": {".xml": "model.xml", ".bin": "model.bin"}}
+# An engine's files by Triton's names; others (an int8 graph's external data) keep theirs, which its graph refers to.
+ENGINE_FILES = {"tensorrt": {".engine": "model.plan"}, "openvino": {".xml": "model.xml", ".bin": "model.bin"},
+                "onnxruntime": {".onnx": "model.onnx"}}
 KINDS = {"onnxruntime": ("auto", "cpu", "gpu"), "tensorrt": ("gpu",), "openvino": ("cpu",)}  # first: the default
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "uint8": "TYPE_UINT8",
                 "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
@@ -68,15 +71,16 @@ def _engine(artifact: Artifact, backend: str, precision: str | None) -> tuple[De
         rtx = [p.name for p in engines if p.name.split(".")[1] == "tensorrt_rtx"]
         hint = (f"; {rtx[0]} is a TensorRT-RTX engine, which Triton's TensorRT backend does not run"
                 if backend == "tensorrt" and rtx else "")
-        raise VitdeployError(f"{artifact.name} has {what}{hint}: build one with `vitdeploy build {artifact.directory} "
-                             f"--backend {backend}`")
+        how = (f"vitdeploy quantize {artifact.directory}" if backend == "onnxruntime"
+               else f"vitdeploy build {artifact.directory} --backend {backend}")
+        raise VitdeployError(f"{artifact.name} has {what}{hint}: make one with `{how}`")
     path = ranked[0]
     description = read_engine_description(path)
     check_files(path.parent, description.engine.files, f"copy it again or rebuild it with `vitdeploy build --backend "
                                                        f"{backend}`")
     if description.export != artifact.description.export:
         raise VitdeployError(f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`")
-    files = {ENGINE_FILES[backend][Path(name).suffix]: path.parent / name for name in description.engine.files}
+    files = {ENGINE_FILES[backend].get(Path(name).suffix, name): path.parent / name for name in description.engine.files}
     return description, files
 
 
@@ -133,9 +137,10 @@ def write_repository(artifact_dir: Path, repo: Path, backend: str = "onnxruntime
     name = name or artifact.name
     if not _NAME.fullmatch(name):
         raise VitdeployError(f"model name {name!r}: expected letters, digits, '_', '.' and '-' (a directory name)")
-    if backend == "onnxruntime":
-        if precision not in (None, "fp32"):
-            raise VitdeployError(f"--precision {precision}: the ONNX model is fp32; reduced precision needs an engine")
+    if backend == "onnxruntime" and precision not in (None, "fp32", "int8"):
+        raise VitdeployError(f"--precision {precision}: Triton's ONNX Runtime backend gets model.onnx (fp32) or the "
+                             "int8 graph of `vitdeploy quantize` (int8); other precisions need an engine")
+    if backend == "onnxruntime" and precision != "int8":
         description = artifact.description
         files = {file: artifact.directory / file for file in description.export.files}
         io, where = onnx_io(artifact.onnx_path), str(artifact.onnx_path)
