@@ -1,7 +1,8 @@
 """Optional dependencies, imported in one place: a missing one is a one-line error naming its extra.
 
-TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib, Ray and Meta's sam2 (the SAM2 parity
-reference) are extras; everything else is a dependency and imported at module top.
+TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib, Ray (with the starlette and tqdm it brings),
+tritonclient and Meta's sam2 (the SAM2 parity reference) are extras; everything else is a dependency and
+imported at module top.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from types import ModuleType
 from vitdeploy.errors import VitdeployError
 
 EXTRAS = {"tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
-          "matplotlib": "plot", "ray": "serve", "sam2": "sam2"}
+          "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton",
+          "sam2": "sam2"}
 
 
 def is_installed(module: str) -> bool:
@@ -30,8 +32,13 @@ def missing(module: str) -> VitdeployError:
     return VitdeployError(f"{module} is not installed: {install_hint(module)}")
 
 
-def require(module: str) -> ModuleType:
-    """Import an optional dependency (or one of its submodules), or raise `missing(module)`."""
+def ensure_installed(module: str) -> None:
+    """Raise `missing(module)` unless it is installed, without importing it (Ray reads its environment at import)."""
     if not is_installed(module.split(".")[0]):
         raise missing(module.split(".")[0])
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency (or one of its submodules), or raise `missing(module)`."""
+    ensure_installed(module)
     return importlib.import_module(module)

@@ -25,7 +25,7 @@ C++ demo reads too.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -38,23 +38,25 @@ FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera JPEG with extra frames; the fi
 _MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a PNG or JPEG file as a uint8 HxWx3 RGB array."""
+def load_image(path: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Read a PNG or JPEG file as a uint8 HxWx3 RGB array; `path` may be a binary file object (a served
+    request's body), which errors call `name`."""
+    label = name or path
     try:
         with Image.open(path) as image:
             image_format, mode = image.format, image.mode
             if image_format not in FORMATS:
-                raise VitdeployError(f"{path} is a {image_format} image: expected PNG or JPEG")
+                raise VitdeployError(f"{label} is a {image_format} image: expected PNG or JPEG")
             if mode not in _MODES:
-                raise VitdeployError(f"{path} has pixel mode {mode}: expected an 8-bit grey, palette, "
+                raise VitdeployError(f"{label} has pixel mode {mode}: expected an 8-bit grey, palette, "
                                      "RGB or RGBA image (16-bit grey and CMYK are not supported)")
             return np.array(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
-        raise VitdeployError(f"image {path} does not exist: expected a PNG or JPEG file") from None
+        raise VitdeployError(f"image {label} does not exist: expected a PNG or JPEG file") from None
     except UnidentifiedImageError:
-        raise VitdeployError(f"{path} is not a readable image: expected a PNG or JPEG file") from None
+        raise VitdeployError(f"{label} is not a readable image: expected a PNG or JPEG file") from None
     except OSError as exc:  # truncated or corrupt data
-        raise VitdeployError(f"{path} could not be decoded ({exc}): expected a valid PNG or JPEG file") from None
+        raise VitdeployError(f"{label} could not be decoded ({exc}): expected a valid PNG or JPEG file") from None
 
 
 def _round_to_multiple(value: int, multiple: int) -> int:

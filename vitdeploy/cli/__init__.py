@@ -61,11 +61,15 @@ from vitdeploy.cli.bench import bench  # noqa: E402  (the commands, registered o
 from vitdeploy.cli.build import build  # noqa: E402
 from vitdeploy.cli.doctor import doctor  # noqa: E402
 from vitdeploy.cli.export import export  # noqa: E402
+from vitdeploy.cli.extract import extract  # noqa: E402
 from vitdeploy.cli.gpu_proof import gpu_proof  # noqa: E402
 from vitdeploy.cli.list_recipes import list_recipes  # noqa: E402
 from vitdeploy.cli.matrix import matrix  # noqa: E402
 from vitdeploy.cli.quantize import quantize  # noqa: E402
+from vitdeploy.cli.serve import serve, serve_bench  # noqa: E402
+from vitdeploy.cli.triton import triton  # noqa: E402
 from vitdeploy.cli.verify import verify  # noqa: E402
 
-for _command in (list_recipes, export, build, quantize, verify, bench, matrix, doctor, gpu_proof):
+for _command in (list_recipes, export, build, quantize, verify, bench, matrix, doctor, gpu_proof, serve, serve_bench,
+                 extract, triton):
     main.add_command(_command)

@@ -6,6 +6,10 @@ from typing import Any
 
 import click
 
+from vitdeploy.runners import ALIASES, AUTO
+
+BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` takes
+
 
 class IntList(click.ParamType):
     """`0,1,2,3` -> (0, 1, 2, 3); `length` fixes how many."""

@@ -1,0 +1,106 @@
+"""`vitdeploy serve ARTIFACT`: the artifact behind an HTTP API on Ray Serve (vitdeploy.serve.app); `serve-bench`."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from vitdeploy.artifact import load_artifact
+from vitdeploy.cli import Terminated
+from vitdeploy.cli.bench import SizeList
+from vitdeploy.cli.options import BACKENDS, IntList
+from vitdeploy.description import PRECISIONS
+from vitdeploy.errors import VitdeployError
+from vitdeploy.runners import select
+from vitdeploy.serve import app
+from vitdeploy.serve.bench import ServeBenchOptions, format_serve_table, run_serve_bench
+from vitdeploy.serve.cluster import local_cpus, ray_cluster
+
+STOP_TIMEOUT_S = app.DRAIN_TIMEOUT_S + 15  # deleting the application, then the local cluster
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(exists=True, path_type=Path))
+@click.option("--replicas", type=click.IntRange(1), default=1, show_default=True, help="Replicas, one CPU each.")
+@click.option("--max-batch", type=click.IntRange(1),
+              help="Images per runtime call [default: 8, or the artifact's batch max if smaller].")
+@click.option("--batch-wait-ms", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="How long a replica waits for more requests after the first of a batch.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="The runtime every replica loads (as vitdeploy.load).")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
+@click.option("--threads", type=click.IntRange(1), help="Runtime threads per replica [default: the CPUs / replicas].")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=32.0, show_default=True,
+              help="Larger requests are refused (413).")
+@click.option("--address", help="Join the Ray cluster at this address (auto, HOST:PORT, ray://HOST:10001) "
+                                "[default: start a local one on loopback].")
+def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: float, backend: str,
+          precision: str | None, threads: int | None, host: str, port: int, max_body_mb: float,
+          address: str | None) -> None:
+    """Serve ARTIFACT over HTTP on Ray Serve until SIGINT or SIGTERM (README, "Serving")."""
+    loaded = load_artifact(artifact)
+    runtime, _ = select(loaded, backend, precision)  # an unavailable backend fails here, not in every replica
+    batch = loaded.input.batch
+    max_batch = max_batch or min(8, batch.max)
+    if max_batch > batch.max:
+        raise VitdeployError(f"--max-batch {max_batch}: expected at most {batch.max} (the artifact's batch range "
+                             f"{batch.min}..{batch.max})")
+    if address is None:
+        app.check_port(host, port)
+    cpus = local_cpus(replicas)
+    options = app.ServeOptions(artifact=str(artifact.resolve()), backend=backend, precision=precision,
+                               replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                               threads=threads or max(1, cpus // replicas), max_body_bytes=int(max_body_mb * 2**20))
+    with ray_cluster(address, cpus) as ray:
+        app.start(host, port)
+        app.deploy(options)
+        click.echo(f"serving {loaded.name} ({runtime.name}, {replicas} replica{'s' * (replicas > 1)}, batches of up "
+                   f"to {max_batch} within {batch_wait_ms:g} ms) at http://{host}:{port}/v1/infer; metadata "
+                   f"/v1/metadata, health /v1/health; Ray cluster {ray.get_runtime_context().gcs_address}; "
+                   "Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt as exc:
+            click.echo(f"stopped by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}: shutting down", err=True)
+            watchdog = threading.Timer(STOP_TIMEOUT_S, _give_up)
+            watchdog.daemon = True
+            watchdog.start()
+            app.stop()
+    click.echo("stopped: Ray Serve is shut down", err=True)
+
+
+def _give_up() -> None:
+    """A SIGTERM sent to the whole process group (systemd's default, `timeout`) also stops Ray's own processes,
+    and Ray would then wait a minute for them: say so and exit."""
+    click.echo(f"Error: Ray did not shut down within {STOP_TIMEOUT_S} s (were its processes stopped by the same "
+               "signal?): exiting", err=True)
+    os._exit(1)
+
+
+@click.command("serve-bench")
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--replicas", "replica_counts", type=IntList(), default="1,2", show_default=True,
+              help="Replica counts to serve side by side (one application each).")
+@click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True, help="Client threads.")
+@click.option("--requests", type=click.IntRange(1), default=128, show_default=True, help="Images per mode and round.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--size", type=SizeList(), help="HxW of the image [default: the artifact's export size].")
+@click.option("--max-batch", type=click.IntRange(1), help="[default: 8, or the artifact's batch max if smaller].")
+@click.option("--batch-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def serve_bench(artifact: Path, replica_counts: tuple[int, ...], concurrency: int, requests: int, rounds: int,
+                size: tuple[tuple[int, int], ...] | None, max_batch: int | None, batch_wait_ms: float, backend: str,
+                port: int) -> None:
+    """Time ARTIFACT served on Ray Serve (a local cluster) at each replica count against direct runtime calls."""
+    options = ServeBenchOptions(replicas=replica_counts, concurrency=concurrency, requests=requests, rounds=rounds,
+                                size=size[0] if size else None, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                                backend=backend, port=port)
+    click.echo(format_serve_table(run_serve_bench(artifact, options)))

@@ -1,0 +1,246 @@
+"""The Ray Serve application behind `vitdeploy serve`: replicas of `vitdeploy.load` that batch requests.
+
+HTTP API (README, "Serving"): `POST /v1/infer` takes an image file (`Content-Type: image/png` or
+`image/jpeg`) or one array in the wire format (`application/x-vitdeploy-arrays`: a uint8 HxWx3 image,
+a uint8 NHWC batch or a float32 NCHW batch, as `Model.infer` takes them) and answers the pyramid in the
+wire format (vitdeploy.serve.wire); `GET /v1/metadata` gives the artifact description and how it is
+served; `GET /v1/health` answers 200 while the replica serves. Every refused request is a 4xx with
+`{"error": "<one line>"}`, and the replica goes on serving.
+
+Batching: a replica preprocesses each request as `Model.infer` does, then hands it to Ray Serve's
+`serve.batch`, which gathers requests until `max_batch` images wait or `batch_wait_ms` has passed since
+the first. A gathered batch runs as one runtime call per preprocessed input size: requests of another
+size wait for no one, they run in their own call in the same turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import logging
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from vitdeploy.api import load
+from vitdeploy.errors import VitdeployError
+from vitdeploy.inputs import check_feed
+from vitdeploy.optional import require
+from vitdeploy.preprocess import load_image
+from vitdeploy.serve import wire
+
+if TYPE_CHECKING:  # starlette comes with ray[serve]
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+ROUTES = {"/v1/infer": "POST", "/v1/metadata": "GET", "/v1/health": "GET"}
+IMAGE_TYPES = ("image/png", "image/jpeg")
+MAX_IMAGE_PIXELS = 40_000_000  # decoding more would take gigabytes (a small PNG can hold a huge image)
+DRAIN_TIMEOUT_S = 10  # on shutdown, how long a replica may finish its requests in flight
+QUIET = {"log_level": "WARNING", "enable_access_log": False}  # Serve's logs: warnings and errors only
+_DRAIN_FACTOR = 8  # an oversized body is read (and dropped) up to this many limits, so the 413 reaches the client
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What every replica is started with."""
+
+    artifact: str
+    backend: str = "auto"
+    precision: str | None = None
+    replicas: int = 1
+    max_batch: int = 8  # images per runtime call, at most the artifact's batch.max
+    batch_wait_ms: float = 10.0
+    threads: int | None = None  # runtime threads per replica
+    max_body_bytes: int = 32 * 2**20
+
+
+class RequestError(Exception):
+    """A refused request: its HTTP status and the one line sent back."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, " ".join(message.split())
+
+
+def _path(request: Request) -> str:
+    """The path below the application's route prefix."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return (path[len(root):] if root and path.startswith(root) else path) or "/"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    size, chunks, cut = 0, [], False
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > _DRAIN_FACTOR * limit:
+            cut = True
+            break
+    if size > limit:
+        raise RequestError(413, f"request body is {'over ' * cut}{size} bytes: this server takes at most {limit} "
+                                "bytes (vitdeploy serve --max-body-mb)")
+    if size == 0:
+        raise RequestError(400, "request body is empty: expected a PNG or JPEG file or a "
+                                f"{wire.MEDIA_TYPE} message")
+    return b"".join(chunks)
+
+
+def _decode_image(body: bytes) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(body)) as probe:  # reads the header only
+            width, height = probe.size
+    except Exception:  # not an image at all: load_image below says what it is
+        width = height = 0
+    if width * height > MAX_IMAGE_PIXELS:
+        raise RequestError(413, f"image is {width}x{height} ({width * height} pixels): this server decodes at most "
+                                f"{MAX_IMAGE_PIXELS} pixels; resize it first")
+    try:
+        return load_image(io.BytesIO(body), name="request body")
+    except VitdeployError as exc:
+        raise RequestError(400, str(exc)) from None
+
+
+class Replica:
+    """One replica: the model, the batching queue, and the HTTP routes."""
+
+    def __init__(self, options: ServeOptions):
+        serve = require("ray.serve")
+        self._http = require("starlette.responses")
+        self.options = options
+        self.model = load(options.artifact, options.backend, options.precision, options.threads)
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self._batched = serve.batch(max_batch_size=options.max_batch, batch_wait_timeout_s=options.batch_wait_ms / 1e3,
+                                    batch_size_fn=lambda batches: sum(batch.shape[0] for batch in batches))(self._run)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except RequestError as exc:
+            return self._http.JSONResponse({"error": exc.message}, status_code=exc.status)
+        except Exception as exc:  # a bug or a runtime failure: the client may retry
+            logger.exception("vitdeploy: request failed")
+            message = " ".join(f"internal error: {type(exc).__name__}: {exc}".split())
+            return self._http.JSONResponse({"error": message}, status_code=500)
+
+    async def _route(self, request: Request) -> Response:
+        path = _path(request)
+        if path not in ROUTES:
+            raise RequestError(404, f"no route {path}: expected POST /v1/infer, GET /v1/metadata or GET /v1/health")
+        if request.method != ROUTES[path]:
+            raise RequestError(405, f"{request.method} {path}: expected {ROUTES[path]} {path}")
+        if path == "/v1/health":
+            return self._http.JSONResponse({"status": "ok", "replica": self.replica, "backend": self.model.backend})
+        if path == "/v1/metadata":
+            return self._http.JSONResponse(self.metadata())
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in (*IMAGE_TYPES, wire.MEDIA_TYPE):
+            raise RequestError(415, f"content type {media or 'none'!r}: expected image/png, image/jpeg or "
+                                    f"{wire.MEDIA_TYPE}")
+        body = await _read_body(request, self.options.max_body_bytes)
+        batch = await asyncio.to_thread(self._prepare, media, body)
+        outputs, info = await self._batched(batch)
+        return self._http.Response(wire.encode(outputs, {**info, "replica": self.replica}), media_type=wire.MEDIA_TYPE)
+
+    def metadata(self) -> dict[str, Any]:
+        options = self.options
+        return {"artifact": self.model.artifact.name, "backend": self.model.backend,
+                "engine": self.model.engine.name if self.model.engine else None, "replica": self.replica,
+                "max_batch": options.max_batch, "batch_wait_ms": options.batch_wait_ms,
+                "max_body_bytes": options.max_body_bytes, "max_image_pixels": MAX_IMAGE_PIXELS,
+                "wire": wire.MEDIA_TYPE, "description": self.model.artifact.description.to_dict()}
+
+    def _prepare(self, media: str, body: bytes) -> np.ndarray:
+        """The request's batch, preprocessed and checked as `Model.infer` would (so no bad request joins a batch)."""
+        if media in IMAGE_TYPES:
+            images = _decode_image(body)
+        else:
+            try:
+                arrays, _ = wire.decode(body)
+            except VitdeployError as exc:
+                raise RequestError(400, str(exc)) from None
+            if len(arrays) != 1:
+                raise RequestError(400, f"request holds {len(arrays)} arrays: expected one (an image or a batch)")
+            (images,) = arrays.values()
+        try:
+            batch = self.model.batch(images)
+            check_feed(self.model.input, {self.model.input.name: batch})
+        except VitdeployError as exc:
+            raise RequestError(422, str(exc)) from None
+        if batch.shape[0] > self.options.max_batch:
+            raise RequestError(422, f"request holds {batch.shape[0]} images: this server runs at most "
+                                    f"{self.options.max_batch} per call (vitdeploy serve --max-batch); send fewer")
+        return batch
+
+    async def _run(self, batches: list[np.ndarray]) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        """The batched call: one runtime call per input size, each request's rows sliced back out."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, batch in enumerate(batches):
+            groups.setdefault(batch.shape[1:], []).append(i)
+        results: list[Any] = [None] * len(batches)
+        for members in groups.values():
+            joined = np.concatenate([batches[i] for i in members])
+            pyramid = await asyncio.to_thread(self.model.infer, joined)
+            start = 0
+            for i in members:
+                stop = start + batches[i].shape[0]
+                results[i] = ({name: pyramid[name][start:stop] for name in pyramid},
+                              {"input": list(batches[i].shape), "batch": int(joined.shape[0]), "requests": len(members)})
+                start = stop
+        return results
+
+
+def application(options: ServeOptions) -> Any:
+    """The bound Serve application: `options.replicas` replicas of one CPU each."""
+    serve = require("ray.serve")
+    deployment = serve.deployment(name="vitdeploy", num_replicas=options.replicas, ray_actor_options={"num_cpus": 1},
+                                  max_ongoing_requests=2 * options.max_batch,  # one batch runs, one gathers
+                                  graceful_shutdown_wait_loop_s=0.5, graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S,
+                                  logging_config=QUIET)(Replica)
+    return deployment.bind(options)
+
+
+def start(host: str, port: int) -> None:
+    """Start Ray Serve's HTTP proxy on host:port, quiet but for warnings and errors."""
+    serve = require("ray.serve")
+    serve.start(http_options={"host": host, "port": port}, logging_config=QUIET)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this driver's, too: the CLI says what it started
+
+
+def deploy(options: ServeOptions, name: str = "vitdeploy", route_prefix: str = "/") -> None:
+    """Deploy (or redeploy) the application and wait until its replicas serve; replicas that cannot start (Serve
+    tries a few times) are one line: the last line of their traceback."""
+    serve = require("ray.serve")
+    try:
+        serve.run(application(options), name=name, route_prefix=route_prefix, blocking=False)
+    except RuntimeError as exc:  # Serve's "Deploying application ... failed"; the replicas' traceback is in the status
+        deployments = serve.status().applications[name].deployments.values()
+        lines = [line for d in deployments for line in d.message.splitlines() if line.strip()] or [str(exc)]
+        reason = lines[-1].removeprefix(f"{VitdeployError.__module__}.{VitdeployError.__name__}: ")
+        raise VitdeployError(f"the replicas failed to start: {reason}") from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with one line, before Ray starts, if host:port cannot be listened on (Ray Serve's proxy would only log
+    it and retry)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a closing socket is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise VitdeployError(f"port {port} on {host} is in use: stop what listens there or choose another "
+                                     "with --port") from None
+            raise VitdeployError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def stop(name: str = "vitdeploy") -> None:
+    """Delete the application, letting its replicas finish the requests in flight (DRAIN_TIMEOUT_S at most); a
+    local cluster is then shut down whole by its owner."""
+    require("ray.serve").delete(name)

@@ -1,0 +1,158 @@
+"""`vitdeploy triton`: a Triton Inference Server model repository for an artifact.
+
+    REPO/NAME/config.pbtxt     Triton's ModelConfig (tritonclient's model_config_pb2), in protobuf text format
+    REPO/NAME/1/...            model.onnx (+ its external data), model.plan, or model.xml + model.bin
+    REPO/NAME/vitdeploy.json   the (engine's) description, for clients; Triton reads only the above
+
+Backends: `onnxruntime` (platform `onnxruntime_onnx`, the artifact's ONNX, or with precision int8 its int8
+graph from `vitdeploy quantize`), `tensorrt` (platform
+`tensorrt_plan`, a full TensorRT engine of the artifact: it loads only on a Triton whose TensorRT is
+the version that built it, on that GPU type), `openvino` (backend `openvino`, an OpenVINO IR engine).
+The config comes from the model's own IO (the ONNX graph, or the engine description's `io`), checked
+against the artifact description: tensors named as the pyramid, dims without the batch dimension (-1
+where dynamic), `max_batch_size` the artifact's batch max, dynamic batching and an instance group.
+No Triton server runs here, so none has loaded such a repository (README, "Triton").
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf import text_format
+
+from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.atomic import staged_directory
+from vitdeploy.description import Description, TensorIO
+from vitdeploy.engine import find_engines, read_engine_description
+from vitdeploy.engine.descriptions import check_io
+from vitdeploy.errors import VitdeployError
+from vitdeploy.integrity import check_files
+from vitdeploy.optional import require
+from vitdeploy.runners import ENGINE_PRECISIONS
+
+BACKENDS = ("onnxruntime", "tensorrt", "openvino")
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # openvino is a backend, no platform
+# An engine's files by Triton's names; others (an int8 graph's external data) keep theirs, which its graph refers to.
+ENGINE_FILES = {"tensorrt": {".engine": "model.plan"}, "openvino": {".xml": "model.xml", ".bin": "model.bin"},
+                "onnxruntime": {".onnx": "model.onnx"}}
+KINDS = {"onnxruntime": ("auto", "cpu", "gpu"), "tensorrt": ("gpu",), "openvino": ("cpu",)}  # first: the default
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "uint8": "TYPE_UINT8",
+                "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
+VERSION = "1"
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def onnx_io(path: Path) -> dict[str, TensorIO]:
+    """Name -> direction, dtype and shape (-1 for a symbolic dimension) of an ONNX graph's inputs and outputs."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    io = {}
+    for mode, values in (("input", graph.input), ("output", graph.output)):
+        for value in values:
+            tensor = value.type.tensor_type
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+            io[value.name] = TensorIO(mode=mode, dtype=dtype, shape=tuple(
+                d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
+    return io
+
+
+def _engine(artifact: Artifact, backend: str, precision: str | None) -> tuple[Description, dict[str, Path]]:
+    """The engine of `backend` to put in the repository, checked (files, source ONNX), and its files by Triton name."""
+    precisions = (precision,) if precision else ENGINE_PRECISIONS
+    engines = [p for p in find_engines(artifact.directory) if p.name.split(".")[2] in precisions]
+    ranked = sorted((p for p in engines if p.name.split(".")[1] == backend),
+                    key=lambda p: precisions.index(p.name.split(".")[2]))
+    if not ranked:
+        what = f"no {precision} {backend} engine" if precision else f"no {backend} engine"
+        rtx = [p.name for p in engines if p.name.split(".")[1] == "tensorrt_rtx"]
+        hint = (f"; {rtx[0]} is a TensorRT-RTX engine, which Triton's TensorRT backend does not run"
+                if backend == "tensorrt" and rtx else "")
+        how = (f"vitdeploy quantize {artifact.directory}" if backend == "onnxruntime"
+               else f"vitdeploy build {artifact.directory} --backend {backend}")
+        raise VitdeployError(f"{artifact.name} has {what}{hint}: make one with `{how}`")
+    path = ranked[0]
+    description = read_engine_description(path)
+    check_files(path.parent, description.engine.files, f"copy it again or rebuild it with `vitdeploy build --backend "
+                                                       f"{backend}`")
+    if description.export != artifact.description.export:
+        raise VitdeployError(f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`")
+    files = {ENGINE_FILES[backend].get(Path(name).suffix, name): path.parent / name for name in description.engine.files}
+    return description, files
+
+
+def _dims(io: dict[str, TensorIO], name: str, where: str) -> list[int]:
+    shape = io[name].shape
+    if not shape or shape[0] != -1:
+        raise VitdeployError(f"{name} has shape {list(shape)} in {where}: expected a dynamic batch dimension first")
+    return list(shape[1:])
+
+
+def model_config(artifact: Artifact, backend: str, io: dict[str, TensorIO], where: str, name: str,
+                 description: Description, instances: int = 1, kind: str | None = None,
+                 batch_wait_ms: float = 1.0) -> Any:
+    """The ModelConfig for `artifact` served by `backend` from a model whose tensors are `io` (read from `where`)."""
+    config_pb2 = require("tritonclient.grpc.model_config_pb2")
+    check_io(io, artifact, where)
+    kind = kind or KINDS[backend][0]
+    if kind not in KINDS[backend]:
+        raise VitdeployError(f"--kind {kind}: Triton's {backend} backend runs instances of kind "
+                             f"{' or '.join(KINDS[backend])}")
+    spec = artifact.input
+    if spec.batch.min != 1:
+        raise VitdeployError(f"{artifact.name} takes batches of {spec.batch.min}..{spec.batch.max}: Triton's dynamic "
+                             "batcher sends any batch from 1, so re-export with a batch range starting at 1")
+    config = config_pb2.ModelConfig(name=name, max_batch_size=spec.batch.max)
+    if backend in PLATFORMS:
+        config.platform = PLATFORMS[backend]
+    else:
+        config.backend = backend
+    for tensor_name, configs in ((spec.name, config.input), *((o.name, config.output) for o in artifact.outputs)):
+        dtype = io[tensor_name].dtype
+        if dtype not in TRITON_TYPES:
+            raise VitdeployError(f"{tensor_name} is {dtype} in {where}: Triton has no such data type")
+        configs.add(name=tensor_name, data_type=config_pb2.DataType.Value(TRITON_TYPES[dtype]),
+                    dims=_dims(io, tensor_name, where))
+    config.dynamic_batching.max_queue_delay_microseconds = round(batch_wait_ms * 1000)
+    config.instance_group.add(count=instances, kind=config_pb2.ModelInstanceGroup.Kind.Value(f"KIND_{kind.upper()}"))
+    if backend == "openvino":  # compile as vitdeploy's runner and the C++ demo do
+        config.parameters["PERFORMANCE_HINT"].string_value = "LATENCY"
+        if description.engine.inference_precision == "bf16":
+            config.parameters["HINT_BF16"].string_value = "YES"
+    return config
+
+
+def write_repository(artifact_dir: Path, repo: Path, backend: str = "onnxruntime", name: str | None = None,
+                     precision: str | None = None, instances: int = 1, kind: str | None = None,
+                     batch_wait_ms: float = 1.0, force: bool = False) -> Path:
+    """REPO/NAME for the artifact on `backend` (see the module docstring); returns the model directory."""
+    if backend not in BACKENDS:
+        raise VitdeployError(f"unknown Triton backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    artifact = load_artifact(artifact_dir)
+    if artifact.directory is None:
+        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
+    name = name or artifact.name
+    if not _NAME.fullmatch(name):
+        raise VitdeployError(f"model name {name!r}: expected letters, digits, '_', '.' and '-' (a directory name)")
+    if backend == "onnxruntime" and precision not in (None, "fp32", "int8"):
+        raise VitdeployError(f"--precision {precision}: Triton's ONNX Runtime backend gets model.onnx (fp32) or the "
+                             "int8 graph of `vitdeploy quantize` (int8); other precisions need an engine")
+    if backend == "onnxruntime" and precision != "int8":
+        description = artifact.description
+        files = {file: artifact.directory / file for file in description.export.files}
+        io, where = onnx_io(artifact.onnx_path), str(artifact.onnx_path)
+    else:
+        description, files = _engine(artifact, backend, precision)
+        io, where = description.engine.io, f"the description of {description.engine.file}"
+    config = model_config(artifact, backend, io, where, name, description, instances, kind, batch_wait_ms)
+    text = text_format.MessageToString(config)
+    with staged_directory(repo / name, force) as staging:
+        (staging / VERSION).mkdir()
+        for target, source in files.items():
+            shutil.copyfile(source, staging / VERSION / target)
+        (staging / "config.pbtxt").write_text(text)
+        (staging / "vitdeploy.json").write_text(description.to_json())
+    return repo / name
