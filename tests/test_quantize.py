@@ -124,7 +124,7 @@ def test_hiera_quantizes_and_passes_its_gates(tmp_path: Path, photos: Path, monk
     artifact = export_for_test(str(RECIPES / "hiera_abswin_dynamic.toml"), tmp_path / "hiera")
     before = sorted(p.name for p in artifact.iterdir())
     monkeypatch.chdir(tmp_path)  # symbolic shape inference fails on Hiera and dumps into the CWD
-    _, report = quantize_artifact(artifact, calibration=photos, samples=6, held_out=3)
+    _, report = quantize_artifact(Path(artifact.name), calibration=photos, samples=6, held_out=3)  # relative
     assert report.passed and {c.output for c in report.checks} == {"stride4", "stride8", "stride16", "stride32"}
     assert sorted(p.name for p in artifact.iterdir()) == sorted(
         [*before, "model.onnxruntime.int8.onnx", "model.onnxruntime.int8.onnx.json"])

@@ -62,11 +62,11 @@ def _pre_process(source: Path, target: Path, large: bool) -> None:
     target's (staging) folder because a failed symbolic inference dumps sym_shape_infer_temp.onnx and its
     external data into the working directory."""
     pre_process = require("onnxruntime.quantization.shape_inference").quant_pre_process
+    source, target = source.resolve(), target.resolve()  # before the chdir: the paths may be relative
     with contextlib.chdir(target.parent):
         for skip_symbolic in (False, True):
             try:
-                pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=skip_symbolic,
-                            save_as_external_data=large)
+                pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic, save_as_external_data=large)
                 return
             except Exception:  # noqa: BLE001 (shape inference raises what it meets; the retry decides)
                 if skip_symbolic:

@@ -254,17 +254,15 @@ def meta_trunk_config(trunk: HieraDet) -> dict[str, Any]:
 def meta_image_encoder(encoder: Sam2ImageEncoder) -> nn.Module:
     """sam2's own `ImageEncoder` (Hiera trunk, FpnNeck, PositionEmbeddingSine; as SAM2.1's configs build it) with
     the encoder's weights. Needs the `sam2` package (vitdeploy[sam2])."""
-    require("sam2")
-    from sam2.modeling.backbones.hieradet import Hiera
-    from sam2.modeling.backbones.image_encoder import FpnNeck as MetaFpnNeck, ImageEncoder
-    from sam2.modeling.position_encoding import PositionEmbeddingSine
-
-    trunk = Hiera(**meta_trunk_config(encoder.trunk))
-    neck = MetaFpnNeck(position_encoding=PositionEmbeddingSine(num_pos_feats=encoder.d_model, normalize=True,
-                                                               scale=None, temperature=int(TEMPERATURE)),
-                       d_model=encoder.d_model, backbone_channel_list=encoder.neck.backbone_channel_list,
-                       fpn_top_down_levels=encoder.neck.fpn_top_down_levels, fpn_interp_model="nearest")
-    meta = ImageEncoder(trunk=trunk, neck=neck, scalp=encoder.scalp)
+    backbones = require("sam2.modeling.backbones.image_encoder")
+    position = require("sam2.modeling.position_encoding")
+    trunk = require("sam2.modeling.backbones.hieradet").Hiera(**meta_trunk_config(encoder.trunk))
+    encoding = position.PositionEmbeddingSine(num_pos_feats=encoder.d_model, normalize=True, scale=None,
+                                              temperature=int(TEMPERATURE))
+    neck = backbones.FpnNeck(position_encoding=encoding, d_model=encoder.d_model,
+                             backbone_channel_list=encoder.neck.backbone_channel_list,
+                             fpn_top_down_levels=encoder.neck.fpn_top_down_levels, fpn_interp_model="nearest")
+    meta = backbones.ImageEncoder(trunk=trunk, neck=neck, scalp=encoder.scalp)
     state = {k.replace("mlp.fc1", "mlp.layers.0").replace("mlp.fc2", "mlp.layers.1"): v
              for k, v in encoder.state_dict().items()}  # timm's filter renames these two the other way
     meta.load_state_dict(state, strict=True)
