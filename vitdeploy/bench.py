@@ -168,9 +168,10 @@ def _runners(artifact: Artifact, options: BenchOptions, reference: TorchRunner, 
     `result.skipped` with the reason."""
     description, device = artifact.description, options.device
     runners: list[Runner] = [reference]
-    runners += [TorchRunner(description, device=device, autocast=dtype) for dtype in options.autocast]
+    runners += [TorchRunner(description, device=device, autocast=dtype, pyramid=reference.pyramid)
+                for dtype in options.autocast]
     if options.compile:
-        runners.append(TorchRunner(description, device=device, compile=True))
+        runners.append(TorchRunner(description, device=device, compile=True, pyramid=reference.pyramid))
     if options.onnxruntime:
         runners += _onnxruntime_runners(artifact, options, reference, threads, workdir, result, progress)
     if options.engines:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vitdeploy.description import Description
-from vitdeploy.models import reference_pyramids
+from vitdeploy.models import ModelForSize, reference_pyramids
 from vitdeploy.preprocess import normalise
 from vitdeploy.runners.base import Outputs, Prepared, Runner, host_outputs
 
@@ -28,13 +28,15 @@ class TorchRunner(Runner):
     each size is the timm model created at that size, see vitdeploy.families)."""
 
     def __init__(self, description: Description, checkpoint: Path | None = None, device: str = "cpu",
-                 autocast: str | None = None, compile: bool = False, name: str | None = None):
+                 autocast: str | None = None, compile: bool = False, name: str | None = None,
+                 pyramid: ModelForSize | None = None):
+        """`pyramid`: another runner's eager modules to reuse (autocast and torch.compile wrap, not change, them)."""
         tf32 = device == "cuda" and torch.backends.cuda.matmul.allow_tf32
         peak_key = (autocast or ("tf32" if tf32 else "fp32")) if device == "cuda" else None
         default_name = "torch-compile" if compile else ("torch-autocast" if autocast else "torch")
         super().__init__(description, name or default_name, precision=autocast or "fp32", peak_key=peak_key)
         self.device, self.autocast, self.compile = device, autocast, compile
-        self.pyramid = reference_pyramids(description, checkpoint, device)  # hw -> eager module
+        self.pyramid = pyramid or reference_pyramids(description, checkpoint, device)  # hw -> eager module
         self._compiled: dict[tuple[int, int], Callable] = {}
 
     def module(self, hw: tuple[int, int]) -> Callable:
