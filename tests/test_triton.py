@@ -20,7 +20,7 @@ from vitdeploy.description import EngineSection
 from vitdeploy.engine.descriptions import engine_profile
 from vitdeploy.integrity import describe_files
 from vitdeploy.progress import Progress
-from vitdeploy.serve.triton import onnx_io
+from vitdeploy.engine.descriptions import onnx_io
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs vitdeploy[triton]")
 

@@ -74,3 +74,12 @@ def load_artifact(path: Path) -> Artifact:
     check_files(path, description.export.files, "re-export the artifact")
     read_onnx_description(onnx_path)  # also proves the file parses
     return Artifact(onnx_path=onnx_path, description=description, directory=path)
+
+
+def load_artifact_directory(path: Path) -> Artifact:
+    """`load_artifact` for commands that write into the artifact or need all of it (build, quantize, triton,
+    extract): a bare .onnx is refused."""
+    artifact = load_artifact(path)
+    if artifact.directory is None:
+        raise VitdeployError(f"{path} is a file: expected an artifact directory (with {DESCRIPTION_FILE})")
+    return artifact

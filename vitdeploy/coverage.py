@@ -76,7 +76,7 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def small_variant(recipe: Recipe) -> Recipe:
-    """The recipe with fewer blocks (SMALL_KWARGS) and inputs near 64 px: same family, same code paths."""
+    """The recipe with fewer blocks (its family's small_kwargs) and inputs near 64 px: same family, same code paths."""
     family = families.get(recipe.family)
     kwargs = {**recipe.timm_kwargs, **family.small_kwargs}
     model = meta_backbone(recipe.timm_name, kwargs, recipe.family)

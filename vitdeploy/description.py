@@ -238,14 +238,6 @@ class Description:
     def output_names(self) -> list[str]:
         return [output.name for output in self.outputs]
 
-    @property
-    def features(self) -> list[OutputLevel]:
-        return [output for output in self.outputs if output.kind == "feature"]
-
-    @property
-    def position_encodings(self) -> list[OutputLevel]:
-        return [output for output in self.outputs if output.kind == "position"]
-
     def with_engine(self, engine: EngineSection) -> Description:
         return replace(self, engine=engine)
 

@@ -32,14 +32,13 @@ from vitdeploy.artifact import load_artifact
 from vitdeploy.atomic import write_bytes_atomic, write_json_atomic
 from vitdeploy.bench import BenchOptions, run_bench
 from vitdeploy.bench_report import to_dict
-from vitdeploy.doctor import probe
-from vitdeploy.engine.tensorrt import FAMILIES, choose_family, rtx_unsupported
+from vitdeploy.doctor import environment
+from vitdeploy.engine.tensorrt import auto_family, rtx_unsupported
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.gpu_proof_report import render_markdown
 from vitdeploy.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability,
                                 no_gpu_reason)
-from vitdeploy.optional import is_installed
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
 from vitdeploy.runners import engine_problem
@@ -105,7 +104,7 @@ class Proof:
             "format": 1, "command": command, "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "finished": False, "device": options.device, "budget_s": options.budget_s, "elapsed_s": 0.0,
             "recipes": list(options.recipes), "batch_sizes": list(options.batch_sizes), "machine": machine(),
-            "environment": probe().to_dict(), "steps": [], "bench": {}, "tensorrt_rtx": {}, "pytest": None}
+            "environment": environment().to_dict(), "steps": [], "bench": {}, "tensorrt_rtx": {}, "pytest": None}
 
     def left(self) -> float:
         return self.options.budget_s - (time.monotonic() - self.started)
@@ -160,7 +159,7 @@ def _tensorrt_rtx(proof: Proof, artifact_dir: Path) -> str:
         except VitdeployError as exc:
             return {"ok": False, "text": str(exc)}
 
-    attempt["auto"] = outcome(lambda: "chooses " + choose_family(capability, [f for f in FAMILIES if is_installed(f)]))
+    attempt["auto"] = outcome(lambda: "chooses " + auto_family())
     attempt["support_matrix"] = {"ok": capability is not None and rtx_unsupported(capability) is None,
                                  "text": "no GPU here" if capability is None else rtx_unsupported(capability) or
                                  f"compute capability {format_capability(capability)} is on it"}

@@ -23,11 +23,11 @@ from typing import Any
 
 import onnx
 
-from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.artifact import Artifact, load_artifact_directory
 from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.calibration import photo_feeds, photo_records, split_photos
-from vitdeploy.description import EngineSection, TensorIO
-from vitdeploy.engine.descriptions import engine_description_path, engine_profile
+from vitdeploy.description import EngineSection
+from vitdeploy.engine.descriptions import engine_description_path, engine_profile, onnx_io
 from vitdeploy.engine.onnxruntime import BACKEND, INT8_FILE
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import describe_files
@@ -102,15 +102,6 @@ def _quantize(pre: Path, out: Path, feeds: list[dict[str, Any]] | None, method: 
                        "ActivationSymmetric": activations == "s8", "QuantizeBias": False})
 
 
-def _io(path: Path) -> dict[str, TensorIO]:
-    graph = onnx.load(str(path), load_external_data=False).graph
-    def dims(value: Any) -> tuple[int, ...]:
-        return tuple(d.dim_value or -1 for d in value.type.tensor_type.shape.dim)
-    name = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.UINT8: "uint8"}
-    return {**{v.name: TensorIO("input", name[v.type.tensor_type.elem_type], dims(v)) for v in graph.input},
-            **{v.name: TensorIO("output", name[v.type.tensor_type.elem_type], dims(v)) for v in graph.output}}
-
-
 def gate_failures(report: VerifyReport) -> list[str]:
     """One phrase per output that missed its gate on some photo: `block11 (cosine 0.9871, rel_l2 0.16)`."""
     worst: dict[str, Any] = {}
@@ -120,8 +111,8 @@ def gate_failures(report: VerifyReport) -> list[str]:
     return [f"{name} (cosine {c.min_cosine:.4f}, rel_l2 {c.max_rel_l2:.3f})" for name, c in worst.items()]
 
 
-def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, samples: int = 32, held_out: int = 4, method: str = "minmax",
-                      activations: str = "s8", exclude: Sequence[str] = (), dynamic: bool = False,
+def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, samples: int = 32, held_out: int = 4,
+                      method: str = "minmax", activations: str = "s8", exclude: Sequence[str] = (), dynamic: bool = False,
                       progress: Progress | None = None) -> tuple[Path, VerifyReport | None]:
     """Write `model.onnxruntime.int8.onnx` and its description into the artifact; returns its path and the
     held-out gate report (None for a dynamic graph quantised without photos)."""
@@ -131,9 +122,7 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
     if calibration is None and not dynamic:
         raise VitdeployError("static int8 needs calibration photos: pass --calibration FOLDER (or --dynamic, which "
                              "needs none)")
-    artifact = load_artifact(artifact_dir)
-    if artifact.directory is None:
-        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
+    artifact = load_artifact_directory(artifact_dir)
     ort = require("onnxruntime")
     split = split_photos(calibration, 0 if dynamic else samples, held_out) if calibration else None
     progress = progress or Progress(total=2 if split else 1)
@@ -157,7 +146,7 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
                 report = _gate(artifact, staging / out.name, split.held_out)
         engine = EngineSection(
             file=out.name, backend=BACKEND, backend_version=ort.__version__, precision="int8", device="CPU",
-            profile=engine_profile(artifact.input), io=_io(staging / out.name),
+            profile=engine_profile(artifact.input), io=onnx_io(staging / out.name),
             files=describe_files(sorted(staging.glob(f"{out.name}*"))), build_seconds=round(time.perf_counter() -
                                                                                              started, 2),
             quantization={
@@ -167,7 +156,7 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
                 "float_nodes": len(excluded), "exclude": list(exclude),
                 "calibration": photo_records(split.calibration) if split and not dynamic else [],
                 "held_out": photo_records(split.held_out) if split else [],
-                "gates": _gate_summary(report)})
+                "gates": gate_summary(report)})
         write_bytes_atomic(staging / engine_description_path(out).name,
                            artifact.description.with_engine(engine).to_json().encode())
     return out, report
@@ -186,7 +175,7 @@ def _gate(artifact: Artifact, path: Path, photos: tuple[Path, ...]) -> VerifyRep
     return report
 
 
-def _gate_summary(report: VerifyReport | None) -> dict[str, dict[str, float]]:
+def gate_summary(report: VerifyReport | None) -> dict[str, dict[str, float]]:
     """Per output, the worst cosine and relative L2 error over the held-out photos."""
     summary: dict[str, dict[str, float]] = {}
     for check in report.checks if report else []:

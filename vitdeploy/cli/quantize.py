@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.quantize import ACTIVATIONS, METHODS, quantize_artifact
+from vitdeploy.quantize import ACTIVATIONS, METHODS, gate_summary, quantize_artifact
 
 
 @click.command()
@@ -30,13 +30,10 @@ def quantize(artifact_dir: Path, calibration: Path | None, samples: int, held_ou
     path, report = quantize_artifact(artifact_dir, calibration=calibration, samples=samples, held_out=held_out,
                                      method=method, activations=activations, exclude=exclude, dynamic=dynamic)
     if report is not None:
-        outputs = list(dict.fromkeys(check.output for check in report.checks))
-        first = report.checks[0]
-        click.echo(f"held out: {len(report.checks) // len(outputs)} photos, every level passed its gate "
+        summary, first = gate_summary(report), report.checks[0]
+        click.echo(f"held out: {len(report.checks) // len(summary)} photos, every level passed its gate "
                    f"(min cosine {first.tol_min_cosine}, max rel_l2 {first.tol_max_rel_l2})")
         click.echo(f"{'level':<12} {'min cosine':>10} {'max rel_l2':>10}")
-        for output in outputs:
-            checks = [check for check in report.checks if check.output == output]
-            click.echo(f"{output:<12} {min(c.min_cosine for c in checks):>10.6f} "
-                       f"{max(c.max_rel_l2 for c in checks):>10.4f}")
+        for output, gate in summary.items():
+            click.echo(f"{output:<12} {gate['min_cosine']:>10.6f} {gate['max_rel_l2']:>10.4f}")
     click.echo(path)

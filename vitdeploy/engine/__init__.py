@@ -23,7 +23,7 @@ from vitdeploy.integrity import check_files
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS}
 BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_family
 
-__all__ = ["BUILDERS", "BUILD_CHOICES", "build", "builder", "check_engine", "describe_engine",
+__all__ = ["BUILDERS", "BUILD_CHOICES", "build", "builder", "check_engine", "check_engine_files", "describe_engine",
            "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
 
 
@@ -46,17 +46,24 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     return chosen.build(Path(artifact_dir), backend, precision, **options)
 
 
-def check_engine(engine_path: Path) -> Description:
-    """Everything that decides whether `engine_path` can load here (its description, every file's size and
-    sha256, the runtime and device); returns the description."""
+def check_engine_files(engine_path: Path) -> Description:
+    """The engine's description, and every file it lists there with its recorded size and sha256 (what
+    a copy elsewhere, e.g. a Triton repository, needs); returns the description."""
     description = read_engine_description(engine_path)
     engine = description.engine
     if not engine_path.is_file():
         raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
-    chosen = builder(engine.backend)
-    remake = "`vitdeploy quantize`" if chosen.build is None else f"`vitdeploy build --backend {engine.backend}`"
+    remake = ("`vitdeploy quantize`" if builder(engine.backend).build is None
+              else f"`vitdeploy build --backend {engine.backend}`")
     check_files(engine_path.parent, engine.files, f"copy it again or rebuild it with {remake}")
-    chosen.check_runtime(engine)
+    return description
+
+
+def check_engine(engine_path: Path) -> Description:
+    """Everything that decides whether `engine_path` can load here (its files, the runtime and device);
+    returns the description."""
+    description = check_engine_files(engine_path)
+    builder(description.engine.backend).check_runtime(description.engine)
     return description
 
 

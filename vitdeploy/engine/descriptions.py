@@ -6,6 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnx
+
 from vitdeploy.artifact import Artifact
 from vitdeploy.description import Description, EngineSection, InputSpec, Profile, TensorIO
 from vitdeploy.errors import VitdeployError
@@ -30,6 +33,19 @@ def check_io(io: dict[str, TensorIO], artifact: Artifact, reader: str) -> None:
         raise VitdeployError(f"{reader} reads inputs {inputs} and outputs {outputs} from {artifact.onnx_path}: "
                              f"expected [{artifact.input.name!r}] and {artifact.output_names} as its vitdeploy.json "
                              "says; re-export the artifact")
+
+
+def onnx_io(path: Path) -> dict[str, TensorIO]:
+    """Name -> direction, dtype and shape (-1 for a symbolic dimension) of an ONNX graph's inputs and outputs."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    io = {}
+    for mode, values in (("input", graph.input), ("output", graph.output)):
+        for value in values:
+            tensor = value.type.tensor_type
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+            io[value.name] = TensorIO(mode=mode, dtype=dtype, shape=tuple(
+                d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
+    return io
 
 
 def engine_profile(spec: InputSpec) -> dict[str, Profile]:

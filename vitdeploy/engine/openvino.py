@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vitdeploy.artifact import load_artifact
+from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.description import EngineSection, TensorIO
 from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
@@ -67,9 +67,7 @@ def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = 
     """Convert the artifact's ONNX to an OpenVINO IR with its description; returns the .xml path."""
     ov = require("openvino")
     check_precision(ov, precision)
-    artifact = load_artifact(artifact_dir)
-    if artifact.directory is None:
-        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
+    artifact = load_artifact_directory(artifact_dir)
     progress = progress or Progress(total=2)
     xml = artifact.directory / engine_file_name(BACKEND, precision, "xml")
     label = f"OpenVINO {version_of(ov)}"

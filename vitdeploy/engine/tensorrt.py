@@ -28,13 +28,13 @@ from polygraphy.datatype import DataType
 from polygraphy.exception import PolygraphyException
 from polygraphy.logger import G_LOGGER
 
-from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.atomic import staged_files, write_bytes_atomic
 from vitdeploy.description import EngineSection, Profile, TensorIO
 from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
-                                           engine_profile, read_engine_description)
+                                           engine_profile)
 from vitdeploy.engine.monitor import make_progress_monitor
-from vitdeploy.engine.onnxruntime import INT8_FILE, int8_source
+from vitdeploy.engine.onnxruntime import int8_source
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
 from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
@@ -60,15 +60,14 @@ def network_io(network: Any) -> dict[str, TensorIO]:
             for mode, t in tensors}
 
 
-def _parse(artifact: Artifact, precision: str, fp32_ops: Sequence[str], scratch: Path) -> Any:
-    """(builder, network, parser) for the artifact's ONNX at `precision`: the exported graph (fp32), its
-    int8 QDQ graph (int8: explicit quantisation), or a reduced-precision graph written to `scratch` with
+def _parse(source: Path, precision: str, fp32_ops: Sequence[str], scratch: Path) -> Any:
+    """(builder, network, parser) for `source` at `precision`: the exported graph (fp32), the int8 QDQ graph
+    (int8: explicit quantisation), or a reduced-precision graph of the exported one written to `scratch` with
     external data first (models over 2 GB have no single-buffer form)."""
     if precision in ("fp32", "int8"):
-        source = int8_source(artifact, "TensorRT", symmetric=True)[0] if precision == "int8" else artifact.onnx_path
         return network_from_onnx_path(str(source), strongly_typed=True)
     path = scratch / f"model.{precision}.onnx"
-    onnx.save(reduced_precision_onnx(artifact.onnx_path, precision, fp32_ops), str(path),
+    onnx.save(reduced_precision_onnx(source, precision, fp32_ops), str(path),
               save_as_external_data=True, location=f"{path.name}.data")
     try:
         return network_from_onnx_path(str(path), strongly_typed=True)
@@ -133,20 +132,20 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
     `fp32_ops` are the ONNX op types kept in float32 in an fp16/bf16 engine. `target_gpu` makes a
     TensorRT-RTX engine for this machine's GPU only (a full TensorRT engine always is).
     """
-    artifact = load_artifact(artifact_dir)
-    if artifact.directory is None:
-        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
+    artifact = load_artifact_directory(artifact_dir)
     trt = use_backend(backend)
     target = _target(backend, target_gpu)
     progress = progress or Progress(total=3)
     engine_path = artifact.directory / engine_file_name(backend, precision, "engine")
     profile = engine_profile(artifact.input)
     label = f"{LABELS[backend]} {trt.__version__}"
+    source, int8 = (int8_source(artifact, "TensorRT", symmetric=True) if precision == "int8"
+                    else (artifact.onnx_path, None))
     started = time.perf_counter()
     with G_LOGGER.verbosity(G_LOGGER.WARNING), staged_files(artifact.directory, engine_path.name) as staging:
         with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {label}"):
             with _user_error(f"{label} cannot parse {artifact.onnx_path} ({precision})"):
-                network = _parse(artifact, precision, fp32_ops, staging)
+                network = _parse(source, precision, fp32_ops, staging)
             io = network_io(network[1])
             check_io(io, artifact, label)
         cache = _timing_cache(timing_cache, backend, progress)
@@ -161,8 +160,7 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
                 device="cuda", profile=profile, io=io, files=describe_files([staging / engine_path.name]),
                 build_seconds=round(time.perf_counter() - started, 2), compute_capability=target,
                 fp32_ops=tuple(fp32_ops) if precision in ("fp16", "bf16") else (),
-                quantization=read_engine_description(artifact.directory / INT8_FILE).engine.quantization
-                if precision == "int8" else None)
+                quantization=int8.quantization if int8 else None)
             write_bytes_atomic(staging / engine_description_path(engine_path).name,
                                artifact.description.with_engine(engine).to_json().encode())
     return engine_path

@@ -21,17 +21,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 from google.protobuf import text_format
 
-from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.artifact import Artifact, load_artifact_directory
 from vitdeploy.atomic import staged_directory
 from vitdeploy.description import Description, TensorIO
-from vitdeploy.engine import find_engines, read_engine_description
-from vitdeploy.engine.descriptions import check_io
+from vitdeploy.engine import check_engine_files, find_engines
+from vitdeploy.engine.descriptions import check_io, onnx_io
 from vitdeploy.errors import VitdeployError
-from vitdeploy.integrity import check_files
 from vitdeploy.optional import require
 from vitdeploy.runners import ENGINE_PRECISIONS
 
@@ -45,19 +42,6 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYP
                 "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 VERSION = "1"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def onnx_io(path: Path) -> dict[str, TensorIO]:
-    """Name -> direction, dtype and shape (-1 for a symbolic dimension) of an ONNX graph's inputs and outputs."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    io = {}
-    for mode, values in (("input", graph.input), ("output", graph.output)):
-        for value in values:
-            tensor = value.type.tensor_type
-            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
-            io[value.name] = TensorIO(mode=mode, dtype=dtype, shape=tuple(
-                d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim))
-    return io
 
 
 def _engine(artifact: Artifact, backend: str, precision: str | None) -> tuple[Description, dict[str, Path]]:
@@ -75,9 +59,7 @@ def _engine(artifact: Artifact, backend: str, precision: str | None) -> tuple[De
                else f"vitdeploy build {artifact.directory} --backend {backend}")
         raise VitdeployError(f"{artifact.name} has {what}{hint}: make one with `{how}`")
     path = ranked[0]
-    description = read_engine_description(path)
-    check_files(path.parent, description.engine.files, f"copy it again or rebuild it with `vitdeploy build --backend "
-                                                       f"{backend}`")
+    description = check_engine_files(path)  # not check_engine: the runtime is Triton's, not this machine's
     if description.export != artifact.description.export:
         raise VitdeployError(f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`")
     files = {ENGINE_FILES[backend].get(Path(name).suffix, name): path.parent / name for name in description.engine.files}
@@ -131,9 +113,7 @@ def write_repository(artifact_dir: Path, repo: Path, backend: str = "onnxruntime
     """REPO/NAME for the artifact on `backend` (see the module docstring); returns the model directory."""
     if backend not in BACKENDS:
         raise VitdeployError(f"unknown Triton backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    artifact = load_artifact(artifact_dir)
-    if artifact.directory is None:
-        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory (with vitdeploy.json)")
+    artifact = load_artifact_directory(artifact_dir)
     name = name or artifact.name
     if not _NAME.fullmatch(name):
         raise VitdeployError(f"model name {name!r}: expected letters, digits, '_', '.' and '-' (a directory name)")
