@@ -82,10 +82,18 @@ class Model:
 
     def infer(self, images: Images) -> Pyramid:
         """Run a float32 NCHW batch, a uint8 HxWx3 RGB image (or NHWC batch), an image path, or a list of those."""
+        self._check_open()
+        return self.run(self.batch(images))
+
+    def run(self, batch: np.ndarray) -> Pyramid:
+        """Run a batch as the artifact takes it (what `batch` returns; servers join those): checked by the
+        runner, not preprocessed again."""
+        self._check_open()
+        return Pyramid(self.levels, self._runner.infer({self.input.name: batch}))
+
+    def _check_open(self) -> None:
         if not self._release.alive:
             raise VitdeployError("model is closed: load the artifact again")
-        outputs = self._runner.infer({self.input.name: self.batch(images)})
-        return Pyramid(self.levels, outputs)
 
     def close(self) -> None:
         self._release()

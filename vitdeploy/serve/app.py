@@ -186,7 +186,7 @@ class Replica:
         results: list[Any] = [None] * len(batches)
         for members in groups.values():
             joined = np.concatenate([batches[i] for i in members])
-            pyramid = await asyncio.to_thread(self.model.infer, joined)
+            pyramid = await asyncio.to_thread(self.model.run, joined)
             start = 0
             for i in members:
                 stop = start + batches[i].shape[0]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from vitdeploy.api import load
-from vitdeploy.artifact import Artifact, load_artifact
+from vitdeploy.artifact import Artifact, load_artifact_directory
 from vitdeploy.atomic import write_bytes_atomic, write_json_atomic
 from vitdeploy.description import InputSpec
 from vitdeploy.errors import VitdeployError
@@ -166,7 +166,7 @@ class ShardExtractor:
     def __init__(self, artifact: str, options: ExtractOptions, spec: InputSpec, levels: dict[str, list[int]]):
         self.model = load(artifact, options.backend, options.precision, options.threads)
         self.spec, self.levels, self.pool = spec, levels, options.pool
-        self.batch = options.batch or min(8, spec.batch.max)
+        self.batch = options.batch  # resolved by `extract`
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"shard": batch["shard"], "npz": np.array([self.shard(list(paths)) for paths in batch["paths"]],
@@ -183,7 +183,7 @@ class ShardExtractor:
                 errors.append((path, " ".join(reason.split())))
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.levels}
         for start in range(0, len(tensors), self.batch):
-            pyramid = self.model.infer(np.concatenate(tensors[start:start + self.batch]))
+            pyramid = self.model.run(np.concatenate(tensors[start:start + self.batch]))
             for name in self.levels:
                 array = pyramid[name]
                 parts[name].append(array.mean(axis=(2, 3)) if self.pool and array.ndim == 4 else array)
@@ -238,9 +238,7 @@ def _run(ray: Any, artifact: Artifact, work: list[dict[str, Any]], out: Path, op
 def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOptions = ExtractOptions()) -> Summary:
     """Features of `images` into `out` (see the module docstring); resumes a run interrupted there."""
     ensure_installed("ray")  # before OUT is touched; Ray itself is imported later (vitdeploy.serve.cluster)
-    artifact = load_artifact(artifact_dir)
-    if artifact.directory is None:
-        raise VitdeployError(f"{artifact_dir} is a file: expected an artifact directory")
+    artifact = load_artifact_directory(artifact_dir)
     select(artifact, options.backend, options.precision)  # an unavailable backend fails here, not in every actor
     spec = _input_spec(artifact, options.size)
     batch = options.batch or min(8, spec.batch.max)
@@ -260,7 +258,7 @@ def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOp
     try:
         if work:
             with ray_cluster(options.address, local_cpus(options.actors)) as ray:
-                written = _run(ray, artifact, work, out, options, spec, levels, bar)
+                written = _run(ray, artifact, work, out, replace(options, batch=batch), spec, levels, bar)
     finally:
         bar.close()
         extracted, unreadable = write_index(out, images, options.shard_size)
