@@ -68,7 +68,7 @@ def test_small_variant_of_every_shipped_recipe_is_valid(name: str):
     if family.unreduced is None:  # fewer blocks, so fewer weights
         assert parameter_count(recipe.timm_name, recipe.timm_kwargs) < parameter_count(full.timm_name, full.timm_kwargs)
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      recipe.pyramid)
+                                      recipe.pyramid, family=recipe.family)
     assert outputs and all(o.stride for o in outputs)
     assert max(recipe.input.size) <= 96
 

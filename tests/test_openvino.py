@@ -116,6 +116,22 @@ def test_damaged_or_newer_engine_is_refused_before_compiling(vit: Path, tmp_path
     assert result.exit_code == 1 and result.output == f"Error: {expected}\n"
 
 
+def test_auto_load_of_a_corrupt_engine_is_an_error_not_a_fall_back(vit: Path, tmp_path: Path):
+    """Choosing among engines checks sizes only; the one chosen is hashed once when it loads, and a changed byte
+    there names the file instead of quietly running ONNX Runtime."""
+    copy = tmp_path / "vit"
+    shutil.copytree(vit, copy)
+    weights = copy / "model.openvino.fp32.bin"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(VitdeployError) as error:
+        vitdeploy.load(copy)
+    assert str(error.value) == (f"{weights} is corrupt: its sha256 differs from the one recorded when it was written "
+                                "(same size, changed bytes); copy it again or rebuild it with `vitdeploy build "
+                                "--backend openvino`")
+
+
 def test_fp16_is_refused_on_a_cpu(vit: Path):
     result = CliRunner().invoke(main, ["build", str(vit), "--backend", "openvino", "--precision", "fp16"])
     assert result.exit_code == 1

@@ -88,22 +88,22 @@ def test_one_block_feeds_every_stride(tmp_path: Path):
 def test_list_describes_the_shipped_pyramid_recipe():
     recipe = load_recipe("vit_base_sfp")
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      recipe.pyramid)
+                                      recipe.pyramid, family=recipe.family)
     assert [(o.name, o.index, o.channels, o.stride) for o in outputs] == [
         ("stride4", 2, 768, 4), ("stride8", 5, 768, 8), ("stride16", 8, 768, 16), ("stride32", 11, 768, 32)]
 
 
-@pytest.mark.parametrize("timm_name, outputs, strides, message", [
-    ("convnext_tiny", None, (4, 8, 16, 32),
+@pytest.mark.parametrize("family, timm_name, outputs, strides, message", [
+    ("convnext", "convnext_tiny", None, (4, 8, 16, 32),
      r"pyramid 'simple' for convnext_tiny: its outputs already have strides \[4, 8, 16, 32\]; expected a single-scale"),
-    ("vit_tiny_patch16_224", (2, 5, 8), (4, 8, 16, 32),
+    ("vit", "vit_tiny_patch16_224", (2, 5, 8), (4, 8, 16, 32),
      r"pyramid strides \[4, 8, 16, 32\] for vit_tiny_patch16_224 got 3 feature outputs \[2, 5, 8\]: expected 4"),
-    ("vit_small_patch14_reg4_dinov2", None, (4, 8, 16, 32),
+    ("vit", "vit_small_patch14_reg4_dinov2", None, (4, 8, 16, 32),
      r"pyramid stride 4 for vit_small_patch14_reg4_dinov2: expected a divisor or multiple of its feature stride 14"),
 ])
-def test_impossible_pyramids_are_refused(timm_name, outputs, strides, message):
+def test_impossible_pyramids_are_refused(family, timm_name, outputs, strides, message):
     with pytest.raises(VitdeployError, match=message):
-        describe_recipe_pyramid(timm_name, {}, outputs, False, PyramidSpec("simple", strides))
+        describe_recipe_pyramid(timm_name, {}, outputs, False, PyramidSpec("simple", strides), family=family)
 
 
 @pytest.mark.parametrize("table, message", [
@@ -150,7 +150,7 @@ def test_cli_pyramid_none_drops_the_recipes_pyramid_and_errors_are_one_line(tmp_
 def test_every_single_scale_recipe_takes_the_simple_pyramid(name: str):
     recipe = load_recipe(name)
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      PyramidSpec(kind="simple", strides=()))
+                                      PyramidSpec(kind="simple", strides=()), family=recipe.family)
     patch = 14 if "patch14" in recipe.timm_name else 16
     expected = (7, 14, 28, 56) if patch == 14 else (4, 8, 16, 32)
     assert [(o.name, o.stride) for o in outputs if o.kind == "feature"] == [(f"stride{s}", s) for s in expected]

@@ -182,7 +182,7 @@ def test_shipped_sam2_recipes_describe_strides_4_8_16():
         recipe = load_recipe(name)
         assert (recipe.family, recipe.input.size, recipe.input.mode) == ("sam2", (1024, 1024), "fixed")
         outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                          recipe.pyramid, recipe.family, position_encodings=True)
+                                          recipe.pyramid, family=recipe.family, position_encodings=True)
         assert [(o.name, o.channels, o.stride) for o in outputs] == [
             ("stride4", 256, 4), ("stride8", 256, 8), ("stride16", 256, 16),
             ("pos_stride4", 256, 4), ("pos_stride8", 256, 8), ("pos_stride16", 256, 16)]
@@ -275,12 +275,12 @@ def test_wrong_checkpoints_are_one_line(tmp_path: Path):
 def test_sam2_outputs_other_than_its_levels_are_refused():
     recipe = load_recipe("sam2.1_hiera_tiny")
     with pytest.raises(VitdeployError, match=r"^Sam2ImageEncoder has no pooled embedding: expected no embedding"):
-        describe_recipe_pyramid(recipe.timm_name, {}, None, True, None, "sam2")
+        describe_recipe_pyramid(recipe.timm_name, {}, None, True, family="sam2")
     with pytest.raises(VitdeployError, match=r"output index 3 is out of range for sam2_hiera_tiny: it has 3 feature "
                                              r"levels \(valid indices 0\.\.2\)"):
-        describe_recipe_pyramid(recipe.timm_name, {}, (2, 3), False, None, "sam2")
+        describe_recipe_pyramid(recipe.timm_name, {}, (2, 3), False, family="sam2")
     with pytest.raises(VitdeployError, match=r"^family 'hiera' has no position encodings: expected a SAM2 recipe"):
-        describe_recipe_pyramid("hieradet_small", {}, None, False, None, "hiera", position_encodings=True)
+        describe_recipe_pyramid("hieradet_small", {}, None, False, family="hiera", position_encodings=True)
 
 
 def test_verify_without_sam2_names_the_extra(sam2_artifact: Path, monkeypatch: pytest.MonkeyPatch):

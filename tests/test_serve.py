@@ -27,6 +27,7 @@ from PIL import Image
 
 import vitdeploy
 from vitdeploy.cli import main
+from vitdeploy.description import BatchRange
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import is_installed
 from vitdeploy.serve import Client, wire
@@ -239,6 +240,25 @@ def test_port_in_use_and_missing_artifact_are_one_line(server, vit_tiny_dynamic_
     result = CliRunner().invoke(main, ["serve", str(tmp_path)])
     assert result.exit_code == 1 and result.output == (f"Error: {tmp_path} is not a vitdeploy artifact: expected "
                                                        "vitdeploy.json and model.onnx in it\n")
+
+
+def test_batch_outside_the_artifact_range_is_one_line(vit_tiny_dynamic_artifact: Path, tmp_path: Path):
+    """serve, serve-bench and extract take their batch by one rule (BatchRange.serving), before Ray starts."""
+    art, image_dir = str(vit_tiny_dynamic_artifact), tmp_path / "images"
+    image_dir.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_dir / "black.png")
+    for args, option in ((["serve", art, "--max-batch", "9"], "--max-batch"),
+                         (["serve-bench", art, "--max-batch", "9"], "--max-batch"),
+                         (["extract", art, str(image_dir), "-o", str(tmp_path / "out"), "--batch", "9"], "--batch")):
+        result = CliRunner().invoke(main, args)
+        assert (result.exit_code, result.output) == (1, f"Error: {option} 9: expected 1..4 (the artifact's batch "
+                                                        "range)\n"), args
+    assert not (tmp_path / "out").exists()
+    assert BatchRange(1, 1, 32).serving(None, "--batch") == 8 and BatchRange(1, 1, 4).serving(None, "--batch") == 4
+    with pytest.raises(VitdeployError) as error:
+        BatchRange(2, 2, 4).serving(2, "--max-batch")
+    assert str(error.value) == ("--max-batch: the artifact takes batches of 2..4, but a server's or extractor's calls "
+                                "may hold a single image: expected a batch range from 1 (the recipe's input.batch)")
 
 
 def test_without_ray_one_line_names_the_extra(vit_tiny_dynamic_artifact: Path, monkeypatch: pytest.MonkeyPatch):

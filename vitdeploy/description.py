@@ -19,6 +19,7 @@ FORMAT = "vitdeploy.pyramid"
 FORMAT_VERSION = 2  # 2: `files` records (size, sha256) cover external data and every engine file
 LAYOUTS = ("NCHW", "NHWC")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # how a runtime computes; each has a tolerance
+SERVING_BATCH = 8  # images per runtime call of a server or extractor unless told
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ class BatchRange:
     min: int
     opt: int
     max: int
+
+    def serving(self, asked: int | None, option: str) -> int:
+        """Images per runtime call for a server or extractor: `asked`, else 8 or the max if smaller. Their
+        calls hold 1 up to it (a partial batch, the end of a shard), so the range must start at 1."""
+        batch = asked or min(SERVING_BATCH, self.max)
+        if self.min != 1:
+            raise VitdeployError(f"{option}: the artifact takes batches of {self.min}..{self.max}, but a server's or "
+                                 "extractor's calls may hold a single image: expected a batch range from 1 (the "
+                                 "recipe's input.batch)")
+        if not 1 <= batch <= self.max:
+            raise VitdeployError(f"{option} {batch}: expected 1..{self.max} (the artifact's batch range)")
+        return batch
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from vitdeploy import families
-from vitdeploy.checkpoints import load_checkpoint
 from vitdeploy.description import Description, OutputLevel, SimplePyramid, WeightsRecord
 from vitdeploy.errors import VitdeployError
 from vitdeploy.pyramid import describe_pyramid
@@ -59,17 +58,17 @@ def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
 
 
 def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
-                 img_size: tuple[int, int] | None = None,
-                 family: str | None = None) -> tuple[nn.Module, dict[str, Any] | None]:
+                 img_size: tuple[int, int] | None = None, *,
+                 family: str) -> tuple[nn.Module, dict[str, Any] | None]:
     """A backbone in eval mode with the requested weights, and for a checkpoint what loading it did
-    (vitdeploy.checkpoints). The timm model is created (random init is seeded, so reproducible) and, given
-    the recipe's `family`, checked against it and assembled by it (vitdeploy.families: SAM2 adds its neck)
-    before any weights are loaded; `img_size` is passed on to models built for one input size."""
+    (vitdeploy.checkpoints). The timm model is created (random init is seeded, so reproducible), checked
+    against its `family` and assembled by it (vitdeploy.families: SAM2 adds its neck) before any weights
+    are loaded; `img_size` is passed on to models built for one input size."""
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
                              "see timm.list_models() for the names it knows")
-    kind = families.get(family) if family else None
-    if kind and kind.no_pretrained and weights.source == "pretrained":
+    kind = families.get(family)
+    if kind.no_pretrained and weights.source == "pretrained":
         raise VitdeployError(f"--pretrained for {timm_name} (family '{kind.name}'): {kind.no_pretrained}")
     kwargs = dict(timm_kwargs)
     try:
@@ -87,25 +86,22 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
             raise
         raise VitdeployError(f"cannot download pretrained weights for {timm_name}: "
                              f"{str(exc).splitlines()[0]}; use --checkpoint FILE for local weights") from None
-    if kind:
-        kind.check(model)
-        model = kind.assemble(model)
-        if weights.source == "random":
-            kind.random_init(model, weights.seed)
-    record = None
-    if weights.source == "checkpoint":
-        record = (kind.load_checkpoint if kind else load_checkpoint)(model, weights.checkpoint)
+    kind.check(model)
+    model = kind.assemble(model)
+    if weights.source == "random":
+        kind.random_init(model, weights.seed)
+    record = kind.load_checkpoint(model, weights.checkpoint) if weights.source == "checkpoint" else None
     return model.eval(), record
 
 
-def meta_backbone(timm_name: str, timm_kwargs: dict[str, Any], family: str | None = None) -> nn.Module:
+def meta_backbone(timm_name: str, timm_kwargs: dict[str, Any], family: str) -> nn.Module:
     """The backbone on the meta device (no memory, no weights), assembled by its family: for its levels and
     size rule."""
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
     with torch.device("meta"):
         model = timm.create_model(timm_name, **timm_kwargs)
-        return families.get(family).assemble(model) if family else model
+        return families.get(family).assemble(model)
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -184,7 +180,7 @@ def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tu
     return described
 
 
-def describe_backbone(model: nn.Module, family: str | None, timm_name: str, outputs: tuple[int, ...] | None,
+def describe_backbone(model: nn.Module, family: str, timm_name: str, outputs: tuple[int, ...] | None,
                       embedding: bool, position_encodings: bool = False, pyramid: PyramidSpec | None = None
                       ) -> tuple[list[OutputLevel], SimplePyramid | None]:
     """The outputs of a backbone for the chosen feature indices (None: the default levels): feature levels
@@ -197,8 +193,6 @@ def describe_backbone(model: nn.Module, family: str | None, timm_name: str, outp
     if pyramid:
         described, section = describe_pyramid(described, pyramid, timm_name)
     if position_encodings:
-        if family is None:
-            raise VitdeployError(f"position encodings of {timm_name} need its family: expected a recipe")
         features = [o for o in described if o.kind == "feature"]
         positions = families.get(family).position_outputs(model, features)
         described = features + positions + [o for o in described if o.kind != "feature"]
@@ -206,7 +200,7 @@ def describe_backbone(model: nn.Module, family: str | None, timm_name: str, outp
 
 
 def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
-                            embedding: bool, pyramid: PyramidSpec | None = None, family: str | None = None,
+                            embedding: bool, pyramid: PyramidSpec | None = None, *, family: str,
                             position_encodings: bool = False) -> list[OutputLevel]:
     """A recipe's outputs without building weights: the backbone is created on the meta device."""
     model = meta_backbone(timm_name, timm_kwargs, family)

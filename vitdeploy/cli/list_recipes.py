@@ -26,7 +26,8 @@ def list_recipes() -> None:
             pyramid = f"not exportable: {recipe.unsupported}"
         else:
             outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                              recipe.pyramid, recipe.family, recipe.position_encodings)
+                                              recipe.pyramid, family=recipe.family,
+                                              position_encodings=recipe.position_encodings)
             pyramid = " ".join(f"{o.name}:{o.channels}" + (
                 f"@{o.stride}" if o.stride and not o.name.startswith("stride") else "") for o in outputs)
         click.echo(f"{name:<24} {recipe.timm_name:<33} {_resolution(recipe):<24} {pyramid}")

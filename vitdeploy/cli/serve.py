@@ -14,7 +14,6 @@ from vitdeploy.cli import Terminated
 from vitdeploy.cli.bench import SizeList
 from vitdeploy.cli.options import BACKENDS, IntList
 from vitdeploy.description import PRECISIONS
-from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import select
 from vitdeploy.serve import app
 from vitdeploy.serve.bench import ServeBenchOptions, format_serve_table, run_serve_bench
@@ -46,11 +45,7 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
     """Serve ARTIFACT over HTTP on Ray Serve until SIGINT or SIGTERM (README, "Serving")."""
     loaded = load_artifact(artifact)
     runtime, _ = select(loaded, backend, precision)  # an unavailable backend fails here, not in every replica
-    batch = loaded.input.batch
-    max_batch = max_batch or min(8, batch.max)
-    if max_batch > batch.max:
-        raise VitdeployError(f"--max-batch {max_batch}: expected at most {batch.max} (the artifact's batch range "
-                             f"{batch.min}..{batch.max})")
+    max_batch = loaded.input.batch.serving(max_batch, "--max-batch")
     if address is None:
         app.check_port(host, port)
     cpus = local_cpus(replicas)

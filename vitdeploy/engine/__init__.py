@@ -46,23 +46,23 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     return chosen.build(Path(artifact_dir), backend, precision, **options)
 
 
-def check_engine_files(engine_path: Path) -> Description:
-    """The engine's description, and every file it lists there with its recorded size and sha256 (what
-    a copy elsewhere, e.g. a Triton repository, needs); returns the description."""
+def check_engine_files(engine_path: Path, contents: bool = True) -> Description:
+    """The engine's description, and every file it lists there with its recorded size and (if `contents`)
+    sha256 (what a copy elsewhere, e.g. a Triton repository, needs); returns the description."""
     description = read_engine_description(engine_path)
     engine = description.engine
     if not engine_path.is_file():
         raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
     remake = ("`vitdeploy quantize`" if builder(engine.backend).build is None
               else f"`vitdeploy build --backend {engine.backend}`")
-    check_files(engine_path.parent, engine.files, f"copy it again or rebuild it with {remake}")
+    check_files(engine_path.parent, engine.files, f"copy it again or rebuild it with {remake}", contents)
     return description
 
 
-def check_engine(engine_path: Path) -> Description:
+def check_engine(engine_path: Path, contents: bool = True) -> Description:
     """Everything that decides whether `engine_path` can load here (its files, the runtime and device);
-    returns the description."""
-    description = check_engine_files(engine_path)
+    returns the description. `contents=False` checks the files' sizes only (see check_files)."""
+    description = check_engine_files(engine_path, contents)
     builder(description.engine.backend).check_runtime(description.engine)
     return description
 

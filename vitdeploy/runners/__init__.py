@@ -65,9 +65,11 @@ class Runtime:
 
 
 def engine_problem(artifact: Artifact, path: Path) -> str | None:
-    """Why the engine at `path` cannot run the artifact here (description, files, runtime, device); None if it can."""
+    """Why the engine at `path` cannot run the artifact here (description, files and their sizes, runtime,
+    device); None if it can. Its bytes are hashed when a runner loads it: a corrupt engine is an error
+    then, not a reason to fall back to another runtime."""
     try:
-        description = check_engine(path)
+        description = check_engine(path, contents=False)
     except VitdeployError as exc:
         return str(exc)
     if artifact.description.export and description.export != artifact.description.export:

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from vitdeploy.api import load
+from vitdeploy.description import SERVING_BATCH
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import check_feed
 from vitdeploy.optional import require
@@ -54,7 +55,7 @@ class ServeOptions:
     backend: str = "auto"
     precision: str | None = None
     replicas: int = 1
-    max_batch: int = 8  # images per runtime call, at most the artifact's batch.max
+    max_batch: int = SERVING_BATCH  # images per runtime call: BatchRange.serving
     batch_wait_ms: float = 10.0
     threads: int | None = None  # runtime threads per replica
     max_body_bytes: int = 32 * 2**20

@@ -1,7 +1,7 @@
 """Served throughput and latency: Ray Serve at each replica count against direct runtime calls, in rounds.
 
 One local cluster holds one application per replica count (route prefixes `/r1`, `/r2`, ... on one
-proxy); the direct runtime is `vitdeploy.load` in this process with every CPU's thread. Every request
+proxy); the direct runtime is a `vitdeploy.Model` in this process with every CPU's thread. Every request
 is the same uint8 image, preprocessed on both sides as `Model.infer` does. A round times, back to back:
 direct calls of one image (what a caller of `Model.infer` sees), direct calls of `max_batch` images
 (one process's best throughput), then each application under `concurrency` clients; so a slow phase of
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitdeploy.api import load
+from vitdeploy.api import Model
 from vitdeploy.artifact import load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.progress import Progress
@@ -92,13 +92,12 @@ def run_serve_bench(artifact_dir: Path, options: ServeBenchOptions = ServeBenchO
     runtime, _ = select(artifact, options.backend)
     spec = artifact.input
     hw = tuple(options.size or spec.opt_hw)
-    max_batch = options.max_batch or min(8, spec.batch.max)
+    max_batch = spec.batch.serving(options.max_batch, "--max-batch")
     problem = spec.size_error(*hw) if spec.dynamic else None
-    if problem or not 1 <= max_batch <= spec.batch.max or min(options.replicas, default=0) < 1:
-        raise VitdeployError(f"--size {hw[0]}x{hw[1]} / --max-batch {max_batch} / --replicas: "
-                             f"{problem or f'expected a batch within 1..{spec.batch.max} and replicas >= 1'}")
-    if options.requests < 1 or options.rounds < 1 or options.concurrency < 1:
-        raise VitdeployError("--requests, --rounds and --concurrency: expected positive numbers")
+    if problem:
+        raise VitdeployError(f"--size {hw[0]}x{hw[1]}: {problem}")
+    if min(options.replicas, default=0) < 1 or min(options.requests, options.rounds, options.concurrency) < 1:
+        raise VitdeployError("--replicas, --requests, --rounds and --concurrency: expected positive numbers")
     app.check_port("127.0.0.1", options.port)
     cpus = os.cpu_count() or 1
     progress = Progress(total=len(options.replicas) + options.rounds * (2 + len(options.replicas)), enabled=verbose)
@@ -106,7 +105,7 @@ def run_serve_bench(artifact_dir: Path, options: ServeBenchOptions = ServeBenchO
     batch = np.stack([image] * max_batch)
     result = ServeBenchResult(artifact=artifact.name, backend=runtime.name, image_hw=hw, cpus=cpus,
                               load_average=round(os.getloadavg()[0], 2), options=options, max_batch=max_batch)
-    with ray_cluster(None, local_cpus(sum(options.replicas))), load(artifact_dir, options.backend, threads=cpus) as model:
+    with ray_cluster(None, local_cpus(sum(options.replicas))), Model(artifact, options.backend, threads=cpus) as model:
         app.start("127.0.0.1", options.port)
         clients = {}
         for count in options.replicas:

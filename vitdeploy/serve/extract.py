@@ -53,7 +53,7 @@ class ExtractOptions:
     size: tuple[int, int] | None = None  # a dynamic artifact's input size [default: its export size]
     shard_size: int = 256
     actors: int = 1
-    batch: int | None = None  # images per runtime call [default: min(8, the artifact's batch max)]
+    batch: int | None = None  # images per runtime call [default: BatchRange.serving's]
     backend: str = "auto"
     precision: str | None = None
     threads: int | None = None  # runtime threads per actor [default: the CPUs / actors]
@@ -241,9 +241,7 @@ def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOp
     artifact = load_artifact_directory(artifact_dir)
     select(artifact, options.backend, options.precision)  # an unavailable backend fails here, not in every actor
     spec = _input_spec(artifact, options.size)
-    batch = options.batch or min(8, spec.batch.max)
-    if not 1 <= batch <= spec.batch.max:
-        raise VitdeployError(f"--batch {batch}: expected 1..{spec.batch.max} (the artifact's batch range)")
+    batch = spec.batch.serving(options.batch, "--batch")
     if options.shard_size < 1 or options.actors < 1:
         raise VitdeployError("--shard-size and --actors: expected positive numbers")
     levels = _level_shapes(artifact, options, spec.opt_hw)
