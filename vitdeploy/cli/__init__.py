@@ -54,7 +54,7 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="vitdeploy")
 def main() -> None:
-    """Export timm ViT and Hiera backbones as ONNX / TensorRT artifacts with named, verified pyramids."""
+    """Export timm vision backbones as ONNX, TensorRT and OpenVINO artifacts with named, verified pyramids."""
 
 
 from vitdeploy.cli.bench import bench  # noqa: E402  (the commands, registered on `main` below)
