@@ -12,17 +12,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitdeploy.families.base import Family, needs_dynamic_img_size, register
+from vitdeploy.families.base import register
+from vitdeploy.families.swin import Swin
 
 
 @register
-class SwinV2(Family):
+class SwinV2(Swin):
+    """Swin's test size and dynamic rule, and a random init that reaches every branch."""
+
     name = "swinv2"
     timm_classes = ("SwinTransformerV2",)
-    small_kwargs = {"depths": [2, 1, 1, 1]}  # two blocks keep the first stage's shifted windows
-
-    def dynamic_problem(self, model: nn.Module) -> str | None:
-        return needs_dynamic_img_size(model)
 
     def random_init(self, model: nn.Module, seed: int) -> None:
         """timm zeroes every block's res-post-norm weights (`_init_respostnorm`): each attention and MLP branch
