@@ -33,7 +33,7 @@ def gpu_proof(output_dir: Path | None, recipes: str, batch_sizes: tuple[int, ...
     refusal), and `pytest -m gpu`; writes gpu_proof.json and gpu_proof.md after every step.
 
     \b
-    On a GPU machine with torch only, polygraphy's wheel carried in .whl/ (docs/gpu_proof/README.md):
+    On a GPU machine with torch only, polygraphy's and timm's wheels carried in .whl/ (docs/gpu_proof/README.md):
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
       PYTHONPATH=/tmp/site:. python3 -m vitdeploy.cli gpu-proof --output-dir $OUT/gpu_proof
     """
