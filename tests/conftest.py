@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from vitdeploy.export import ExportOptions, export_artifact
+from vitdeploy.optional import install_hint, is_installed
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
+
+
+def requires(module: str) -> pytest.MarkDecorator:
+    """Skip unless the optional `module` is installed (the test extra installs them all; a machine with part of
+    them, such as the GPU proof's, runs the rest)."""
+    return pytest.mark.skipif(not is_installed(module), reason=f"needs {module}: {install_hint(module)}")
 
 
 def export_for_test(recipe: str, directory: Path, **options) -> Path:

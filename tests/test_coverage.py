@@ -12,11 +12,12 @@ import timm
 import torch
 from click.testing import CliRunner
 
-from conftest import RECIPES, export_for_test
+from conftest import RECIPES, export_for_test, requires
 from vitdeploy.cli.matrix import matrix
 from vitdeploy import families
 from vitdeploy.coverage import small_variant, try_mode
 from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import is_installed
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
 
@@ -36,7 +37,8 @@ def test_family_exports_matches_eager_and_builds(path: Path, tmp_path: Path):
     result = try_mode(recipe, recipe.input.mode, tmp_path / "artifact", None, lambda message: None)
     assert result.export.startswith("ok"), result.export
     assert result.parity.startswith("pass") and result.max_abs < 1e-4, result.parity
-    assert result.engine.startswith("ok"), result.engine
+    assert result.engine.startswith("ok" if is_installed("tensorrt_rtx") else "not run: tensorrt_rtx is not "
+                                    "installed: pip install 'vitdeploy[trt-rtx]'"), result.engine
 
 
 @pytest.mark.parametrize("name", FIXED_ONLY)
@@ -73,6 +75,7 @@ def test_small_variant_of_every_shipped_recipe_is_valid(name: str):
     assert max(recipe.input.size) <= 96
 
 
+@requires("tensorrt_rtx")
 def test_matrix_command_writes_the_table(tmp_path: Path):
     """Three kinds of row: measured both ways with recorded GPU parity, fixed only, unsupported."""
     unsupported = tmp_path / "resnet_like.toml"

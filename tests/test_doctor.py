@@ -29,7 +29,7 @@ def _doctor(*args: str) -> str:
 @NO_GPU
 def test_one_line_per_runtime_on_this_machine(tmp_path: Path) -> None:
     lines = _doctor("--cpp-demo", str(tmp_path / "vitdeploy_demo")).splitlines()
-    assert lines[0].startswith(f"vitdeploy 0.1.0, python ") and lines[0].endswith(" CPUs")
+    assert lines[0].startswith("vitdeploy 0.1.0, python ") and lines[0].endswith(" CPUs")
     assert [line.split()[0] for line in lines[1:]] == NAMES
     torch_line, gpu, ort, trt, rtx, openvino, demo = lines[1:]
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"

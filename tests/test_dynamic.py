@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import RECIPES, export_for_test
+from conftest import RECIPES, export_for_test, requires
 from vitdeploy.artifact import load_artifact
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
@@ -53,6 +53,7 @@ def test_plain_hiera_cannot_go_dynamic(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
+@requires("tensorrt_rtx")
 @pytest.mark.parametrize("recipe", ["hiera_abswin_dynamic", "hieradet_dynamic"])
 def test_hiera_dynamic_parity_and_tensorrt_rtx_build(tmp_path: Path, recipe: str):
     """Hiera abswin and HieraDet follow the input size at run time; the TensorRT-RTX builder takes the

@@ -20,12 +20,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import description_json
+from conftest import description_json, requires
 from vitdeploy.artifact import DESCRIPTION_FILE
 from vitdeploy.cli.build import build
 from vitdeploy.engine import build as build_engine, builder, check_engine, describe_engine, read_engine_description
 from vitdeploy.engine.descriptions import engine_description_path
-from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS, _merge_duplicate_casts, reduced_precision_onnx
 from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, auto_family, check_gpu, choose_family
 from vitdeploy.engine.tensorrt_family import use_backend
 from vitdeploy.errors import VitdeployError
@@ -33,7 +33,7 @@ from vitdeploy.export import export_artifact
 from vitdeploy.hardware import compute_capability, gpu_name
 from vitdeploy.inputs import check_feed
 from vitdeploy.integrity import describe_files
-from vitdeploy.optional import is_installed
+from vitdeploy.optional import install_hint, is_installed
 from vitdeploy.recipes import load_recipe_file
 from vitdeploy.runners.tensorrt import TensorRTRunner
 
@@ -106,11 +106,13 @@ def hiera_fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def fixed_engine(vit_fixed: Path) -> Path:
+    pytest.importorskip(RTX, reason=f"needs {RTX}: {install_hint(RTX)}")
     return build_engine(vit_fixed, RTX, "fp32")
 
 
 @pytest.fixture(scope="module")
 def dynamic_fp16_engine(vit_dynamic: Path) -> Path:
+    pytest.importorskip(RTX, reason=f"needs {RTX}: {install_hint(RTX)}")
     return build_engine(vit_dynamic, RTX, "fp16")
 
 
@@ -157,6 +159,7 @@ def test_dynamic_fp16_engine(vit_dynamic: Path, dynamic_fp16_engine: Path) -> No
     assert dynamic_fp16_engine.stat().st_size < 0.75 * fp32.stat().st_size  # half-size weights
 
 
+@requires(RTX)
 def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
     """A four-stage pyramid (strides 4..32) through TensorRT-RTX at fp32 and fp16, and fp16 in ORT."""
     expected = {"image": [-1, 3, 64, 64], "stride4": [-1, 32, 16, 16], "stride8": [-1, 64, 8, 8],
@@ -197,6 +200,28 @@ def test_fp16_onnx_keeps_io_and_fp32_ops_and_runs_in_onnxruntime(vit_dynamic: Pa
         assert cosine > 0.999 and np.abs(a - b).max() < 0.05
 
 
+def test_duplicate_casts_of_older_converters_are_merged() -> None:
+    """onnxruntime < 1.32's fp16 converter writes a Cast per fp32 consumer of an fp16 tensor, all with one output
+    name (seen on every ViT with onnxruntime 1.30 and 1.31): identical ones are merged, other clashes refused."""
+    helper = onnx.helper
+
+    def graph(second_cast_to: int):
+        nodes = [helper.make_node("Cast", ["pos"], ["pos_fp32"], to=1, name="a"),
+                 helper.make_node("Softmax", ["pos_fp32"], ["s"], name="softmax"),
+                 helper.make_node("Cast", ["pos"], ["pos_fp32"], to=second_cast_to, name="b"),
+                 helper.make_node("LayerNormalization", ["pos_fp32", "scale"], ["n"], name="norm")]
+        return helper.make_graph(nodes, "g", [helper.make_tensor_value_info("pos", onnx.TensorProto.FLOAT16, [4])],
+                                 [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [4]) for n in "sn"])
+
+    merged = graph(second_cast_to=1)
+    _merge_duplicate_casts(merged)
+    assert [node.name for node in merged.node] == ["a", "softmax", "norm"]
+    with pytest.raises(VitdeployError, match=r"^the fp16 conversion wrote 'pos_fp32' twice with different nodes "
+                                             r"\(a, b\): expected identical Casts"):
+        _merge_duplicate_casts(graph(second_cast_to=onnx.TensorProto.BFLOAT16))
+
+
+@requires(RTX)
 def test_bf16_engine_builds(vit_dynamic: Path) -> None:
     engine = build_engine(vit_dynamic, RTX, "bf16")
     description = description_json(engine)["engine"]
@@ -294,6 +319,7 @@ def test_feed_outside_profile_prints_the_table(dynamic_fp16_engine: Path) -> Non
         check({"input": np.zeros((1, 3, 64, 64), np.float32)})
 
 
+@requires(RTX)
 def test_outputs_that_differ_from_the_description_are_refused(vit_fixed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "artifact"
     shutil.copytree(vit_fixed, copy, ignore=shutil.ignore_patterns("*.engine*"))
@@ -306,6 +332,7 @@ def test_outputs_that_differ_from_the_description_are_refused(vit_fixed: Path, t
     assert not list(copy.glob("*.engine*"))
 
 
+@requires(RTX)
 def test_graph_the_parser_rejects_is_one_error_and_writes_nothing(vit_fixed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "artifact"
     shutil.copytree(vit_fixed, copy, ignore=shutil.ignore_patterns("*.engine*"))
@@ -342,9 +369,15 @@ def test_auto_backend_follows_the_support_matrices() -> None:
             "CUDA provider (pip install 'vitdeploy[ort-gpu]')")
     with pytest.raises(VitdeployError, match=r"no TensorRT backend is installed: pip install 'vitdeploy\[trt\]'"):
         choose_family((9, 0), ())
-    assert auto_family() == choose_family(GPU, [family for family in ("tensorrt", RTX) if is_installed(family)])
+    installed = [family for family in ("tensorrt", RTX) if is_installed(family)]
+    if installed:
+        assert auto_family() == choose_family(GPU, installed)
+    else:
+        with pytest.raises(VitdeployError, match=r"^no TensorRT backend is installed"):
+            auto_family()
 
 
+@requires(RTX)
 def test_backend_choice_and_switching(vit_fixed: Path) -> None:
     from polygraphy import config
     import polygraphy.backend.trt.loader as loader
@@ -360,6 +393,7 @@ def test_backend_choice_and_switching(vit_fixed: Path) -> None:
         assert config.USE_TENSORRT_RTX and loader.trt.Builder is trt.Builder  # a failed switch changes nothing
 
 
+@requires(RTX)
 def test_build_progress_and_no_timing_cache_on_rtx(vit_fixed: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     cache = tmp_path / "timing.cache"
@@ -370,6 +404,7 @@ def test_build_progress_and_no_timing_cache_on_rtx(vit_fixed: Path, tmp_path: Pa
     assert f"timing cache {cache} not used: TensorRT-RTX has none" in err and not cache.exists()
 
 
+@requires(RTX)
 def test_cli_build(vit_fixed: Path) -> None:
     result = CliRunner().invoke(build, [str(vit_fixed), "--backend", RTX, "--precision", "fp16",
                                         "--fp32-op", "LayerNormalization"])

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from conftest import RECIPES, description_json, export_for_test, onnx_dims
+from conftest import RECIPES, description_json, export_for_test, onnx_dims, requires
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
 from vitdeploy.engine import build as build_engine
@@ -57,6 +57,7 @@ def test_parity_across_the_dynamic_range(vit_tiny_sfp_artifact: Path):
                       "stride32": [2, 192, 4, 3], "embedding": [2, 192]}
 
 
+@requires("tensorrt_rtx")
 def test_tensorrt_rtx_builds_the_dynamic_pyramid(vit_tiny_sfp_artifact: Path):
     engine = build_engine(vit_tiny_sfp_artifact, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
     io = description_json(engine)["engine"]["io"]

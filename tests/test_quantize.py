@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import vitdeploy
-from conftest import RECIPES, description_json, export_for_test
+from conftest import RECIPES, description_json, export_for_test, requires
 from vitdeploy.cli import main
 from vitdeploy.engine import build
 from vitdeploy.errors import VitdeployError
@@ -94,6 +94,7 @@ def test_one_graph_runs_in_onnxruntime_openvino_and_builds_in_tensorrt_rtx(vit: 
     assert description_json(engine)["engine"]["quantization"]["mode"] == "static"
 
 
+@requires("tensorrt_rtx")
 def test_u8_activations_run_on_cpus_but_tensorrt_refuses_them(vit_tiny_dynamic_artifact: Path, photos: Path,
                                                               tmp_path: Path):
     artifact = tmp_path / "vit"
@@ -105,6 +106,7 @@ def test_u8_activations_run_on_cpus_but_tensorrt_refuses_them(vit_tiny_dynamic_a
                                 "quantize again with --activations s8")
 
 
+@requires("openvino")
 def test_dynamic_int8_needs_no_calibration_and_runs_in_onnxruntime_only(vit_tiny_dynamic_artifact: Path,
                                                                         photos: Path, tmp_path: Path):
     artifact = tmp_path / "vit"

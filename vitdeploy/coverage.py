@@ -31,7 +31,7 @@ from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.models import meta_backbone
 from vitdeploy.engine.tensorrt_family import use_backend
-from vitdeploy.optional import is_installed, require
+from vitdeploy.optional import is_installed, missing, require
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import pyramid_size_multiple
 from vitdeploy.recipes import InputSpec, Recipe
@@ -136,6 +136,9 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
     sizes = len({tuple(check.input_shape[2:]) for check in report.checks})
     result.parity = (f"{'pass' if report.passed else 'FAIL'} {result.max_abs:.1e}"
                      + (f" ({sizes} sizes)" if sizes > 1 else ""))
+    if not is_installed(ENGINE_BACKEND):  # not a failure of the recipe
+        result.engine = f"not run: {missing(ENGINE_BACKEND)}"
+        return result
     note(f"  {mode}: TensorRT-RTX build")
     started = time.perf_counter()
     try:

@@ -38,6 +38,7 @@ def reduced_precision_onnx(onnx_path: Path, precision: str, fp32_ops: Sequence[s
     half = convert_float_to_float16(onnx.ModelProto.FromString(original.SerializeToString()),
                                     keep_io_types=True, op_block_list=list(fp32_ops),
                                     node_block_list=_image_independent_nodes(original.graph))
+    _merge_duplicate_casts(half.graph)
     OnnxModel.graph_topological_sort(half.graph)  # the converter appends its input Casts last
     _drop_cast_round_trips(half)
     del half.graph.value_info[:]  # the converter leaves some stale; TensorRT and ONNX Runtime infer them
@@ -54,6 +55,29 @@ def _image_independent_nodes(graph) -> list[str]:
         else:
             dependent.update(node.output)
     return independent
+
+
+def _merge_duplicate_casts(graph) -> None:
+    """Keep the first of identical Casts that write one tensor name.
+
+    onnxruntime before 1.32 adds a Cast for every fp32 op that reads an fp16 tensor, all named
+    `<tensor>_cast_to_fp32`: a tensor read by two such ops (a ViT's position embedding) gives a graph that
+    breaks single assignment, which onnx.checker and TensorRT reject. 1.32 shares one Cast, as this does.
+    """
+    producers: dict[str, onnx.NodeProto] = {}
+    kept = []
+    for node in graph.node:
+        first = next((producers[name] for name in node.output if name in producers), None)
+        if first is None:
+            producers.update((name, node) for name in node.output)
+            kept.append(node)
+        elif not (node.op_type == first.op_type == "Cast" and node.input == first.input
+                  and node.output == first.output and node.attribute == first.attribute):
+            raise VitdeployError(f"the fp16 conversion wrote {first.output[0]!r} twice with different nodes "
+                                 f"({first.name}, {node.name}): expected identical Casts; please report it")
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _drop_cast_round_trips(model) -> None:
