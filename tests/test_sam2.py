@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 
 import vitdeploy
-from conftest import RECIPES, build_tensorrt_rtx_engine, export_for_test, onnx_dims, sam2_state_dict
+from conftest import RECIPES, build_tensorrt_rtx_engine, export_for_test, onnx_dims, requires, sam2_state_dict
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
 from vitdeploy.errors import VitdeployError
@@ -147,6 +147,7 @@ def test_metas_position_encoding_is_the_formula_even_when_warm():
         assert np.abs(encoding[1] - sine_encoding(height, width)).max() < 1e-5
 
 
+@requires("tensorrt_rtx")
 def test_tensorrt_rtx_builds_the_dynamic_artifact(sam2_artifact: Path, tmp_path: Path):
     """vitdeploy build: the TensorRT-RTX builder takes the dynamic graph with the recipe's min/opt/max profile
     (SAM2's own encoder fails this build: its nearest upsampling is a Resize Myelin rejects)."""
