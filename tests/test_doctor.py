@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import requires
 from vitdeploy.cli import main
 from vitdeploy.doctor import CPP_BUILD, Environment, cpp_demo_fact, probe, tensorrt_rtx_fact
 from vitdeploy.engine.tensorrt import rtx_unsupported
@@ -67,7 +68,7 @@ def test_json_for_scripts(tmp_path: Path) -> None:
     assert Environment.from_dict(data) == probe(tmp_path / "none")  # what reports store reads back
 
 
-@pytest.mark.skipif(not is_installed("tensorrt_rtx"), reason="needs tensorrt_rtx")
+@requires("tensorrt_rtx")
 def test_tensorrt_rtx_line_follows_the_support_matrix() -> None:
     """The GPUs are passed in: an H200 is told why TensorRT-RTX will not run there and what to use instead."""
     h200 = tensorrt_rtx_fact((9, 0))

@@ -23,15 +23,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vitdeploy
+from conftest import requires
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
-from vitdeploy.optional import is_installed
 from vitdeploy.preprocess import preprocess
 from vitdeploy.serve.cluster import SINGLE_MACHINE, ray_cluster
 from vitdeploy.serve.extract import ExtractOptions, ShardExtractor
 
 # Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
-pytestmark = pytest.mark.skipif(not is_installed("ray"), reason="needs vitdeploy[serve]")
+pytestmark = requires("ray")
 
 BACKEND = "onnxruntime-cpu"
 IMAGES = 48

@@ -15,13 +15,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import RECIPES
+from conftest import RECIPES, requires
 from vitdeploy.cli import main
 from vitdeploy.errors import VitdeployError
 from vitdeploy.gpu_proof import ESTIMATE_S, RESERVE_S, Proof, ProofOptions, _pytest
 from vitdeploy.gpu_proof_report import render_markdown
 from vitdeploy.hardware import no_gpu_reason
-from vitdeploy.optional import is_installed
 from vitdeploy.progress import Progress
 
 BUDGET_S = 120  # fits export, TensorRT-RTX and the baselines of a tiny model; not torch.compile's estimate
@@ -78,7 +77,7 @@ def test_dry_run_record(dry_run: tuple[dict, str, str]) -> None:
     assert stdout.splitlines()[-1].startswith("wrote ")
 
 
-@pytest.mark.skipif(not is_installed("tensorrt_rtx"), reason="needs tensorrt_rtx")
+@requires("tensorrt_rtx")
 @NO_GPU
 def test_dry_run_records_the_tensorrt_rtx_attempt(dry_run: tuple[dict, str, str]) -> None:
     data, _, _ = dry_run

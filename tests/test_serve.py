@@ -26,15 +26,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vitdeploy
+from conftest import requires
 from vitdeploy.cli import main
 from vitdeploy.description import BatchRange
 from vitdeploy.errors import VitdeployError
-from vitdeploy.optional import is_installed
 from vitdeploy.serve import Client, wire
 from vitdeploy.serve.app import check_port
 
 # Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
-pytestmark = pytest.mark.skipif(not is_installed("ray"), reason="needs vitdeploy[serve]")
+pytestmark = requires("ray")
 
 BACKEND = "onnxruntime-cpu"
 START_TIMEOUT_S = 120
