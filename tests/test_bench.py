@@ -57,10 +57,10 @@ def test_json_has_a_row_per_backend_and_batch(cli_run):
         else:
             assert row["max_abs"] > 0  # really another runtime
             assert 0 < low <= row["speedup"] <= high  # the median of the two rounds' ratios
-    # Which fusions match depends on the exporter's graph: torch 2.14's gives SkipLayerNormalization, torch
-    # 2.11's BiasGelu and LayerNormalization; the optimised row's parity is checked above.
+    # Which layer-norm fusion matches depends on the exporter's graph: torch 2.14's residual Adds give
+    # SkipLayerNormalization, torch 2.11's plain LayerNormalization (with BiasGelu); parity is checked above.
     fused = data["notes"]["ort_optimizer_fused"]
-    assert fused and all(count > 0 for count in fused.values()), fused
+    assert fused.get("SkipLayerNormalization", 0) + fused.get("LayerNormalization", 0) > 0, fused
     assert data["environment"] == environment().to_dict()  # vitdeploy doctor's facts, asked once per run
     assert [fact["name"] for fact in data["environment"]["runtimes"]][:3] == ["torch", "gpu", "onnxruntime"]
 

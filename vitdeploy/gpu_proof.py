@@ -173,7 +173,9 @@ def _tensorrt_rtx(proof: Proof, artifact_dir: Path) -> str:
         return f"not built: {built['text']}"
     path = artifact_dir / built["text"]
     problem = engine_problem(load_artifact(artifact_dir), path)
-    attempt["load"] = {"ok": problem is None, "text": problem or "loads: every check passed (bench times it)"}
+    attempt["load"] = {"ok": problem is None,
+                       "text": problem or "loads: its description, file sizes, runtime and GPU checks pass "
+                                          "(bench hashes and times it)"}
     if problem:
         attempt["tensorrt_rtx_itself"] = _rtx_itself(path)
     return attempt["load"]["text"]
