@@ -40,9 +40,11 @@ def test_list_shows_pyramids():
      "Error: output index 4 is out of range for hiera_tiny_224: it has 4 feature levels (valid indices 0..3)"),
     (["export", "vit_small", "--outputs", "2,12"],
      "Error: output index 12 is out of range for vit_small_patch16_224: it has 12 blocks (valid indices 0..11)"),
-    (["export", "vit_small", "--size", "100,100"],
+    (["export", "vit_small", "--size", "100x100"],
      "Error: recipe 'vit_small' for vit_small_patch16_224: size 100x100 is not a multiple of 16 "
      "(the backbone's size rule)"),
+    (["export", "vit_small", "--size", "224,224"],
+     "Invalid value for '--size': expected one HxW size such as 256x320, got '224,224'"),
     (["export", "hiera_tiny", "--outputs", "a,b"], "Invalid value for '--outputs': expected comma-separated integers"),
     (["export", "hiera_tiny", "--checkpoint", "/nonexistent.safetensors"], "does not exist"),
     (["verify", "/nonexistent"], "does not exist"),
@@ -95,7 +97,7 @@ def test_checkpoint_export_and_verify(tmp_path: Path):
     checkpoint = tmp_path / "finetuned.safetensors"
     save_file({k: v.contiguous() for k, v in weights.items()}, str(checkpoint))
     out = tmp_path / "vit"
-    result = run("export", "vit_small", "--size", "32,32", "--outputs", "11", "--checkpoint", str(checkpoint),
+    result = run("export", "vit_small", "--size", "32x32", "--outputs", "11", "--checkpoint", str(checkpoint),
                  "-o", str(out))
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-2:] == [
@@ -114,7 +116,7 @@ def test_checkpoint_export_and_verify(tmp_path: Path):
 def test_interrupted_export_leaves_nothing(tmp_path: Path):
     """Ctrl-C during the ONNX export: no artifact directory and no partial files remain."""
     out = tmp_path / "artifacts" / "vit"
-    process = subprocess.Popen([sys.executable, "-m", "vitdeploy.cli", "export", "vit_small", "--size", "64,64",
+    process = subprocess.Popen([sys.executable, "-m", "vitdeploy.cli", "export", "vit_small", "--size", "64x64",
                                 "-o", str(out)], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in process.stderr:

@@ -261,6 +261,21 @@ def test_batch_outside_the_artifact_range_is_one_line(vit_tiny_dynamic_artifact:
                                 "may hold a single image: expected a batch range from 1 (the recipe's input.batch)")
 
 
+def test_size_is_one_hxw_checked_before_ray(vit_tiny_dynamic_artifact: Path, tmp_path: Path):
+    """serve-bench's and extract's --size is one HxW, parsed by click and checked against the size rule."""
+    art, image_dir = str(vit_tiny_dynamic_artifact), tmp_path / "images"
+    image_dir.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_dir / "black.png")
+    for command in (["serve-bench", art], ["extract", art, str(image_dir), "-o", str(tmp_path / "out")]):
+        result = CliRunner().invoke(main, [*command, "--size", "64x64,96x96"])
+        assert result.exit_code == 2 and result.output.splitlines()[-1] == (
+            "Error: Invalid value for '--size': expected one HxW size such as 256x320, got '64x64,96x96'"), command
+        result = CliRunner().invoke(main, [*command, "--size", "64x72"])
+        assert (result.exit_code, result.output) == (
+            1, "Error: --size 64x72: size 64x72 is not a multiple of 16 (the backbone's size rule)\n"), command
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_ray_one_line_names_the_extra(vit_tiny_dynamic_artifact: Path, monkeypatch: pytest.MonkeyPatch):
     import vitdeploy.optional as optional
 

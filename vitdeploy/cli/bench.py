@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 import torch
 
 from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
 from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
-from vitdeploy.cli.options import IntList
-
-
-class SizeList(click.ParamType):
-    """`224x224,256x320` -> ((224, 224), (256, 320))."""
-
-    name = "sizes"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return tuple((int(h), int(w)) for h, w in (part.lower().split("x") for part in str(value).split(",")))
-        except ValueError:
-            self.fail(f"expected comma-separated HxW sizes such as 224x224,256x320, got {value!r}", param, ctx)
+from vitdeploy.cli.options import IntList, SizeList
 
 
 @click.command()

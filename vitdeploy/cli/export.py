@@ -8,7 +8,7 @@ import click
 
 from vitdeploy import engine
 from vitdeploy.artifact import load_artifact
-from vitdeploy.cli.options import IntList
+from vitdeploy.cli.options import IntList, Size
 from vitdeploy.description import PRECISIONS
 from vitdeploy.engine.tensorrt import auto_family
 from vitdeploy.errors import VitdeployError
@@ -51,7 +51,7 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 @click.option("--position-encodings/--no-position-encodings", default=None,
               help="SAM2: add each level's position encoding as an output pos_stride{s} [default: the recipe's].")
 @click.option("--dynamic/--fixed", default=None, help="Dynamic height/width (recipe range) or the fixed size.")
-@click.option("--size", type=IntList(2), help="Export size H,W [default: the recipe's].")
+@click.option("--size", type=Size(), help="Export size HxW [default: the recipe's].")
 @click.option("--pyramid", type=click.Choice(["none", *PYRAMID_KINDS]),
               help="simple: resample a single-scale backbone's blocks to strides in the graph (ViTDet-style, no "
                    "weights); none: the backbone's own levels [default: the recipe's].")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.cli.bench import SizeList
-from vitdeploy.cli.options import BACKENDS
+from vitdeploy.cli.options import BACKENDS, Size
 from vitdeploy.description import PRECISIONS
 from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, extract as run_extract
 
@@ -21,7 +20,7 @@ from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, 
               help="A text file of image paths, one per line (repeatable).")
 @click.option("--levels", help="Comma-separated outputs to write [default: all, e.g. block2,embedding].")
 @click.option("--pool", is_flag=True, help="Average each feature map over height and width: [n, channels].")
-@click.option("--size", type=SizeList(), help="HxW every image is resized to (dynamic artifacts) [default: the "
+@click.option("--size", type=Size(), help="HxW every image is resized to (dynamic artifacts) [default: the "
                                              "export size].")
 @click.option("--shard-size", type=click.IntRange(1), default=256, show_default=True, help="Images per shard.")
 @click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Ray Data actors (models).")
@@ -32,12 +31,10 @@ from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, 
 @click.option("--address", help="Join the Ray cluster at this address [default: start a local one on loopback].")
 @click.option("--force", is_flag=True, help="Replace an earlier extraction in OUT instead of resuming it.")
 def extract(artifact: Path, images: tuple[Path, ...], out: Path, lists: tuple[Path, ...], levels: str | None,
-            pool: bool, size: tuple[tuple[int, int], ...] | None, shard_size: int, actors: int, batch: int | None,
+            pool: bool, size: tuple[int, int] | None, shard_size: int, actors: int, batch: int | None,
             backend: str, precision: str | None, threads: int | None, address: str | None, force: bool) -> None:
     """Extract pyramid levels (or pooled features) of IMAGES (files, folders) with ARTIFACT into OUT."""
-    if size and len(size) != 1:
-        raise click.BadParameter("expected one HxW size", param_hint="--size")
-    options = ExtractOptions(levels=tuple(levels.split(",")) if levels else (), pool=pool, size=size[0] if size else None,
+    options = ExtractOptions(levels=tuple(levels.split(",")) if levels else (), pool=pool, size=size,
                              shard_size=shard_size, actors=actors, batch=batch, backend=backend, precision=precision,
                              threads=threads, address=address, force=force)
     summary = run_extract(artifact, collect_images(images, lists), out, options)

@@ -11,8 +11,7 @@ import click
 
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import Terminated
-from vitdeploy.cli.bench import SizeList
-from vitdeploy.cli.options import BACKENDS, IntList
+from vitdeploy.cli.options import BACKENDS, IntList, Size
 from vitdeploy.description import PRECISIONS
 from vitdeploy.runners import select
 from vitdeploy.serve import app
@@ -86,16 +85,16 @@ def _give_up() -> None:
 @click.option("--concurrency", type=click.IntRange(1), default=16, show_default=True, help="Client threads.")
 @click.option("--requests", type=click.IntRange(1), default=128, show_default=True, help="Images per mode and round.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--size", type=SizeList(), help="HxW of the image [default: the artifact's export size].")
+@click.option("--size", type=Size(), help="HxW of the image [default: the artifact's export size].")
 @click.option("--max-batch", type=click.IntRange(1), help="[default: 8, or the artifact's batch max if smaller].")
 @click.option("--batch-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def serve_bench(artifact: Path, replica_counts: tuple[int, ...], concurrency: int, requests: int, rounds: int,
-                size: tuple[tuple[int, int], ...] | None, max_batch: int | None, batch_wait_ms: float, backend: str,
+                size: tuple[int, int] | None, max_batch: int | None, batch_wait_ms: float, backend: str,
                 port: int) -> None:
     """Time ARTIFACT served on Ray Serve (a local cluster) at each replica count against direct runtime calls."""
     options = ServeBenchOptions(replicas=replica_counts, concurrency=concurrency, requests=requests, rounds=rounds,
-                                size=size[0] if size else None, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                                size=size, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                                 backend=backend, port=port)
     click.echo(format_serve_table(run_serve_bench(artifact, options)))
