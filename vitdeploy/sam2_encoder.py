@@ -57,7 +57,7 @@ class SinePositionEncoding(nn.Module):
 
     def __init__(self, channels: int = D_MODEL, temperature: float = TEMPERATURE, scale: float = 2 * math.pi):
         super().__init__()
-        self.half, self.temperature, self.scale = channels // 2, temperature, scale
+        self.axis_channels, self.temperature, self.scale = channels // 2, temperature, scale
 
     def forward(self, x: Tensor) -> Tensor:
         batch, _, height, width = x.shape
@@ -66,14 +66,14 @@ class SinePositionEncoding(nn.Module):
         xs = torch.arange(1, width + 1, dtype=torch.float32, device=x.device)
         y = y / (y[-1:] + eps) * self.scale  # sam2: embed / (embed[-1] + eps) * scale, embed[-1] = H (W)
         xs = xs / (xs[-1:] + eps) * self.scale
-        dim_t = torch.arange(self.half, dtype=torch.float32, device=x.device)
-        dim_t = self.temperature ** (2 * (dim_t // 2) / self.half)
+        dim_t = torch.arange(self.axis_channels, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * (dim_t // 2) / self.axis_channels)
         py, px = y[:, None] / dim_t, xs[:, None] / dim_t  # [H, half], [W, half]
         py = torch.stack((py[:, 0::2].sin(), py[:, 1::2].cos()), dim=2).flatten(1)
         px = torch.stack((px[:, 0::2].sin(), px[:, 1::2].cos()), dim=2).flatten(1)
-        pos = torch.cat((py[:, None, :].expand(height, width, self.half),
-                         px[None, :, :].expand(height, width, self.half)), dim=2)
-        return pos.permute(2, 0, 1)[None].expand(batch, 2 * self.half, height, width).to(x.dtype)
+        pos = torch.cat((py[:, None, :].expand(height, width, self.axis_channels),
+                         px[None, :, :].expand(height, width, self.axis_channels)), dim=2)
+        return pos.permute(2, 0, 1)[None].expand(batch, 2 * self.axis_channels, height, width).to(x.dtype)
 
 
 class FpnNeck(nn.Module):
@@ -93,7 +93,7 @@ class FpnNeck(nn.Module):
 
     def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
         n = len(self.convs) - 1
-        out: list[Tensor] = [None] * len(self.convs)  # type: ignore[list-item]  (all set below)
+        out: list[Tensor] = [None] * len(self.convs)  # type: ignore[list-item]  # all set below
         previous = None
         for i in range(n, -1, -1):
             lateral = self.convs[n - i](xs[i])
