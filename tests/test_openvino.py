@@ -132,6 +132,26 @@ def test_auto_load_of_a_corrupt_engine_is_an_error_not_a_fall_back(vit: Path, tm
                                 "--backend openvino`")
 
 
+def test_engine_load_does_not_read_the_onnx_that_onnxruntime_checks(vit: Path, tmp_path: Path):
+    """Loading checks model.onnx's size; its sha256 is checked by what reads the graph (ONNX Runtime, builders),
+    so an OpenVINO load never hashes it: a changed byte there stops ONNX Runtime, not the engine."""
+    copy = tmp_path / "vit"
+    shutil.copytree(vit, copy)
+    onnx_path = copy / "model.onnx"
+    data = bytearray(onnx_path.read_bytes())
+    data[-100] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with vitdeploy.load(copy, backend="openvino") as damaged, vitdeploy.load(vit, backend="openvino") as intact:
+        assert all(np.array_equal(a, b) for a, b in zip(damaged.infer(image).values(), intact.infer(image).values()))
+    with pytest.raises(VitdeployError) as error:
+        vitdeploy.load(copy, backend="onnxruntime-cpu")
+    assert str(error.value) == (f"{onnx_path} is corrupt: its sha256 differs from the one recorded when it was "
+                                "written (same size, changed bytes); re-export the artifact")
+    result = CliRunner().invoke(main, ["build", str(copy), "--backend", "openvino"])
+    assert result.exit_code == 1 and result.output == f"Error: {error.value}\n"
+
+
 def test_fp16_is_refused_on_a_cpu(vit: Path):
     result = CliRunner().invoke(main, ["build", str(vit), "--backend", "openvino", "--precision", "fp16"])
     assert result.exit_code == 1

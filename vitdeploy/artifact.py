@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import onnx
@@ -19,6 +20,7 @@ ONNX_FILE = "model.onnx"
 DESCRIPTION_FILE = "vitdeploy.json"
 REPORT_FILE = "verify_report.json"
 METADATA_KEY = "vitdeploy"  # the description's key in the ONNX file's metadata_props
+REMEDY = "re-export the artifact"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,14 @@ class Artifact:
     onnx_path: Path
     description: Description
     directory: Path | None
+
+    @cached_property
+    def checked_onnx(self) -> Path:
+        """`onnx_path` once its files' sha256 match their records: what everything that reads the ONNX graph
+        opens. Loading checks their sizes only, so a model served by an engine never hashes the ONNX."""
+        if self.directory is not None:
+            check_files(self.directory, self.description.export.files, REMEDY)
+        return self.onnx_path
 
     @property
     def input(self) -> InputSpec:
@@ -60,8 +70,8 @@ def read_onnx_description(path: Path) -> Description:
 
 
 def load_artifact(path: Path) -> Artifact:
-    """An artifact directory (every ONNX file checked against its recorded size and sha256) or a bare
-    vitdeploy .onnx file."""
+    """An artifact directory (its ONNX files checked against their recorded sizes here, their sha256 by
+    `Artifact.checked_onnx` when the graph is read) or a bare vitdeploy .onnx file (parsed for its description)."""
     path = Path(path)
     if path.is_file():
         return Artifact(onnx_path=path, description=read_onnx_description(path), directory=None)
@@ -70,9 +80,8 @@ def load_artifact(path: Path) -> Artifact:
         raise VitdeployError(f"{path} is not a vitdeploy artifact: expected {DESCRIPTION_FILE} and {ONNX_FILE} in it")
     description = Description.read(description_path)
     if description.export is None:
-        raise VitdeployError(f"{description_path} has no 'export' section: re-export the artifact")
-    check_files(path, description.export.files, "re-export the artifact")
-    read_onnx_description(onnx_path)  # also proves the file parses
+        raise VitdeployError(f"{description_path} has no 'export' section: {REMEDY}")
+    check_files(path, description.export.files, REMEDY, contents=False)
     return Artifact(onnx_path=onnx_path, description=description, directory=path)
 
 

@@ -189,12 +189,12 @@ def _onnxruntime_runners(artifact: Artifact, options: BenchOptions, reference: T
         result.skipped["onnxruntime"] = problem
         return []
     providers = CUDA if device == "cuda" else CPU
-    runners: list[Runner] = [OnnxRuntimeRunner(description, artifact.onnx_path, providers, threads, "onnxruntime")]
+    runners: list[Runner] = [OnnxRuntimeRunner(description, artifact.checked_onnx, providers, threads, "onnxruntime")]
     if options.ort_optimized:
         progress.note("optimising the ONNX graph with onnxruntime.transformers (model_type vit)")
         backbone = reference.pyramid(tuple(artifact.input.opt_hw)).backbone
         heads = families.get(description.family).attention_shape(backbone)
-        path, fused = ort_optimized_model(artifact.onnx_path, workdir, device, heads)
+        path, fused = ort_optimized_model(artifact.checked_onnx, workdir, device, heads)
         result.notes["ort_optimizer_fused"] = fused
         runners.append(OnnxRuntimeRunner(description, path, providers, threads, "onnxruntime-optimized"))
     return runners

@@ -133,7 +133,7 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
         pre = staging / "pre.onnx"
         what = "dynamic int8" if dynamic else f"static int8 ({method}, {len(split.calibration)} photos, {activations})"
         with progress.step(f"quantising {artifact.onnx_path.name} to {what} with ONNX Runtime {ort.__version__}"):
-            _pre_process(artifact.onnx_path, pre, large)
+            _pre_process(artifact.checked_onnx, pre, large)
             excluded = float_nodes(pre, exclude)
             feeds = None if dynamic else photo_feeds(artifact.input, split.calibration)
             _quantize(pre, staging / out.name, feeds, method, activations, excluded, large)

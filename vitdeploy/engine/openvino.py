@@ -72,7 +72,7 @@ def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = 
     xml = artifact.directory / engine_file_name(BACKEND, precision, "xml")
     label = f"OpenVINO {version_of(ov)}"
     source, int8 = (int8_source(artifact, "OpenVINO", symmetric=False) if precision == "int8"
-                    else (artifact.onnx_path, None))
+                    else (artifact.checked_onnx, None))
     started = time.perf_counter()
     with staged_files(artifact.directory, xml.name) as staging:
         with progress.step(f"converting {source.name} to an {label} IR"):

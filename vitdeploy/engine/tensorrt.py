@@ -140,7 +140,7 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
     profile = engine_profile(artifact.input)
     label = f"{LABELS[backend]} {trt.__version__}"
     source, int8 = (int8_source(artifact, "TensorRT", symmetric=True) if precision == "int8"
-                    else (artifact.onnx_path, None))
+                    else (artifact.checked_onnx, None))
     started = time.perf_counter()
     with G_LOGGER.verbosity(G_LOGGER.WARNING), staged_files(artifact.directory, engine_path.name) as staging:
         with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {label}"):

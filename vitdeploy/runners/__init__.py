@@ -94,7 +94,7 @@ def _onnxruntime_runner(artifact: Artifact | None, engine: Path | None, provider
                         name: str) -> OnnxRuntimeRunner:
     """ONNX Runtime on the artifact's model.onnx, or on an int8 graph (its own description, its precision)."""
     if engine is None:
-        return OnnxRuntimeRunner(artifact.description, artifact.onnx_path, providers, threads, name)
+        return OnnxRuntimeRunner(artifact.description, artifact.checked_onnx, providers, threads, name)
     description = check_engine(engine)
     return OnnxRuntimeRunner(description, engine, providers, threads, name, precision=description.engine.precision)
 

@@ -123,7 +123,7 @@ def write_repository(artifact_dir: Path, repo: Path, backend: str = "onnxruntime
     if backend == "onnxruntime" and precision != "int8":
         description = artifact.description
         files = {file: artifact.directory / file for file in description.export.files}
-        io, where = onnx_io(artifact.onnx_path), str(artifact.onnx_path)
+        io, where = onnx_io(artifact.checked_onnx), str(artifact.onnx_path)
     else:
         description, files = _engine(artifact, backend, precision)
         io, where = description.engine.io, f"the description of {description.engine.file}"
