@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_engine_preference_and_precision_filter(vit_small_artifact: Path, tmp_pa
         (tmp_path / f"{name}.json").write_text("{}")
     (tmp_path / "model.tensorrt.fp16.engine").write_bytes(b"")  # no description: never considered
     artifact = load_artifact(vit_small_artifact)
-    artifact = type(artifact)(artifact.onnx_path, artifact.description, tmp_path)
+    artifact = replace(artifact, directory=tmp_path)
     assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact)] == [
         "model.tensorrt.fp32.engine", "model.tensorrt_rtx.fp32.engine", "model.tensorrt_rtx.fp16.engine",
         "model.tensorrt.bf16.engine"]

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from conftest import RECIPES
-from vitdeploy.artifact import load_artifact
+from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.cli import main
 from vitdeploy.description import Tolerance
 from vitdeploy.doctor import environment
@@ -36,7 +36,7 @@ def test_vit_embedding_is_verified_too(vit_small_artifact: Path):
 def test_a_tight_tolerance_fails_the_check(vit_small_artifact: Path):
     artifact = load_artifact(vit_small_artifact)
     tight = replace(artifact.description, tolerance={**artifact.description.tolerance, "fp32": Tolerance(1e-12, 0.99999)})
-    report = verify_onnx(type(artifact)(artifact.onnx_path, tight, None), batch_sizes=[1])
+    report = verify_onnx(Artifact(artifact.onnx_path, tight, None), batch_sizes=[1])  # None: no report written
     assert not report.passed and not any(c.passed for c in report.checks)
 
 

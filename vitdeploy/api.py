@@ -20,7 +20,8 @@ from vitdeploy.inputs import check_normalised_values
 from vitdeploy.preprocess import preprocess
 from vitdeploy.runners import select
 
-Images = np.ndarray | str | os.PathLike[str] | Sequence[np.ndarray | str | os.PathLike[str]]
+Image = np.ndarray | str | os.PathLike[str]
+Images = Image | Sequence[Image]
 
 
 class Pyramid(Mapping[str, np.ndarray]):
@@ -69,8 +70,11 @@ class Model:
         if isinstance(images, np.ndarray) and images.dtype != np.uint8:
             check_normalised_values(self.input, images)  # raw 0..255 pixels given as float fail here
             return images
-        single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4)
-        items = [images] if single else list(images)  # a uint8 NHWC array is a list of images
+        items: list[Image]
+        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+            items = [images]
+        else:
+            items = list(images)  # a uint8 NHWC array is a list of images
         if not items:
             raise VitdeployError("no images given: expected an image, a list of images or a float32 NCHW batch")
         tensors = [preprocess(item, self.input)[0] for item in items]

@@ -6,13 +6,13 @@ See docs/ARTIFACT_FORMAT.md for the format; vitdeploy.atomic writes every file o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import onnx
 
-from vitdeploy.description import Description, InputSpec, OutputLevel
+from vitdeploy.description import Description, ExportRecord, InputSpec, OutputLevel
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import check_files
 
@@ -25,7 +25,7 @@ REMEDY = "re-export the artifact"
 
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded artifact: its ONNX file, its description, and its directory (None for a bare .onnx)."""
+    """A loaded artifact: its ONNX file and description; a bare .onnx unless it is an `ArtifactDirectory`."""
 
     onnx_path: Path
     description: Description
@@ -33,11 +33,8 @@ class Artifact:
 
     @cached_property
     def checked_onnx(self) -> Path:
-        """`onnx_path` once its files' sha256 match their records: what everything that reads the ONNX graph
-        opens. Loading checks their sizes only, so a model served by an engine never hashes the ONNX."""
-        if self.directory is not None:
-            check_files(self.directory, self.description.export.files, REMEDY)
-        return self.onnx_path
+        """`onnx_path` as everything that reads the ONNX graph opens it: checked (see ArtifactDirectory)."""
+        return self.onnx_path  # a bare .onnx was parsed whole for its description
 
     @property
     def input(self) -> InputSpec:
@@ -56,6 +53,21 @@ class Artifact:
         return self.directory.name if self.directory else self.onnx_path.stem
 
 
+@dataclass(frozen=True)
+class ArtifactDirectory(Artifact):
+    """An artifact directory: its description has the export record (files, sizes, sha256), and engines go in it."""
+
+    directory: Path
+    export: ExportRecord = field(kw_only=True)  # the description's, which load_artifact found there
+
+    @cached_property
+    def checked_onnx(self) -> Path:
+        """`onnx_path` once its files' sha256 match their records. Loading checks their sizes only, so a model
+        served by an engine never hashes the ONNX."""
+        check_files(self.directory, self.export.files, REMEDY)
+        return self.onnx_path
+
+
 def read_onnx_description(path: Path) -> Description:
     """The description stored in an ONNX file's metadata_props (weights are not loaded)."""
     try:
@@ -70,8 +82,9 @@ def read_onnx_description(path: Path) -> Description:
 
 
 def load_artifact(path: Path) -> Artifact:
-    """An artifact directory (its ONNX files checked against their recorded sizes here, their sha256 by
-    `Artifact.checked_onnx` when the graph is read) or a bare vitdeploy .onnx file (parsed for its description)."""
+    """An artifact directory (an ArtifactDirectory: its ONNX files checked against their recorded sizes here,
+    their sha256 by `checked_onnx` when the graph is read) or a bare vitdeploy .onnx file (parsed for its
+    description)."""
     path = Path(path)
     if path.is_file():
         return Artifact(onnx_path=path, description=read_onnx_description(path), directory=None)
@@ -82,13 +95,13 @@ def load_artifact(path: Path) -> Artifact:
     if description.export is None:
         raise VitdeployError(f"{description_path} has no 'export' section: {REMEDY}")
     check_files(path, description.export.files, REMEDY, contents=False)
-    return Artifact(onnx_path=onnx_path, description=description, directory=path)
+    return ArtifactDirectory(onnx_path=onnx_path, description=description, directory=path, export=description.export)
 
 
-def load_artifact_directory(path: Path) -> Artifact:
+def load_artifact_directory(path: Path) -> ArtifactDirectory:
     """`load_artifact` for commands that write into the artifact or need all of it (build, quantize, triton,
     extract): a bare .onnx is refused."""
     artifact = load_artifact(path)
-    if artifact.directory is None:
+    if not isinstance(artifact, ArtifactDirectory):
         raise VitdeployError(f"{path} is a file: expected an artifact directory (with {DESCRIPTION_FILE})")
     return artifact

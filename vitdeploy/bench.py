@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitdeploy import families
@@ -34,7 +35,7 @@ from vitdeploy.hardware import gpu_peak
 from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
-from vitdeploy.runners import RUNTIMES, engine_problem, engine_runner
+from vitdeploy.runners import engine_problem, engine_runner, onnxruntime_problem
 from vitdeploy.runners.base import Runner
 from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner
 from vitdeploy.runners.torch import AUTOCAST, TorchRunner
@@ -119,7 +120,7 @@ def ort_optimized_model(onnx_path: Path, out_dir: Path, device: str,
 
 def _check_options(artifact: Artifact, options: BenchOptions) -> list[tuple[int, int]]:
     spec = artifact.input
-    sizes = list(options.sizes) or [tuple(spec.opt_hw)]
+    sizes = list(options.sizes) or [spec.opt_hw]
     for height, width in sizes:
         problem = spec.size_error(height, width)
         if problem:
@@ -183,8 +184,7 @@ def _onnxruntime_runners(artifact: Artifact, options: BenchOptions, reference: T
                          workdir: Path, result: BenchResult, progress: Progress) -> list[Runner]:
     """ONNX Runtime on `options.device` (and its optimised graph if asked), or none with the reason in `skipped`."""
     description, device = artifact.description, options.device
-    ort = RUNTIMES["onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"]
-    problem = ort.onnx_problem()
+    problem = onnxruntime_problem(cuda=device == "cuda")
     if problem:
         result.skipped["onnxruntime"] = problem
         return []
@@ -192,7 +192,7 @@ def _onnxruntime_runners(artifact: Artifact, options: BenchOptions, reference: T
     runners: list[Runner] = [OnnxRuntimeRunner(description, artifact.checked_onnx, providers, threads, "onnxruntime")]
     if options.ort_optimized:
         progress.note("optimising the ONNX graph with onnxruntime.transformers (model_type vit)")
-        backbone = reference.pyramid(tuple(artifact.input.opt_hw)).backbone
+        backbone: nn.Module = getattr(reference.pyramid(artifact.input.opt_hw), "backbone")  # each pyramid keeps one
         heads = families.get(description.family).attention_shape(backbone)
         path, fused = ort_optimized_model(artifact.checked_onnx, workdir, device, heads)
         result.notes["ort_optimizer_fused"] = fused
@@ -251,7 +251,7 @@ def _run(artifact: Artifact, options: BenchOptions, sizes: list[tuple[int, int]]
     result = BenchResult(artifact=artifact.name, model=artifact.description.timm_name, device=device_name,
                          threads=threads, options=options, gflops_per_image=gflops,
                          peak=gpu_peak(device_name) if options.device == "cuda" else None,
-                         load_average=round(os.getloadavg()[0], 2), cpu_count=os.cpu_count(),
+                         load_average=round(os.getloadavg()[0], 2), cpu_count=os.cpu_count() or 1,
                          environment=environment().to_dict())
     feeds = verification_feeds(artifact.input, sizes, list(options.batch_sizes), options.seed)
     with tempfile.TemporaryDirectory(prefix="vitdeploy-bench-") as workdir, contextlib.ExitStack() as active:

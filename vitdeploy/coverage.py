@@ -24,7 +24,7 @@ import timm
 import torch
 
 from vitdeploy import engine, families
-from vitdeploy.artifact import load_artifact
+from vitdeploy.artifact import load_artifact, load_artifact_directory
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
@@ -123,8 +123,8 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
         return ModeResult(export=f"refused: {_first_line(exc)}")
     except Exception as exc:  # the matrix records every failure instead of stopping at the first
         return ModeResult(export=f"FAIL: {_first_line(exc)}")
-    artifact = load_artifact(directory)
-    seconds = artifact.description.export.seconds
+    artifact = load_artifact_directory(directory)
+    seconds = artifact.export.seconds
     result = ModeResult(export=f"ok ({seconds:.1f} s)", export_seconds=seconds)
     note(f"  {mode}: ONNX Runtime parity")
     try:

@@ -9,7 +9,7 @@ description plus an `engine` section. docs/ARTIFACT_FORMAT.md is the specificati
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class OutputLevel:
         return self.layout == "NCHW"
 
     def shape(self, batch: Any, height: int, width: int) -> list[Any]:
-        if not self.spatial:
+        if not self.spatial or self.stride is None:
             return [batch, self.channels]
         return [batch, self.channels, height // self.stride, width // self.stride]
 
@@ -251,8 +251,8 @@ class Description:
     def output_names(self) -> list[str]:
         return [output.name for output in self.outputs]
 
-    def with_engine(self, engine: EngineSection) -> Description:
-        return replace(self, engine=engine)
+    def with_engine(self, engine: EngineSection) -> EngineDescription:
+        return EngineDescription(**{**{spec.name: getattr(self, spec.name) for spec in fields(self)}, "engine": engine})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: `format` and `format_version` first, optional sections only when present."""
@@ -292,6 +292,13 @@ class Description:
         return cls.from_dict(data, path)
 
 
+@dataclass(frozen=True)
+class EngineDescription(Description):
+    """An engine's description, whose `engine` section is always there (made by `Description.with_engine`)."""
+
+    engine: EngineSection = field(kw_only=True)
+
+
 def _plain(value: Any) -> Any:
     """Tuples as lists, recursively (JSON has arrays only)."""
     if isinstance(value, dict):
@@ -314,7 +321,7 @@ _NESTED: dict[tuple[type, str], Any] = {
 
 def parse(cls: type, data: dict[str, Any]) -> Any:
     """One of this module's dataclasses from its JSON form (without format checks: see Description.from_dict)."""
-    values = {}
+    values: dict[str, Any] = {}
     for spec in fields(cls):
         if spec.name not in data:
             if spec.default is not MISSING or spec.default_factory is not MISSING:

@@ -27,7 +27,7 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability, gpu_name,
                                 gpu_peak, no_gpu_reason)
 from vitdeploy.optional import EXTRAS, install_hint, require
-from vitdeploy.runners import RUNTIMES
+from vitdeploy.runners import onnxruntime_problem
 from vitdeploy.runners.onnxruntime import available_providers
 
 CPP_DEMO = Path(__file__).resolve().parents[1] / "cpp_demo" / "build" / "vitdeploy_demo"  # in a source checkout
@@ -81,14 +81,14 @@ class Environment:
         return cls(**fields, facts=tuple(Fact(**fact) for fact in data["runtimes"]))
 
 
-def _module(name: str) -> tuple[ModuleType | None, str | None]:
-    """(the optional module, None) or (None, why it cannot be used: not installed, or a broken install)."""
+def _module(name: str) -> ModuleType | str:
+    """The optional module, or why it cannot be used (not installed, or a broken install)."""
     try:
-        return require(name), None
+        return require(name)
     except VitdeployError:
-        return None, f"not installed: {install_hint(name)}"
+        return f"not installed: {install_hint(name)}"
     except (ImportError, OSError) as exc:  # e.g. a wheel whose shared libraries do not load
-        return None, f"installed but does not import ({str(exc).splitlines()[0]}): reinstall it"
+        return f"installed but does not import ({str(exc).splitlines()[0]}): reinstall it"
 
 
 def _missing(name: str, why: str) -> Fact:
@@ -118,19 +118,19 @@ def gpu_fact(capability: tuple[int, int] | None) -> Fact:
 
 
 def onnxruntime_fact() -> Fact:
-    ort, why = _module("onnxruntime")
-    if ort is None:
-        return _missing("onnxruntime", why)
+    ort = _module("onnxruntime")
+    if isinstance(ort, str):
+        return _missing("onnxruntime", ort)
     providers = available_providers()
-    problem = RUNTIMES["onnxruntime-cuda"].onnx_problem()  # what vitdeploy.load(backend="onnxruntime-cuda") says
+    problem = onnxruntime_problem(cuda=True)  # what vitdeploy.load(backend="onnxruntime-cuda") says
     return Fact("onnxruntime", True, ort.__version__, f"providers {', '.join(providers)}",
                 problem and f"CUDA: {problem}", "ort-gpu" if "CUDAExecutionProvider" not in providers else None)
 
 
 def tensorrt_fact(capability: tuple[int, int] | None) -> Fact:
-    trt, why = _module("tensorrt")
-    if trt is None:
-        return _missing("tensorrt", why)
+    trt = _module("tensorrt")
+    if isinstance(trt, str):
+        return _missing("tensorrt", trt)
     if capability is None:
         return Fact("tensorrt", True, trt.__version__, "installed",
                     "no GPU here: full TensorRT builds and runs engines on the GPU at hand")
@@ -139,11 +139,12 @@ def tensorrt_fact(capability: tuple[int, int] | None) -> Fact:
 
 
 def tensorrt_rtx_fact(capability: tuple[int, int] | None) -> Fact:
-    trt, why = _module("tensorrt_rtx")
-    if trt is None:
-        return _missing("tensorrt_rtx", why)
+    trt = _module("tensorrt_rtx")
+    if isinstance(trt, str):
+        return _missing("tensorrt_rtx", trt)
     detail = ("builds engines here (no GPU needed); runs them on RTX GPUs "
               + ", ".join(format_capability(c) for c in RTX_SUPPORTED))
+    why = None
     if capability is None:
         why = "no GPU here"
     elif capability not in RTX_SUPPORTED:
@@ -155,9 +156,9 @@ def tensorrt_rtx_fact(capability: tuple[int, int] | None) -> Fact:
 
 
 def openvino_fact() -> Fact:
-    ov, why = _module("openvino")
-    if ov is None:
-        return _missing("openvino", why)
+    ov = _module("openvino")
+    if isinstance(ov, str):
+        return _missing("openvino", ov)
     return Fact("openvino", True, version_of(ov), f"devices {', '.join(ov.Core().available_devices)}")
 
 

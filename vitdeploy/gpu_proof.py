@@ -206,10 +206,11 @@ def _pytest(proof: Proof) -> str:
     except subprocess.TimeoutExpired as exc:
         lines = (exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or "").strip().splitlines()
         lines.append(f"timed out after {cap:.0f} s")
-    record.update(summary=lines[-1] if lines else "(no output)", tail=lines[-40:])
+    summary = lines[-1] if lines else "(no output)"
+    record.update(summary=summary, tail=lines[-40:])
     if record["returncode"] not in (0, 5):  # 5: nothing collected
-        raise VitdeployError(f"pytest -m gpu: {record['summary']}")
-    return record["summary"]
+        raise VitdeployError(f"pytest -m gpu: {summary}")
+    return summary
 
 
 def run_proof(options: ProofOptions, command: str, verbose: bool = True) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def _why_not(data: dict[str, Any], recipe: str, backend: str, precision: str, ba
 
 
 def _table(data: dict[str, Any], recipe: str) -> list[str]:
-    rows, notes = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"], {}
+    rows, notes = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"], dict[str, str]()
     benches = data["bench"].get(recipe, {})
     measured = {(r["backend"], r["precision"], r["batch"]): r  # eager fp32 from the baselines, not the compile run
                 for group in ("compile", "baselines") for r in benches.get(group, {}).get("rows", [])}

@@ -48,6 +48,7 @@ def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
     A class that passes `**kwargs` on (DeiT distilled) takes what its base class takes."""
     with torch.device("meta"):
         model = timm.create_model(timm_name, **timm_kwargs)
+    cls: type[object]  # a class: `cls.__init__` is the class's initialiser to mypy, not type.__init__
     for cls in type(model).__mro__[:-1]:
         parameters = inspect.signature(cls.__init__).parameters
         if "img_size" in parameters:
@@ -90,7 +91,11 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
     model = kind.assemble(model)
     if weights.source == "random":
         kind.random_init(model, weights.seed)
-    record = kind.load_checkpoint(model, weights.checkpoint) if weights.source == "checkpoint" else None
+    record = None
+    if weights.source == "checkpoint":
+        if weights.checkpoint is None:
+            raise VitdeployError(f"checkpoint weights for {timm_name} name no file: expected --checkpoint FILE")
+        record = kind.load_checkpoint(model, weights.checkpoint)
     return model.eval(), record
 
 
@@ -174,7 +179,7 @@ def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tu
         if not hasattr(model, "forward_head"):
             raise VitdeployError(f"{type(model).__name__} has no pooled embedding: expected no embedding output "
                                  "(drop --embedding / embedding = true)")
-        channels = getattr(model, "head_hidden_size", None) or model.num_features
+        channels: int = getattr(model, "head_hidden_size", None) or getattr(model, "num_features")  # timm's ints
         described.append(OutputLevel(name=EMBEDDING_NAME, kind="embedding", index=None, channels=int(channels),
                                      stride=None, layout="NC"))
     return described
@@ -214,7 +219,7 @@ def reference_models(description: Description, checkpoint: Path | None = None) -
     if checkpoint is None and source.checkpoint:
         checkpoint = Path(source.checkpoint)
     weights = Weights("checkpoint" if checkpoint else source.source, source.seed, checkpoint)
-    opt_hw = tuple(description.input.opt_hw)
+    opt_hw = description.input.opt_hw
     base, _ = create_model(description.timm_name, description.timm_kwargs, weights, img_size=opt_hw,
                            family=description.family)
     if state_dict_sha256(base) != source.sha256:

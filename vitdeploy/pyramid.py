@@ -16,8 +16,9 @@ parity compares the graph's resampling with PyTorch's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +44,29 @@ class PyramidModel(nn.Module):
         self.embedding = embedding
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # timm's feature API (checked by models.feature_levels); its signature and return vary by model class
+        forward_intermediates: Callable[..., Any] = getattr(self.backbone, "forward_intermediates")
         if not self.embedding:
-            levels = self.backbone.forward_intermediates(
-                image, indices=self.indices, intermediates_only=True, output_fmt="NCHW")
+            levels = forward_intermediates(image, indices=self.indices, intermediates_only=True, output_fmt="NCHW")
             return tuple(levels)
-        final, levels = self.backbone.forward_intermediates(
+        final, levels = forward_intermediates(
             image, indices=self.indices, intermediates_only=False, output_fmt="NCHW", stop_early=False)
-        return (*levels, self.backbone.forward_head(final, pre_logits=True))
+        forward_head: Callable[..., torch.Tensor] = getattr(self.backbone, "forward_head")
+        return (*levels, forward_head(final, pre_logits=True))
+
+
+def level_index(level: OutputLevel) -> int:
+    """The feature index of a feature level or its position encoding (only the embedding has none)."""
+    if level.index is None:
+        raise VitdeployError(f"output '{level.name}' ({level.kind}) has no feature index: expected a feature level")
+    return level.index
+
+
+def level_stride(level: OutputLevel) -> int:
+    """The stride of a feature level or its position encoding (only the embedding has none)."""
+    if level.stride is None:
+        raise VitdeployError(f"output '{level.name}' ({level.kind}) has no stride: expected a feature level")
+    return level.stride
 
 
 def default_strides(source: int) -> tuple[int, ...]:
@@ -64,7 +81,7 @@ def describe_pyramid(outputs: list[OutputLevel], spec: PyramidSpec,
     """The outputs renamed `stride{s}` with their new strides, and the description's `pyramid` section."""
     features = [o for o in outputs if o.kind == "feature"]
     rest = [o for o in outputs if o.kind != "feature"]
-    sources = sorted({o.stride for o in features})
+    sources = sorted({level_stride(o) for o in features})
     if len(sources) != 1:
         raise VitdeployError(f"pyramid '{spec.kind}' for {timm_name}: its outputs already have strides {sources}; "
                              "expected a single-scale backbone (one stride, e.g. a plain ViT)")
@@ -119,14 +136,14 @@ class SimpleFeaturePyramid(nn.Module):
         return (*levels, *outputs[self.num_features:])
 
 
-def pyramid_module(backbone: nn.Module, outputs: tuple[OutputLevel, ...] | list[OutputLevel],
+def pyramid_module(backbone: nn.Module, outputs: Sequence[OutputLevel],
                    pyramid: SimplePyramid | None) -> nn.Module:
     """The module whose outputs are a description's `outputs`: used by the export and the eager reference."""
     features = [o for o in outputs if o.kind == "feature"]
-    indices = sorted({o.index for o in features})
+    indices = sorted({level_index(o) for o in features})
     embedding = any(o.kind == "embedding" for o in outputs)
     model = PyramidModel(backbone, tuple(indices), embedding).eval()
     if pyramid is None:
         return model
-    sources = [indices.index(o.index) for o in features]
-    return SimpleFeaturePyramid(model, sources, pyramid.source_stride, [o.stride for o in features]).eval()
+    sources = [indices.index(level_index(o)) for o in features]
+    return SimpleFeaturePyramid(model, sources, pyramid.source_stride, [level_stride(o) for o in features]).eval()

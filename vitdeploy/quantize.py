@@ -125,18 +125,19 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
     artifact = load_artifact_directory(artifact_dir)
     ort = require("onnxruntime")
     split = split_photos(calibration, 0 if dynamic else samples, held_out) if calibration else None
+    photos = split.calibration if split and not dynamic else ()
     progress = progress or Progress(total=2 if split else 1)
     out = artifact.directory / INT8_FILE
-    large = sum(f.size_bytes for f in artifact.description.export.files.values()) > LARGE_BYTES
+    large = sum(f.size_bytes for f in artifact.export.files.values()) > LARGE_BYTES
     source = artifact.checked_onnx  # before any work, and outside build_seconds, as the engine builders do
     started = time.perf_counter()
     with staged_files(artifact.directory, out.name) as staging:
         pre = staging / "pre.onnx"
-        what = "dynamic int8" if dynamic else f"static int8 ({method}, {len(split.calibration)} photos, {activations})"
+        what = "dynamic int8" if dynamic else f"static int8 ({method}, {len(photos)} photos, {activations})"
         with progress.step(f"quantising {artifact.onnx_path.name} to {what} with ONNX Runtime {ort.__version__}"):
             _pre_process(source, pre, large)
             excluded = float_nodes(pre, exclude)
-            feeds = None if dynamic else photo_feeds(artifact.input, split.calibration)
+            feeds = None if dynamic else photo_feeds(artifact.input, photos)
             _quantize(pre, staging / out.name, feeds, method, activations, excluded, large)
             for scratch in staging.iterdir():  # the pre-pass's files and any dump of its shape inference
                 if not scratch.name.startswith(out.name):

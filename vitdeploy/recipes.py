@@ -123,13 +123,19 @@ class _Reader:
             raise self.error(key, f"expected integers >= {minimum}, got {value!r}")
         return tuple(value)
 
+    def pair(self, key: str, default: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Two integers >= 1 (a height and a width); `default` when absent, which is an error without one."""
+        height, width = self.ints(key, 2, ... if default is None else default)
+        return height, width
+
     def triple(self, key: str) -> tuple[float, float, float] | None:
         value = self.get(key, list, None)
         if value is None:
             return None
         if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise self.error(key, f"expected 3 numbers (R, G, B), got {value!r}")
-        return tuple(float(v) for v in value)
+        red, green, blue = (float(v) for v in value)
+        return red, green, blue
 
     def sub(self, key: str, allowed: set[str]) -> _Reader:
         return _Reader(self.recipe, self.get(key, dict, {}), allowed, f"{self.where}{key}.")
@@ -140,16 +146,16 @@ def _parse_input(top: _Reader) -> InputSpec:
     mode = table.get("mode", str, "fixed")
     if mode not in RESOLUTION_MODES:
         raise table.error("mode", f"expected one of {', '.join(RESOLUTION_MODES)}, got {mode!r}")
-    size = table.ints("size", 2)
-    lo = table.ints("min", 2, size)
-    hi = table.ints("max", 2, size)
+    size = table.pair("size")
+    lo = table.pair("min", size)
+    hi = table.pair("max", size)
     if not (lo[0] <= size[0] <= hi[0] and lo[1] <= size[1] <= hi[1]):
         raise table.error("size", f"expected min <= size <= max per axis, got min {list(lo)}, size "
                                   f"{list(size)}, max {list(hi)}")
-    batch = table.ints("batch", 3, DEFAULT_BATCH)
-    if not batch[0] <= batch[1] <= batch[2]:
-        raise table.error("batch", f"expected [min, opt, max] with min <= opt <= max, got {list(batch)}")
-    return InputSpec(mode=mode, size=size, min=lo, max=hi, batch=batch)
+    low, opt, high = table.ints("batch", 3, DEFAULT_BATCH)
+    if not low <= opt <= high:
+        raise table.error("batch", f"expected [min, opt, max] with min <= opt <= max, got {[low, opt, high]}")
+    return InputSpec(mode=mode, size=size, min=lo, max=hi, batch=(low, opt, high))
 
 
 def _parse_tolerance(top: _Reader) -> dict[str, Tolerance]:

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from timm.models.hieradet_sam2 import HieraDet, checkpoint_filter_fn
+from timm.models.hieradet_sam2 import HieraDet, MultiScaleBlock, checkpoint_filter_fn
 from torch import Tensor, nn
 
 from vitdeploy.checkpoints import load_filtered, read_state_dict
 from vitdeploy.description import Neck, OutputLevel
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
+from vitdeploy.pyramid import level_index
 
 D_MODEL = 256  # every SAM2 / SAM2.1 config
 TOP_DOWN_LEVELS = (2, 3)  # levels 0 and 1 (strides 4, 8) take the trunk's features alone
@@ -44,6 +45,12 @@ REFERENCE = "sam2.modeling.backbones.image_encoder.ImageEncoder (Meta's sam2 pac
 # Official SAM2.1 trunks: (blocks, embed width) -> recipe
 VARIANTS = {(12, 96): "sam2.1_hiera_tiny", (16, 96): "sam2.1_hiera_small", (24, 112): "sam2.1_hiera_base_plus",
             (48, 144): "sam2.1_hiera_large"}
+
+
+def _pretrained_cfg(trunk: HieraDet) -> dict[str, Any]:
+    """timm's pretrained_cfg, which timm.create_model sets on the model (HieraDet declares no such attribute)."""
+    cfg: dict[str, Any] = getattr(trunk, "pretrained_cfg")
+    return cfg
 
 
 def upsample2x_nearest(x: Tensor) -> Tensor:
@@ -114,7 +121,9 @@ class Sam2ImageEncoder(nn.Module):
     def __init__(self, trunk: HieraDet, d_model: int = D_MODEL, scalp: int = SCALP,
                  fpn_top_down_levels: Sequence[int] = TOP_DOWN_LEVELS):
         super().__init__()
-        trunk.head = nn.Identity()  # SAM2's trunk ends at its last block; forward_intermediates never uses the head
+        # SAM2's trunk ends at its last block; forward_intermediates never uses the head. (What `trunk.head =
+        # nn.Identity()` does; timm types `head` as its classifier.)
+        trunk.add_module("head", nn.Identity())
         self.trunk = trunk
         self.trunk_channels = [int(level["num_chs"]) for level in trunk.feature_info]
         self.neck = FpnNeck(self.trunk_channels[::-1], d_model, fpn_top_down_levels)
@@ -124,7 +133,7 @@ class Sam2ImageEncoder(nn.Module):
         self.feature_info = [dict(num_chs=d_model, reduction=int(level["reduction"]),
                                   module=f"neck.convs.{len(trunk.feature_info) - 1 - i}")
                              for i, level in enumerate(trunk.feature_info[:kept])]
-        self.pretrained_cfg = {**trunk.pretrained_cfg, "classifier": None}
+        self.pretrained_cfg = {**_pretrained_cfg(trunk), "classifier": None}
 
     def forward_levels(self, image: Tensor) -> list[Tensor]:
         """Every neck level the encoder outputs (fine to coarse, after the scalp)."""
@@ -155,11 +164,11 @@ class Sam2Pyramid(nn.Module):
     def __init__(self, encoder: Sam2ImageEncoder, outputs: Sequence[OutputLevel]):
         super().__init__()
         self.backbone = encoder
-        self.picks = [(o.kind, o.index) for o in outputs]
         unknown = sorted({o.kind for o in outputs} - {"feature", "position"})
         if unknown:
             raise VitdeployError(f"SAM2's image encoder has no {unknown[0]} output: expected feature levels and "
                                  "their position encodings")
+        self.picks = [(o.kind, level_index(o)) for o in outputs]
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         levels = self.backbone.forward_levels(image)
@@ -205,7 +214,7 @@ def load_sam2_checkpoint(encoder: Sam2ImageEncoder, path: Path) -> dict[str, Any
     found = _trunk_shape(state, trunk_prefix)
     expected = (len(encoder.trunk.blocks), int(encoder.trunk.patch_embed.proj.out_channels))
     if found != expected:
-        model = encoder.trunk.pretrained_cfg.get("architecture", "the recipe's model")
+        model = _pretrained_cfg(encoder.trunk).get("architecture", "the recipe's model")
         fits = f"; export it with recipe {VARIANTS[found]}" if found in VARIANTS else ""
         raise VitdeployError(
             f"checkpoint {path} holds a SAM2 trunk of {found[0]} blocks, embed width {found[1]} ({trunk_prefix}blocks.*, "
@@ -235,17 +244,25 @@ def sam2_version() -> str:
         return "(not installed)"
 
 
+def _heads(trunk: HieraDet, block: int) -> int:
+    """The attention heads of a trunk block (timm's HieraDet blocks are MultiScaleBlocks, typed as Modules)."""
+    module = trunk.blocks[block]
+    if not isinstance(module, MultiScaleBlock):
+        raise VitdeployError(f"HieraDet block {block} is a {type(module).__name__}; expected a MultiScaleBlock")
+    return module.attn.num_heads
+
+
 def meta_trunk_config(trunk: HieraDet) -> dict[str, Any]:
     """The arguments of sam2's `Hiera` that build the same trunk as this timm HieraDet."""
     stages = [end - start for start, end in zip([-1, *trunk.stage_ends[:-1]], trunk.stage_ends)]
     embed_dim = int(trunk.patch_embed.proj.out_channels)
     dims = [int(level["num_chs"]) for level in trunk.feature_info]
-    heads = [trunk.blocks[end].attn.num_heads for end in trunk.stage_ends]
+    heads = [_heads(trunk, end) for end in trunk.stage_ends]
     proj = trunk.patch_embed.proj
     if (tuple(proj.kernel_size), tuple(proj.stride), tuple(proj.padding)) != ((7, 7), (4, 4), (3, 3)):
         raise VitdeployError("this HieraDet's patch embedding is not SAM2's (kernel 7, stride 4, padding 3): sam2's "
                              "Hiera cannot build it")
-    return {"embed_dim": embed_dim, "num_heads": trunk.blocks[0].attn.num_heads, "q_pool": len(trunk.q_pool_blocks),
+    return {"embed_dim": embed_dim, "num_heads": _heads(trunk, 0), "q_pool": len(trunk.q_pool_blocks),
             "q_stride": list(trunk.q_stride), "stages": stages, "dim_mul": dims[1] / dims[0],
             "head_mul": heads[1] / heads[0], "window_pos_embed_bkg_spatial_size": list(trunk.global_pos_size),
             "window_spec": list(trunk.window_spec), "global_att_blocks": list(trunk.global_att_blocks)}

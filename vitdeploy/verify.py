@@ -6,7 +6,6 @@ what a pyramid consumer also needs to know: per-sample cosine similarity and non
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from vitdeploy.atomic import write_json_atomic
 from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
 from vitdeploy.description import InputSpec, Tolerance
 from vitdeploy.doctor import environment
+from vitdeploy.engine import read_engine_description
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import create_runner, engine_runner
 from vitdeploy.runners.base import Runner
@@ -107,16 +107,14 @@ def verification_batches(spec: InputSpec, batch_sizes: list[int] | None) -> list
 
 def verification_sizes(spec: InputSpec) -> list[tuple[int, int]]:
     """The export size; for a dynamic artifact also min, max and both non-square corners of the range."""
-    opt = tuple(spec.opt_hw)
     if not spec.dynamic:
-        return [opt]
+        return [spec.opt_hw]
     (min_h, min_w), (max_h, max_w) = spec.min_hw, spec.max_hw
-    sizes = [opt, (min_h, min_w), (max_h, max_w), (min_h, max_w), (max_h, min_w)]
-    return list(OrderedDict.fromkeys(sizes))
+    return list(dict.fromkeys([spec.opt_hw, (min_h, min_w), (max_h, max_w), (min_h, max_w), (max_h, min_w)]))
 
 
 def verification_feeds(spec: InputSpec, sizes: list[tuple[int, int]], batch_sizes: list[int],
-                       seed: int) -> list[OrderedDict[str, np.ndarray]]:
+                       seed: int) -> list[dict[str, np.ndarray]]:
     """Seeded image-like inputs: uniform pixels, normalised with the artifact's own mean and std unless
     the artifact normalises them itself (then uint8 NHWC)."""
     rng = np.random.default_rng(seed)
@@ -129,7 +127,7 @@ def verification_feeds(spec: InputSpec, sizes: list[tuple[int, int]], batch_size
                 image = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
             else:
                 image = ((rng.random((batch, 3, height, width), dtype=np.float32) - mean) / std).astype(np.float32)
-            feeds.append(OrderedDict([(spec.name, image)]))
+            feeds.append({spec.name: image})
     return feeds
 
 
@@ -223,7 +221,7 @@ def verify_engine(engine_path: Path, batch_sizes: list[int] | None = None, sizes
     calibration (`images`, else the held-out photos recorded at quantisation). The report is written beside
     the engine as ENGINE.verify.json."""
     runner = engine_runner(engine_path)
-    engine = runner.description.engine
+    engine = read_engine_description(engine_path).engine
     artifact = Artifact(onnx_path=engine_path, description=runner.description, directory=None)
     feeds = None
     if engine.precision == "int8":

@@ -35,6 +35,11 @@ def _tile(window: Tensor, height: int, width: int) -> Tensor:
     return window.tile(1, 1, height // window.shape[-2], width // window.shape[-1])
 
 
+def _pairs(schedule: Sequence[Tuple[int, ...]]) -> List[Tuple[int, int]]:
+    """timm's (sy, sx) unroll strides, typed as pairs (timm types them ``Tuple[int, ...]``; images have two)."""
+    return [(sy, sx) for sy, sx in schedule]
+
+
 def _unroll(x: Tensor, schedule: Strides, unit_h: int, unit_w: int) -> Tensor:
     """timm's ``Unroll`` of an NHWC token grid of ``unit_h x unit_w`` times all strides: ``[B, H*W, C]``.
 
@@ -99,6 +104,8 @@ class _Hiera(Hiera):
         """Patch embed, position embedding and unroll: tokens, and the grid in units of all unroll strides."""
         x = self.patch_embed.proj(x).permute(0, 2, 3, 1)  # B, h, w, C
         _, height, width, dim = x.shape
+        if self.pos_embed is None:  # separate (video) embeddings, which _check rejects
+            raise VitdeployError(f"{type(self).__name__} has separate position embeddings; expected an image Hiera")
         if self.pos_embed_win is not None:
             pos_embed = resample_bicubic(self.pos_embed, (height, width), antialias=True)
             pos_embed = pos_embed + _tile(self.pos_embed_win, height, width)
@@ -109,7 +116,7 @@ class _Hiera(Hiera):
                 raise VitdeployError(f"{type(self).__name__} got a {height}x{width} token grid; its position "
                                      f"embedding holds the grid of {built[0]}x{built[1]} inputs only")
             x = x + self.pos_embed.reshape(1, height, width, dim)
-        schedule = self.unroll.schedule
+        schedule = _pairs(self.unroll.schedule)
         unit_h = height // math.prod(s[0] for s in schedule)
         unit_w = width // math.prod(s[1] for s in schedule)
         return _unroll(x, schedule, unit_h, unit_w), unit_h, unit_w
@@ -126,6 +133,14 @@ class _Hiera(Hiera):
             coarse: bool = True,
     ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
         """timm's ``Hiera.forward_intermediates`` with sizes from the input."""
+        final, intermediates = self._intermediates(x, mask, indices, norm, stop_early, output_fmt, coarse)
+        if intermediates_only:
+            return intermediates
+        return final, intermediates
+
+    def _intermediates(self, x: Tensor, mask: Optional[Tensor], indices: Optional[Union[int, List[int]]],
+                       norm: bool, stop_early: bool, output_fmt: str, coarse: bool) -> Tuple[Tensor, List[Tensor]]:
+        """The final tokens and the chosen intermediates (forward_intermediates' arguments)."""
         if mask is not None:
             raise VitdeployError("an export-adapted Hiera got a mask; expected mask=None (no MAE masking)")
         assert not norm, 'normalization of features not supported'
@@ -142,19 +157,18 @@ class _Hiera(Hiera):
         for i, blk in enumerate(self.blocks[:max_index + 1] if stop_early else self.blocks):
             x = blk(x)
             if i in take_indices:
-                x_int = _reroll(x, self.reroll.schedule[i][0], unit_h, unit_w)
+                x_int = _reroll(x, _pairs(self.reroll.schedule[i][0]), unit_h, unit_w)
                 intermediates.append(x_int.permute(0, 3, 1, 2) if output_fmt == 'NCHW' else x_int)
-        if intermediates_only:
-            return intermediates
         return x, intermediates
 
-    def forward_features(
+    def forward_features(  # type: ignore[override]  # timm annotates Tensor, yet returns a tuple too, as here
             self,
             x: Tensor,
             mask: Optional[Tensor] = None,
             return_intermediates: bool = False,
     ) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:
-        final, intermediates = self.forward_intermediates(x, mask=mask, stop_early=False, output_fmt='NHWC')
+        final, intermediates = self._intermediates(x, mask=mask, indices=None, norm=False, stop_early=False,
+                                                   output_fmt='NHWC', coarse=True)
         return (final, intermediates) if return_intermediates else final
 
 
@@ -201,17 +215,19 @@ class _HieraDet(HieraDet):
         return x + pos_embed.permute(0, 2, 3, 1)
 
 
-def _check(model: nn.Module) -> None:
-    if type(model) not in (Hiera, _Hiera, HieraDet, _HieraDet):
+def _check(model: nn.Module) -> Union[Hiera, HieraDet]:
+    """`model`, checked to be an image Hiera or a HieraDet (timm's, or rewritten here)."""
+    if not isinstance(model, (Hiera, HieraDet)) or type(model) not in (Hiera, _Hiera, HieraDet, _HieraDet):
         raise VitdeployError(f"the hiera family got a {type(model).__name__}; expected a timm Hiera or HieraDet")
     if isinstance(model, Hiera) and (len(model.patch_stride) != 2 or model.pos_embed_spatial is not None):
         raise VitdeployError("Hiera with a video (3-D) patch embedding; expected an image Hiera")
+    return model
 
 
 def hiera_supports_dynamic(model: nn.Module) -> bool:
     """Abswin Hiera and HieraDet resample their position embedding to any grid; plain Hiera cannot."""
-    _check(model)
-    return isinstance(model, HieraDet) or model.pos_embed_win is not None
+    checked = _check(model)
+    return isinstance(checked, HieraDet) or checked.pos_embed_win is not None
 
 
 def hiera_size_multiple(model: nn.Module) -> int:
@@ -220,14 +236,16 @@ def hiera_size_multiple(model: nn.Module) -> int:
     Hiera: patch stride x lcm(mask unit, q_stride ** unrolls); HieraDet: patch stride x
     lcm(first window, q_stride ** q-pool stages). Both are 32 for every timm config.
     """
-    _check(model)
-    if isinstance(model, HieraDet):
-        stride = model.patch_embed.proj.stride
-        window = model.pos_embed_window.shape[-2:]
-        pools = len(model.q_pool_blocks)
+    checked = _check(model)
+    stride: Sequence[int]
+    window: Sequence[int]
+    if isinstance(checked, HieraDet):
+        stride = checked.patch_embed.proj.stride
+        window = checked.pos_embed_window.shape[-2:]
+        pools = len(checked.q_pool_blocks)
     else:
-        stride, window, pools = model.patch_stride, model.mask_unit_size, len(model.unroll.schedule)
-    return math.lcm(*(s * math.lcm(w, q ** pools) for s, w, q in zip(stride, window, model.q_stride)))
+        stride, window, pools = checked.patch_stride, checked.mask_unit_size, len(checked.unroll.schedule)
+    return math.lcm(*(s * math.lcm(w, q ** pools) for s, w, q in zip(stride, window, checked.q_stride)))
 
 
 def adapt_hiera(model: nn.Module, dynamic: bool) -> nn.Module:
@@ -240,6 +258,7 @@ def adapt_hiera(model: nn.Module, dynamic: bool) -> nn.Module:
     if dynamic and not hiera_supports_dynamic(model):
         raise VitdeployError(f"{type(model).__name__} with a per-token position embedding runs at its build size "
                              "only; expected a fixed export, or an abswin Hiera / HieraDet for dynamic sizes")
+    swaps: dict[type[nn.Module], type[nn.Module]]
     if isinstance(model, HieraDet):
         model.__class__ = _HieraDet
         swaps = {MultiScaleBlock: _MultiScaleBlock}

@@ -8,7 +8,7 @@ for antialias, ``HelperInterpCubic::compute_indices_weights`` otherwise) gives t
 every output size, up- or downsampling, with only MatMul and elementwise ops in the graph.
 """
 
-from typing import Sequence, Union
+from typing import Sequence, Union, cast
 
 import torch
 from torch import Tensor
@@ -29,7 +29,8 @@ def _cubic(x: Tensor, a: float) -> Tensor:
 
 def _scale(in_size: int, out_size: SizeLike, device: torch.device) -> Tensor:
     """``in / out`` in float32 as a 0-d tensor, like ATen's area_pixel_compute_scale<float>."""
-    return torch.full((), in_size, dtype=torch.float32, device=device) / out_size
+    # Tensor / SymInt is a Tensor; torch's stub of Tensor.__truediv__ omits SymInt (mypy then picks SymFloat).
+    return cast(Tensor, torch.full((), in_size, dtype=torch.float32, device=device) / out_size)
 
 
 def _weights_aa(in_size: int, out_size: SizeLike, device: torch.device) -> Tensor:

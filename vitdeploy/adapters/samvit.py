@@ -10,7 +10,10 @@ eager same-size path, with no Resize.
 
 from __future__ import annotations
 
+from timm.models.vision_transformer_sam import VisionTransformerSAM
 from torch import Tensor, nn
+
+from vitdeploy.errors import VitdeployError
 
 
 class PatchEmbedWithPosition(nn.Module):
@@ -26,7 +29,9 @@ class PatchEmbedWithPosition(nn.Module):
 
 def adapt_samvit(model: nn.Module) -> nn.Module:
     """Move the pos-embed add into the patch embedding; returns the same model (for export only)."""
+    if not isinstance(model, VisionTransformerSAM):
+        raise VitdeployError(f"adapt_samvit got a {type(model).__name__}; expected a timm VisionTransformerSAM")
     if model.pos_embed is not None:
         model.patch_embed = PatchEmbedWithPosition(model.patch_embed, model.pos_embed)
-        model.pos_embed = None
+        model.register_parameter("pos_embed", None)  # what `model.pos_embed = None` does (timm types it non-None)
     return model

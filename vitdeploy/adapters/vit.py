@@ -10,6 +10,7 @@ import types
 
 import torch
 from timm.models.deit import VisionTransformerDistilled
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
@@ -17,11 +18,13 @@ from vitdeploy.adapters.resample import resample_bicubic
 from vitdeploy.errors import VitdeployError
 
 
-def _resampled_pos_embed(model: VisionTransformer, grid_h: int, grid_w: int) -> Tensor:
-    """timm's ``resample_abs_pos_embed`` without the size early-out, using resample_bicubic."""
+def _resampled_pos_embed(model: VisionTransformer | Eva, grid_h: int, grid_w: int) -> Tensor:
+    """timm's ``resample_abs_pos_embed`` without the size early-out, using resample_bicubic (ViT and Eva)."""
     num_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     old_h, old_w = model.patch_embed.grid_size
     pos_embed = model.pos_embed
+    if pos_embed is None:  # the adapters install their rewrite only on a model with one
+        raise VitdeployError(f"{type(model).__name__} has no absolute position embedding to resample")
     prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     dim = grid.shape[-1]
     grid = grid.float().reshape(1, old_h, old_w, dim).permute(0, 3, 1, 2)
@@ -72,7 +75,7 @@ def adapt_vit(model: torch.nn.Module, dynamic: bool) -> torch.nn.Module:
             f"{type(model).__name__} overrides _pos_embed, which vitdeploy cannot rewrite for dynamic_img_size; "
             "expected a plain timm VisionTransformer or DeiT distilled (or export it built without dynamic_img_size)"
         )
-    model._pos_embed = types.MethodType(_pos_embed, model)
+    setattr(model, "_pos_embed", types.MethodType(_pos_embed, model))  # shadows the class's method
     return model
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vitdeploy import engine
-from vitdeploy.artifact import load_artifact
+from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.cli.options import IntList, Size
 from vitdeploy.description import PRECISIONS
 from vitdeploy.engine.tensorrt import auto_family
@@ -86,13 +86,13 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
                             bake_preprocessing=bake_preprocessing, external_data=external_data,
                             pyramid=_pyramid(pyramid, pyramid_strides))
     export_artifact(loaded, out_dir, options)
-    artifact = load_artifact(out_dir)
-    spec, files = artifact.input, artifact.description.export.files
+    artifact = load_artifact_directory(out_dir)
+    spec, files = artifact.input, artifact.export.files
     size_rule = (f"{spec.min_hw[0]}x{spec.min_hw[1]}..{spec.max_hw[0]}x{spec.max_hw[1]}, "
                  f"multiples of {spec.size_multiple}" if spec.dynamic else f"{spec.opt_hw[0]}x{spec.opt_hw[1]}")
     onnx_mib = sum(f.size_bytes for f in files.values()) / 2**20
     click.echo(f"wrote {out_dir}/ ({onnx_mib:.1f} MiB ONNX in {', '.join(files)}, "
-               f"export {artifact.description.export.seconds:.1f}s)")
+               f"export {artifact.export.seconds:.1f}s)")
     shape = ", ".join(map(str, spec.shape("B", "H", "W")))
     values = "RGB pixels, normalised in the graph" if spec.normalised_in_graph else "normalised"
     click.echo(f"input  {spec.name}: [{shape}] {spec.dtype} ({values}), H x W = {size_rule}, batch "

@@ -26,13 +26,13 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
            images: Path | None) -> None:
     """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with
     eager PyTorch, output by output."""
+    batches = None if batch_sizes is None else list(batch_sizes)
     if engine_description_path(artifact).is_file():
-        report = verify_engine(artifact, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint,
-                               images=images)
+        report = verify_engine(artifact, batches, seed=seed, checkpoint=checkpoint, images=images)
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:
         loaded = load_artifact(artifact)
-        report = verify_onnx(loaded, cuda, batch_sizes and list(batch_sizes), seed=seed, checkpoint=checkpoint)
+        report = verify_onnx(loaded, cuda, batches, seed=seed, checkpoint=checkpoint)
         name, where = loaded.name, f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
     click.echo(f"{name}: {report.candidate} vs {report.reference}, {report.precision}, seed {seed}")
     click.echo(report.table())

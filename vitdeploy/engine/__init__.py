@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vitdeploy.description import Description
+from vitdeploy.description import EngineDescription
 from vitdeploy.engine import onnxruntime, openvino, tensorrt
 from vitdeploy.engine.descriptions import (Builder, engine_description_path, engine_profile, find_engines,
                                            read_engine_description)
@@ -46,7 +46,7 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     return chosen.build(Path(artifact_dir), backend, precision, **options)
 
 
-def check_engine_files(engine_path: Path, contents: bool = True) -> Description:
+def check_engine_files(engine_path: Path, contents: bool = True) -> EngineDescription:
     """The engine's description, and every file it lists there with its recorded size and (if `contents`)
     sha256 (what a copy elsewhere, e.g. a Triton repository, needs); returns the description."""
     description = read_engine_description(engine_path)
@@ -59,7 +59,7 @@ def check_engine_files(engine_path: Path, contents: bool = True) -> Description:
     return description
 
 
-def check_engine(engine_path: Path, contents: bool = True) -> Description:
+def check_engine(engine_path: Path, contents: bool = True) -> EngineDescription:
     """Everything that decides whether `engine_path` can load here (its files, the runtime and device);
     returns the description. `contents=False` checks the files' sizes only (see check_files)."""
     description = check_engine_files(engine_path, contents)
@@ -67,7 +67,7 @@ def check_engine(engine_path: Path, contents: bool = True) -> Description:
     return description
 
 
-def describe_engine(description: Description) -> str:
+def describe_engine(description: EngineDescription) -> str:
     """A short human-readable summary of an engine's description."""
     engine = description.engine
     target = engine.compute_capability or ("portable (no GPU-specific target)" if engine.device == "cuda"

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from vitdeploy.artifact import Artifact
-from vitdeploy.description import Description, EngineSection, InputSpec, Profile, TensorIO
+from vitdeploy.description import Description, EngineDescription, EngineSection, InputSpec, Profile, TensorIO
 from vitdeploy.errors import VitdeployError
 
 
@@ -62,7 +62,7 @@ def engine_file_name(backend: str, precision: str, extension: str) -> str:
     return f"model.{backend}.{precision}.{extension}"
 
 
-def read_engine_description(engine_path: Path) -> Description:
+def read_engine_description(engine_path: Path) -> EngineDescription:
     """The description beside `engine_path`, checked for format and an `engine` section."""
     path = engine_description_path(engine_path)
     if not path.is_file():
@@ -71,7 +71,7 @@ def read_engine_description(engine_path: Path) -> Description:
     description = Description.read(path)
     if description.engine is None:
         raise VitdeployError(f"{path} has no 'engine' section: expected an engine's description; rebuild the engine")
-    return description
+    return description.with_engine(description.engine)
 
 
 def find_engines(directory: Path | None) -> list[Path]:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 MAX_DEPTH = 2  # "Building engine" > "Building engine from subgraph" > "Computing profile costs"
 STEP_EVERY_S = 5.0
@@ -18,7 +19,9 @@ STEP_EVERY_S = 5.0
 def make_progress_monitor(trt: ModuleType, note: Callable[[str], None]):
     """An instance of a `trt.IProgressMonitor` subclass (of the active family) that calls `note`."""
 
-    class Monitor(trt.IProgressMonitor):
+    base: Any = trt.IProgressMonitor  # the active family's class, known only at run time
+
+    class Monitor(base):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.start = time.perf_counter()

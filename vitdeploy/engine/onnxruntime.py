@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitdeploy.artifact import Artifact
+from vitdeploy.artifact import ArtifactDirectory
 from vitdeploy.description import EngineSection
 from vitdeploy.engine.descriptions import Builder, engine_file_name, read_engine_description
 from vitdeploy.errors import VitdeployError
@@ -21,7 +21,7 @@ def check_runtime(engine: EngineSection) -> None:
     require("onnxruntime")
 
 
-def int8_source(artifact: Artifact, builder: str, symmetric: bool) -> tuple[Path, EngineSection]:
+def int8_source(artifact: ArtifactDirectory, builder: str, symmetric: bool) -> tuple[Path, EngineSection]:
     """The artifact's int8 QDQ graph, which an OpenVINO or TensorRT int8 engine is built from, checked to be
     there, intact and static (symmetric too, for TensorRT); returns its path and its engine section."""
     path = artifact.directory / INT8_FILE
@@ -31,6 +31,8 @@ def int8_source(artifact: Artifact, builder: str, symmetric: bool) -> tuple[Path
     engine = read_engine_description(path).engine
     check_files(path.parent, engine.files, "quantize the artifact again")
     quantization = engine.quantization
+    if quantization is None:
+        raise VitdeployError(f"the description of {path.name} has no quantization record: quantize the artifact again")
     if quantization["mode"] != "static":
         raise VitdeployError(f"{path.name} is dynamically quantised, which runs in ONNX Runtime only: quantize again "
                              f"with --calibration (static QDQ) for {builder}")

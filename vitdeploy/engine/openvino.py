@@ -37,7 +37,9 @@ CAPABILITY = {"bf16": "BF16", "int8": "INT8"}  # the CPU plugin's OPTIMIZATION_C
 
 def version_of(ov: ModuleType) -> str:
     """`2026.4.1` of `2026.4.1-22982-e213a147257-releases/2026/4`."""
-    return re.match(r"\d+(\.\d+)*", ov.get_version()).group(0)
+    version = ov.get_version()
+    match = re.match(r"\d+(\.\d+)*", version)
+    return match.group(0) if match else version
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -86,7 +88,7 @@ def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = 
                 profile=engine_profile(artifact.input), io=io,
                 files=describe_files([staging / xml.name, staging / xml.with_suffix(".bin").name]),
                 build_seconds=round(time.perf_counter() - started, 2),
-                inference_precision=INFERENCE_PRECISION[precision], quantization=int8 and int8.quantization)
+                inference_precision=INFERENCE_PRECISION[precision], quantization=int8.quantization if int8 else None)
             write_bytes_atomic(staging / engine_description_path(xml).name,
                                artifact.description.with_engine(engine).to_json().encode())
     return xml

@@ -37,7 +37,7 @@ def use_backend(backend: str) -> ModuleType:
         os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if rtx else "0"  # for child processes
         for name, module in list(sys.modules.items()):
             if name.startswith("polygraphy.") and type(getattr(module, "trt", None)).__name__ == "LazyModule":
-                module.trt = lazy_import_trt()
+                setattr(module, "trt", lazy_import_trt())
         _BOUND["rtx"] = rtx
     if trt_util.TRT_LOGGER is not None and not isinstance(trt_util.TRT_LOGGER, trt.ILogger):
         trt_util.TRT_LOGGER = None  # the cached logger subclasses the other family's ILogger

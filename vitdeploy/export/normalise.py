@@ -18,6 +18,9 @@ from vitdeploy.description import InputSpec
 class NormaliseInGraph(nn.Module):
     """uint8 [N, H, W, 3] -> `(pixel / pixel_scale - mean) / std` as float32 [N, 3, H, W] -> `model`."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, input_spec: InputSpec):
         super().__init__()
         self.model = model

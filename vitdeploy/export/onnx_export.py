@@ -55,8 +55,8 @@ def _versions() -> dict[str, str]:
 
 def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tuple[int, int] | None,
                 multiple: int, normalised_in_graph: bool) -> InputSpec:
-    cfg = model.pretrained_cfg
-    opt = tuple(size or recipe.input.size)
+    cfg: dict[str, Any] = getattr(model, "pretrained_cfg")  # set by timm.create_model (no class attribute)
+    opt = size or recipe.input.size
     lo, hi = (recipe.input.min, recipe.input.max) if dynamic else (opt, opt)
     if dynamic and not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
         raise VitdeployError(f"size {opt[0]}x{opt[1]} is outside recipe '{recipe.name}' range "
@@ -65,9 +65,9 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
         name=INPUT_NAME, layout="NHWC" if normalised_in_graph else "NCHW",
         dtype="uint8" if normalised_in_graph else "float32", normalised_in_graph=normalised_in_graph,
         channels=3, color="RGB", mode="dynamic" if dynamic else "fixed", size_multiple=multiple,
-        min_hw=tuple(lo), opt_hw=opt, max_hw=tuple(hi), batch=BatchRange(*recipe.input.batch),
+        min_hw=lo, opt_hw=opt, max_hw=hi, batch=BatchRange(*recipe.input.batch),
         mean=tuple(recipe.mean or cfg["mean"]), std=tuple(recipe.std or cfg["std"]), pixel_scale=255.0)
-    for hw in {tuple(lo), opt, tuple(hi)}:
+    for hw in {lo, opt, hi}:
         problem = replace(spec, mode="dynamic").size_error(*hw)
         if problem:
             raise VitdeployError(f"recipe '{recipe.name}' for {recipe.timm_name}: {problem}")
@@ -158,6 +158,8 @@ def export_onnx(module: torch.nn.Module, description: Description, path: Path, e
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, input_names=[spec.name],
             output_names=description.output_names, dynamic_shapes=_dynamic_shapes(spec), verbose=False)
+    if program is None:  # only the legacy exporter (dynamo=False) returns None
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     _name_dimensions(program.model.graph, description)
     program.model.metadata_props[METADATA_KEY] = description.to_json()
     program.save(str(path), external_data=external_data)

@@ -54,7 +54,8 @@ class Family:
 
     def size_multiple(self, model: nn.Module) -> int:
         """Height and width must be multiples of every feature stride (patch size, then downsampling)."""
-        return math.lcm(*(int(level["reduction"]) for level in model.feature_info))
+        levels: list[dict[str, Any]] = getattr(model, "feature_info")  # timm's, a plain attribute (no Module)
+        return math.lcm(*(int(level["reduction"]) for level in levels))
 
     def dynamic_problem(self, model: nn.Module) -> str | None:
         """Why this built model cannot export with dynamic height and width; None if it can."""
@@ -112,7 +113,7 @@ def unfuse_attention(model: nn.Module) -> None:
     has 3-D or 5-D tensors, which the ONNX exporter rejects (it takes 4-D only)."""
     for module in model.modules():
         if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+            setattr(module, "fused_attn", False)  # a plain bool attribute (Module.__setattr__ is typed for tensors)
 
 
 REGISTRY: dict[str, Family] = {}

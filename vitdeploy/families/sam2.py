@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.models.hieradet_sam2 import HieraDet
 from torch import nn
 
 from vitdeploy import sam2_encoder
 from vitdeploy.adapters.hiera import adapt_hiera, hiera_size_multiple
 from vitdeploy.description import Neck, OutputLevel, SimplePyramid
+from vitdeploy.errors import VitdeployError
 from vitdeploy.families.base import Family, register
 from vitdeploy.sam2_encoder import Sam2ImageEncoder
+
+
+def _encoder(model: nn.Module) -> Sam2ImageEncoder:
+    """The backbone that `Sam2.assemble` built, which every other method of the family gets."""
+    if not isinstance(model, Sam2ImageEncoder):
+        raise VitdeployError(f"family 'sam2' got a {type(model).__name__}; expected its Sam2ImageEncoder")
+    return model
 
 
 @register
@@ -34,32 +43,34 @@ class Sam2(Family):
                      "--checkpoint with SAM2's own checkpoint, e.g. sam2.1_hiera_tiny.pt")
 
     def assemble(self, model: nn.Module) -> nn.Module:
+        if not isinstance(model, HieraDet):
+            raise VitdeployError(f"family 'sam2' got a {type(model).__name__}; expected a timm HieraDet")
         return Sam2ImageEncoder(model)
 
-    def load_checkpoint(self, model: Sam2ImageEncoder, path: Path) -> dict[str, Any]:
-        return sam2_encoder.load_sam2_checkpoint(model, path)
+    def load_checkpoint(self, model: nn.Module, path: Path) -> dict[str, Any]:
+        return sam2_encoder.load_sam2_checkpoint(_encoder(model), path)
 
     def size_multiple(self, model: nn.Module) -> int:
-        return hiera_size_multiple(model.trunk)
+        return hiera_size_multiple(_encoder(model).trunk)
 
     def adapt(self, model: nn.Module, dynamic: bool) -> nn.Module:
-        adapt_hiera(model.trunk, dynamic)
+        adapt_hiera(_encoder(model).trunk, dynamic)
         return model
 
     def neck(self, model: nn.Module) -> Neck | None:
-        return sam2_encoder.neck_description(model)
+        return sam2_encoder.neck_description(_encoder(model))
 
     def position_outputs(self, model: nn.Module, features: Sequence[OutputLevel]) -> list[OutputLevel]:
         return sam2_encoder.position_outputs(features)
 
     def pyramid_module(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
                        pyramid: SimplePyramid | None) -> nn.Module:
-        return sam2_encoder.Sam2Pyramid(backbone, outputs)
+        return sam2_encoder.Sam2Pyramid(_encoder(backbone), outputs)
 
     def reference_pyramid(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
                           pyramid: SimplePyramid | None) -> nn.Module:
         """Meta's ImageEncoder (sam2 package) with the artifact's weights, not vitdeploy's rewrite of it."""
-        return sam2_encoder.MetaSam2Pyramid(backbone, outputs)
+        return sam2_encoder.MetaSam2Pyramid(_encoder(backbone), outputs)
 
     def reference_label(self) -> str:
         return f"Meta's sam2 {sam2_encoder.sam2_version()} ImageEncoder, eager torch {torch.__version__}"

@@ -10,6 +10,7 @@ per input, which exports with symbolic sizes.
 from __future__ import annotations
 
 import torch
+from timm.models.swin_transformer_v2 import SwinTransformerV2Block
 from torch import nn
 
 from vitdeploy.families.base import register
@@ -27,9 +28,10 @@ class SwinV2(Swin):
         """timm zeroes every block's res-post-norm weights (`_init_respostnorm`): each attention and MLP branch
         then adds nothing, and parity would not see them. Seeded random weights draw them from N(1, 0.2)."""
         generator = torch.Generator().manual_seed(seed)
+        blocks = [module for module in model.modules() if isinstance(module, SwinTransformerV2Block)]  # stage order
         with torch.no_grad():
-            for stage in model.layers:
-                for block in stage.blocks:
-                    for norm in (block.norm1, block.norm2):
-                        norm.weight.copy_(1.0 + 0.2 * torch.randn(norm.weight.shape, generator=generator))
-                        norm.bias.copy_(0.1 * torch.randn(norm.bias.shape, generator=generator))
+            for block in blocks:
+                for norm in (block.norm1, block.norm2):
+                    weight, bias = norm.get_parameter("weight"), norm.get_parameter("bias")
+                    weight.copy_(1.0 + 0.2 * torch.randn(weight.shape, generator=generator))
+                    bias.copy_(0.1 * torch.randn(bias.shape, generator=generator))

@@ -8,6 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitdeploy.adapters.vit import adapt_vit
+from vitdeploy.errors import VitdeployError
 from vitdeploy.families.base import Family, needs_dynamic_img_size, register
 
 
@@ -19,6 +20,8 @@ class ViT(Family):
 
     def size_multiple(self, model: nn.Module) -> int:
         """Input height and width must be multiples of the patch size (no dynamic padding)."""
+        if not isinstance(model, VisionTransformer):
+            raise VitdeployError(f"family 'vit' got a {type(model).__name__}; expected a timm VisionTransformer")
         return math.lcm(*model.patch_embed.patch_size)
 
     def dynamic_problem(self, model: nn.Module) -> str | None:
@@ -29,5 +32,6 @@ class ViT(Family):
 
     def attention_shape(self, model: nn.Module) -> tuple[int, int]:
         if isinstance(model, VisionTransformer):
-            return model.blocks[0].attn.num_heads, model.embed_dim
+            heads: int = getattr(model.blocks[0].attn, "num_heads")  # timm's blocks are typed as plain Modules
+            return heads, model.embed_dim
         return 0, 0

@@ -32,8 +32,17 @@ class Runtime:
     name: str
     auto_rank: int
     engine_backends: tuple[str, ...]  # builders whose engines it runs (ONNX Runtime: the int8 graphs)
-    onnx_problem: Callable[[], str | None] | None  # ONNX Runtime: why it cannot run here; it also runs model.onnx
-    create: Callable[[Artifact, Path | None, int | None], Runner]  # (artifact, engine, threads)
+    run_engine: Callable[[Path, int | None], Runner]  # (engine file, threads)
+    onnx_problem: Callable[[], str | None] | None = None  # ONNX Runtime, which also runs model.onnx: why not here
+    run_onnx: Callable[[Artifact, int | None], Runner] | None = None  # ... and its runner for model.onnx
+
+    def create(self, artifact: Artifact, engine: Path | None, threads: int | None = None) -> Runner:
+        """A runner for `engine`, or for the artifact's model.onnx where `choose` gave no engine (ONNX Runtime)."""
+        if engine is not None:
+            return self.run_engine(engine, threads)
+        if self.run_onnx is None:
+            raise VitdeployError(f"{self.name} runs engines only: build one with `vitdeploy build`")
+        return self.run_onnx(artifact, threads)
 
     def engines(self, artifact: Artifact, precision: str | None = None) -> list[Path]:
         """The artifact's engines for this runtime, `precision` only if given, in order of preference."""
@@ -77,37 +86,36 @@ def engine_problem(artifact: Artifact, path: Path) -> str | None:
     return None
 
 
-def _onnxruntime_problem(cuda: bool) -> Callable[[], str | None]:
-    def problem() -> str | None:
-        if not is_installed("onnxruntime"):
-            return str(missing("onnxruntime"))
-        if not cuda:
-            return None
-        if "CUDAExecutionProvider" not in available_providers():
-            return "this onnxruntime has no CUDA provider (pip install 'vitdeploy[ort-gpu]')"
-        return None if gpu_present() else "no CUDA GPU found"
-
-    return problem
+def onnxruntime_problem(cuda: bool) -> str | None:
+    """Why ONNX Runtime (with its CUDA provider, if `cuda`) cannot run here; None if it can."""
+    if not is_installed("onnxruntime"):
+        return str(missing("onnxruntime"))
+    if not cuda:
+        return None
+    if "CUDAExecutionProvider" not in available_providers():
+        return "this onnxruntime has no CUDA provider (pip install 'vitdeploy[ort-gpu]')"
+    return None if gpu_present() else "no CUDA GPU found"
 
 
-def _onnxruntime_runner(artifact: Artifact | None, engine: Path | None, providers: list[str], threads: int | None,
-                        name: str) -> OnnxRuntimeRunner:
+def _onnxruntime(name: str, auto_rank: int, cuda: bool) -> Runtime:
     """ONNX Runtime on the artifact's model.onnx, or on an int8 graph (its own description, its precision)."""
-    if engine is None:
-        return OnnxRuntimeRunner(artifact.description, artifact.checked_onnx, providers, threads, name)
-    description = check_engine(engine)
-    return OnnxRuntimeRunner(description, engine, providers, threads, name, precision=description.engine.precision)
+    providers = CUDA if cuda else CPU
+
+    def run_engine(engine: Path, threads: int | None) -> Runner:
+        description = check_engine(engine)
+        return OnnxRuntimeRunner(description, engine, providers, threads, name, precision=description.engine.precision)
+
+    return Runtime(name, auto_rank, ("onnxruntime",), run_engine, onnx_problem=lambda: onnxruntime_problem(cuda),
+                   run_onnx=lambda artifact, threads: OnnxRuntimeRunner(artifact.description, artifact.checked_onnx,
+                                                                        providers, threads, name))
 
 
 RUNTIMES = {runtime.name: runtime for runtime in (
-    Runtime("tensorrt", 0, ("tensorrt", "tensorrt_rtx"), None,
-            lambda artifact, engine, threads: TensorRTRunner(engine, name="tensorrt")),
-    Runtime("onnxruntime-cuda", 1, ("onnxruntime",), _onnxruntime_problem(cuda=True),
-            lambda artifact, engine, threads: _onnxruntime_runner(artifact, engine, CUDA, threads, "onnxruntime-cuda")),
-    Runtime("openvino", 2, ("openvino",), None,
-            lambda artifact, engine, threads: OpenVINORunner(engine, threads, name="openvino")),
-    Runtime("onnxruntime-cpu", 3, ("onnxruntime",), _onnxruntime_problem(cuda=False),
-            lambda artifact, engine, threads: _onnxruntime_runner(artifact, engine, CPU, threads, "onnxruntime-cpu")),
+    Runtime("tensorrt", 0, ("tensorrt", "tensorrt_rtx"),
+            lambda engine, threads: TensorRTRunner(engine, name="tensorrt")),
+    _onnxruntime("onnxruntime-cuda", 1, cuda=True),
+    Runtime("openvino", 2, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
+    _onnxruntime("onnxruntime-cpu", 3, cuda=False),
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
 ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}
@@ -142,4 +150,4 @@ def engine_runner(engine_path: Path, threads: int | None = None) -> Runner:
     backend = read_engine_description(engine_path).engine.backend
     candidates = [RUNTIMES[name] for name in AUTO if backend in RUNTIMES[name].engine_backends]
     usable = [r for r in candidates if r.onnx_problem is None or r.onnx_problem() is None]
-    return (usable or candidates)[0].create(None, engine_path, threads)  # the runner says why it cannot run
+    return (usable or candidates)[0].run_engine(engine_path, threads)  # the runner says why it cannot run

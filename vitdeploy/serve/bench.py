@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +72,7 @@ class ServeBenchResult:
     rows: list[ServeRow] = field(default_factory=list)
 
 
-def _timed(calls: int, call: object, concurrency: int, images_per_call: int) -> tuple[float, list[float]]:
+def _timed(calls: int, call: Callable[[], object], concurrency: int, images_per_call: int) -> tuple[float, list[float]]:
     """(images/s over the wall time, per-call latencies in seconds) of `calls` calls on `concurrency` threads."""
     def one(_: int) -> float:
         start = time.perf_counter()
@@ -91,7 +93,7 @@ def run_serve_bench(artifact_dir: Path, options: ServeBenchOptions = ServeBenchO
     artifact = load_artifact(artifact_dir)
     runtime, _ = select(artifact, options.backend)
     spec = artifact.input
-    hw = tuple(options.size or spec.opt_hw)
+    hw = options.size or spec.opt_hw
     max_batch = spec.batch.serving(options.max_batch, "--max-batch")
     problem = spec.size_error(*hw) if spec.dynamic else None
     if problem:
@@ -114,10 +116,11 @@ def run_serve_bench(artifact_dir: Path, options: ServeBenchOptions = ServeBenchO
                                             replicas=count, max_batch=max_batch, batch_wait_ms=options.batch_wait_ms,
                                             threads=max(1, cpus // count)), name=f"r{count}", route_prefix=f"/r{count}")
             clients[count] = Client(f"http://127.0.0.1:{options.port}/r{count}")
-        modes = {"direct, 1 per call": (lambda: model.infer(image), 1, 1),
-                 f"direct, {max_batch} per call": (lambda: model.infer(batch), 1, max_batch),
-                 **{f"served {count}": ((lambda c=client: c.send(image)), options.concurrency, 1)
-                    for count, client in clients.items()}}
+        modes: dict[str, tuple[Callable[[], object], int, int]] = {  # (call, concurrency, images per call)
+            "direct, 1 per call": (lambda: model.infer(image), 1, 1),
+            f"direct, {max_batch} per call": (lambda: model.infer(batch), 1, max_batch),
+            **{f"served {count}": (partial(client.send, image), options.concurrency, 1)
+               for count, client in clients.items()}}
         for call, concurrency, _ in modes.values():
             _timed(options.warmup, call, concurrency, 1)
         throughput: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -132,10 +135,10 @@ def run_serve_bench(artifact_dir: Path, options: ServeBenchOptions = ServeBenchO
     direct = throughput["direct, 1 per call"]
     for mode, rates in throughput.items():
         ratios = [rate / base for rate, base in zip(rates, direct)]
-        count = int(mode.split()[1]) if mode.startswith("served") else None
+        replicas = int(mode.split()[1]) if mode.startswith("served") else None
         result.rows.append(ServeRow(
-            mode="served" if count else mode, replicas=count,
-            threads="+".join([str(max(1, cpus // count))] * count) if count else str(cpus),
+            mode="served" if replicas else mode, replicas=replicas,
+            threads="+".join([str(max(1, cpus // replicas))] * replicas) if replicas else str(cpus),
             images_per_s=statistics.median(rates), p50_ms=float(np.percentile(latencies[mode], 50)) * 1e3,
             p99_ms=float(np.percentile(latencies[mode], 99)) * 1e3, ratio=statistics.median(ratios),
             ratio_range=(min(ratios), max(ratios))))

@@ -104,7 +104,7 @@ def shard_path(out: Path, shard: int) -> Path:
 def _input_spec(artifact: Artifact, size: tuple[int, int] | None) -> InputSpec:
     """The artifact's input with one size: what every image is resized to."""
     spec = artifact.input
-    hw = tuple(size) if size else tuple(spec.opt_hw)
+    hw = size or spec.opt_hw
     problem = spec.size_error(*hw)
     if problem:
         raise VitdeployError(f"--size {hw[0]}x{hw[1]}: {problem}")
@@ -166,7 +166,7 @@ class ShardExtractor:
     def __init__(self, artifact: str, options: ExtractOptions, spec: InputSpec, levels: dict[str, list[int]]):
         self.model = load(artifact, options.backend, options.precision, options.threads)
         self.spec, self.levels, self.pool = spec, levels, options.pool
-        self.batch = options.batch  # resolved by `extract`
+        self.batch = spec.batch.serving(options.batch, "--batch")  # `extract` checked it before starting actors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"shard": batch["shard"], "npz": np.array([self.shard(list(paths)) for paths in batch["paths"]],
@@ -187,8 +187,9 @@ class ShardExtractor:
             for name in self.levels:
                 array = pyramid[name]
                 parts[name].append(array.mean(axis=(2, 3)) if self.pool and array.ndim == 4 else array)
-        arrays = {name: np.concatenate(chunks) if chunks else np.zeros((0, *self.levels[name]), np.float32)
-                  for name, chunks in parts.items()}
+        arrays: dict[str, Any] = {
+            name: np.concatenate(chunks) if chunks else np.zeros((0, *self.levels[name]), np.float32)
+            for name, chunks in parts.items()}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays, path=np.array(rows, dtype=str), error_path=np.array([p for p, _ in errors], dtype=str),
                  error=np.array([e for _, e in errors], dtype=str))
@@ -248,7 +249,8 @@ def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOp
     record = job_record(artifact, images, options, spec, levels)
     _prepare_output(out, record, options.force)
     shards = [images[start:start + options.shard_size] for start in range(0, len(images), options.shard_size)]
-    work = [{"shard": i, "paths": paths} for i, paths in enumerate(shards) if not shard_path(out, i).is_file()]
+    work: list[dict[str, Any]] = [{"shard": i, "paths": paths} for i, paths in enumerate(shards)
+                                  if not shard_path(out, i).is_file()]
     done_images = len(images) - sum(len(item["paths"]) for item in work)
     written = 0
     bar = require("tqdm").tqdm(total=len(images), initial=done_images, unit="img", file=sys.stderr,

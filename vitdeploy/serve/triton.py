@@ -23,9 +23,9 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from vitdeploy.artifact import Artifact, load_artifact_directory
+from vitdeploy.artifact import Artifact, ArtifactDirectory, load_artifact_directory
 from vitdeploy.atomic import staged_directory
-from vitdeploy.description import Description, TensorIO
+from vitdeploy.description import Description, EngineDescription, EngineSection, TensorIO
 from vitdeploy.engine import check_engine_files, find_engines
 from vitdeploy.engine.descriptions import check_io, onnx_io
 from vitdeploy.errors import VitdeployError
@@ -44,7 +44,8 @@ VERSION = "1"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def _engine(artifact: Artifact, backend: str, precision: str | None) -> tuple[Description, dict[str, Path]]:
+def _engine(artifact: ArtifactDirectory, backend: str,
+            precision: str | None) -> tuple[EngineDescription, dict[str, Path]]:
     """The engine of `backend` to put in the repository, checked (files, source ONNX), and its files by Triton name."""
     precisions = (precision,) if precision else ENGINE_PRECISIONS
     engines = [p for p in find_engines(artifact.directory) if p.name.split(".")[2] in precisions]
@@ -74,9 +75,10 @@ def _dims(io: dict[str, TensorIO], name: str, where: str) -> list[int]:
 
 
 def model_config(artifact: Artifact, backend: str, io: dict[str, TensorIO], where: str, name: str,
-                 description: Description, instances: int = 1, kind: str | None = None,
+                 engine: EngineSection | None, instances: int = 1, kind: str | None = None,
                  batch_wait_ms: float = 1.0) -> Any:
-    """The ModelConfig for `artifact` served by `backend` from a model whose tensors are `io` (read from `where`)."""
+    """The ModelConfig for `artifact` served by `backend` from a model whose tensors are `io` (read from `where`):
+    `engine`, or model.onnx if None."""
     config_pb2 = require("tritonclient.grpc.model_config_pb2")
     check_io(io, artifact, where)
     kind = kind or KINDS[backend][0]
@@ -102,7 +104,7 @@ def model_config(artifact: Artifact, backend: str, io: dict[str, TensorIO], wher
     config.instance_group.add(count=instances, kind=config_pb2.ModelInstanceGroup.Kind.Value(f"KIND_{kind.upper()}"))
     if backend == "openvino":  # compile as vitdeploy's runner and the C++ demo do
         config.parameters["PERFORMANCE_HINT"].string_value = "LATENCY"
-        if description.engine.inference_precision == "bf16":
+        if engine is not None and engine.inference_precision == "bf16":
             config.parameters["HINT_BF16"].string_value = "YES"
     return config
 
@@ -120,14 +122,17 @@ def write_repository(artifact_dir: Path, repo: Path, backend: str = "onnxruntime
     if backend == "onnxruntime" and precision not in (None, "fp32", "int8"):
         raise VitdeployError(f"--precision {precision}: Triton's ONNX Runtime backend gets model.onnx (fp32) or the "
                              "int8 graph of `vitdeploy quantize` (int8); other precisions need an engine")
+    description: Description
+    engine: EngineSection | None
     if backend == "onnxruntime" and precision != "int8":
-        description = artifact.description
-        files = {file: artifact.directory / file for file in description.export.files}
+        description, engine = artifact.description, None
+        files = {file: artifact.directory / file for file in artifact.export.files}
         io, where = onnx_io(artifact.checked_onnx), str(artifact.onnx_path)
     else:
         description, files = _engine(artifact, backend, precision)
-        io, where = description.engine.io, f"the description of {description.engine.file}"
-    config = model_config(artifact, backend, io, where, name, description, instances, kind, batch_wait_ms)
+        engine = description.engine
+        io, where = engine.io, f"the description of {engine.file}"
+    config = model_config(artifact, backend, io, where, name, engine, instances, kind, batch_wait_ms)
     text = text_format.MessageToString(config)
     with staged_directory(repo / name, force) as staging:
         (staging / VERSION).mkdir()

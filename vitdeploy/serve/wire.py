@@ -33,7 +33,7 @@ def _aligned(value: int) -> int:
 
 def encode(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> bytes:
     """One message holding `arrays` in the given order, with `meta` in its header."""
-    entries, offset, buffers = [], 0, []
+    entries, offset, end, buffers = [], 0, 0, []
     for name, array in arrays.items():
         array = np.ascontiguousarray(array)
         if array.dtype.name not in DTYPES:
@@ -42,11 +42,12 @@ def encode(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = No
         entries.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape), "offset": offset,
                         "nbytes": array.nbytes})
         buffers.append((offset, array))
-        offset = _aligned(offset + array.nbytes)
+        end = offset + array.nbytes
+        offset = _aligned(end)
     header = json.dumps({"arrays": entries, "meta": dict(meta or {})}, separators=(",", ":")).encode()
     header += b" " * (_aligned(_PREFIX + len(header)) - _PREFIX - len(header))
     start = _PREFIX + len(header)
-    message = bytearray(start + (entries[-1]["offset"] + entries[-1]["nbytes"] if entries else 0))
+    message = bytearray(start + end)
     message[:_PREFIX] = MAGIC + struct.pack("<I", len(header))
     message[_PREFIX:start] = header
     for at, array in buffers:
