@@ -21,7 +21,7 @@ from vitdeploy.engine import build as build_engine
 from vitdeploy.engine.tensorrt import RTX_SUPPORTED
 from vitdeploy.hardware import compute_capability, format_capability, gpu_peak
 from vitdeploy.optional import is_installed
-from vitdeploy.runners import RUNTIMES
+from vitdeploy.runners import onnxruntime_problem
 from vitdeploy.runners.torch import TorchRunner
 from vitdeploy.verify import compare_runners, verify_onnx
 
@@ -53,8 +53,7 @@ def test_bench_on_the_gpu_reports_percent_of_peak(vit_tiny_dynamic_artifact: Pat
     assert result.environment["runtimes"][1]["available"] is True  # the gpu fact
 
 
-@pytest.mark.skipif(not is_installed("onnxruntime") or RUNTIMES["onnxruntime-cuda"].onnx_problem() is not None,
-                    reason="needs onnxruntime-gpu (its CUDA provider)")
+@pytest.mark.skipif(onnxruntime_problem(cuda=True) is not None, reason="needs onnxruntime-gpu (its CUDA provider)")
 def test_onnxruntime_cuda_matches_eager(vit_tiny_dynamic_artifact: Path) -> None:
     report = verify_onnx(load_artifact(vit_tiny_dynamic_artifact), cuda=True, batch_sizes=[1, 2])
     assert report.passed, report.table()
