@@ -120,6 +120,12 @@ def test_dynamic_int8_needs_no_calibration_and_runs_in_onnxruntime_only(vit_tiny
         build(artifact, "openvino", "int8")
     assert str(error.value) == (f"{INT8} is dynamically quantised, which runs in ONNX Runtime only: quantize again "
                                 "with --calibration (static QDQ) for OpenVINO")
+    edited = description_json(path)  # a description that lost its record of how the graph was quantised
+    del edited["engine"]["quantization"]
+    path.with_name(f"{path.name}.json").write_text(json.dumps(edited))
+    with pytest.raises(VitdeployError) as error:
+        build(artifact, "openvino", "int8")
+    assert str(error.value) == f"the description of {INT8} has no quantization record: quantize the artifact again"
 
 
 def test_hiera_quantizes_and_passes_its_gates(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch):
