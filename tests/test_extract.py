@@ -136,9 +136,9 @@ def test_pooled_shard_holds_means_and_lists_errors(vit_small_artifact: Path, tmp
         Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(paths[-1])
     paths.insert(1, str(tmp_path / "missing.png"))
     artifact = load_artifact(vit_small_artifact)
-    options = ExtractOptions(levels=("block2", "embedding"), pool=True, backend=BACKEND, batch=2)
+    options = ExtractOptions(levels=("block2", "embedding"), pool=True, backend=BACKEND)
     extractor = ShardExtractor(str(vit_small_artifact), options, artifact.input,
-                               {"block2": [384], "embedding": [384]})
+                               {"block2": [384], "embedding": [384]}, batch=2)
     with np.load(__import__("io").BytesIO(extractor.shard(paths))) as data:
         assert sorted(data.files) == ["block2", "embedding", "error", "error_path", "path"]
         assert data["path"].tolist() == [paths[0], *paths[2:]]

@@ -125,10 +125,22 @@ class OutputLevel:
         """A map [B, C, H/stride, W/stride] (a feature level or its position encoding), not a vector [B, C]."""
         return self.layout == "NCHW"
 
+    def feature_index(self) -> int:
+        """timm's feature index of a feature level or its position encoding (only the embedding has none)."""
+        if self.index is None:
+            raise VitdeployError(f"output '{self.name}' ({self.kind}) has no feature index: expected a feature level")
+        return self.index
+
+    def feature_stride(self) -> int:
+        """The stride of a feature level or its position encoding (only the embedding has none)."""
+        if self.stride is None:
+            raise VitdeployError(f"output '{self.name}' ({self.kind}) has no stride: expected a feature level")
+        return self.stride
+
     def shape(self, batch: Any, height: int, width: int) -> list[Any]:
-        if not self.spatial or self.stride is None:
+        if not self.spatial:
             return [batch, self.channels]
-        return [batch, self.channels, height // self.stride, width // self.stride]
+        return [batch, self.channels, height // self.feature_stride(), width // self.feature_stride()]
 
 
 @dataclass(frozen=True)

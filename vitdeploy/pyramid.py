@@ -55,20 +55,6 @@ class PyramidModel(nn.Module):
         return (*levels, forward_head(final, pre_logits=True))
 
 
-def level_index(level: OutputLevel) -> int:
-    """The feature index of a feature level or its position encoding (only the embedding has none)."""
-    if level.index is None:
-        raise VitdeployError(f"output '{level.name}' ({level.kind}) has no feature index: expected a feature level")
-    return level.index
-
-
-def level_stride(level: OutputLevel) -> int:
-    """The stride of a feature level or its position encoding (only the embedding has none)."""
-    if level.stride is None:
-        raise VitdeployError(f"output '{level.name}' ({level.kind}) has no stride: expected a feature level")
-    return level.stride
-
-
 def default_strides(source: int) -> tuple[int, ...]:
     """ViTDet's scales of the block stride, 4x, 2x, 1x and 1/2x (4, 8, 16, 32 for a patch-16 ViT); where
     4x up is not a whole stride (patch 14), 2x up to 1/4x (7, 14, 28, 56)."""
@@ -81,7 +67,7 @@ def describe_pyramid(outputs: list[OutputLevel], spec: PyramidSpec,
     """The outputs renamed `stride{s}` with their new strides, and the description's `pyramid` section."""
     features = [o for o in outputs if o.kind == "feature"]
     rest = [o for o in outputs if o.kind != "feature"]
-    sources = sorted({level_stride(o) for o in features})
+    sources = sorted({o.feature_stride() for o in features})
     if len(sources) != 1:
         raise VitdeployError(f"pyramid '{spec.kind}' for {timm_name}: its outputs already have strides {sources}; "
                              "expected a single-scale backbone (one stride, e.g. a plain ViT)")
@@ -140,10 +126,10 @@ def pyramid_module(backbone: nn.Module, outputs: Sequence[OutputLevel],
                    pyramid: SimplePyramid | None) -> nn.Module:
     """The module whose outputs are a description's `outputs`: used by the export and the eager reference."""
     features = [o for o in outputs if o.kind == "feature"]
-    indices = sorted({level_index(o) for o in features})
+    indices = sorted({o.feature_index() for o in features})
     embedding = any(o.kind == "embedding" for o in outputs)
     model = PyramidModel(backbone, tuple(indices), embedding).eval()
     if pyramid is None:
         return model
-    sources = [indices.index(level_index(o)) for o in features]
-    return SimpleFeaturePyramid(model, sources, pyramid.source_stride, [level_stride(o) for o in features]).eval()
+    sources = [indices.index(o.feature_index()) for o in features]
+    return SimpleFeaturePyramid(model, sources, pyramid.source_stride, [o.feature_stride() for o in features]).eval()

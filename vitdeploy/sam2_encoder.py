@@ -32,7 +32,6 @@ from vitdeploy.checkpoints import load_filtered, read_state_dict
 from vitdeploy.description import Neck, OutputLevel
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
-from vitdeploy.pyramid import level_index
 
 D_MODEL = 256  # every SAM2 / SAM2.1 config
 TOP_DOWN_LEVELS = (2, 3)  # levels 0 and 1 (strides 4, 8) take the trunk's features alone
@@ -168,7 +167,7 @@ class Sam2Pyramid(nn.Module):
         if unknown:
             raise VitdeployError(f"SAM2's image encoder has no {unknown[0]} output: expected feature levels and "
                                  "their position encodings")
-        self.picks = [(o.kind, level_index(o)) for o in outputs]
+        self.picks = [(o.kind, o.feature_index()) for o in outputs]
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         levels = self.backbone.forward_levels(image)

@@ -221,8 +221,9 @@ def verify_engine(engine_path: Path, batch_sizes: list[int] | None = None, sizes
     calibration (`images`, else the held-out photos recorded at quantisation). The report is written beside
     the engine as ENGINE.verify.json."""
     runner = engine_runner(engine_path)
-    engine = read_engine_description(engine_path).engine
-    artifact = Artifact(onnx_path=engine_path, description=runner.description, directory=None)
+    description = read_engine_description(engine_path)
+    engine = description.engine
+    artifact = Artifact(onnx_path=engine_path, description=description, directory=None)
     feeds = None
     if engine.precision == "int8":
         photos = list_images(images) if images else recorded_photos((engine.quantization or {}).get("held_out", []))

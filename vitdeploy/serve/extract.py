@@ -163,10 +163,11 @@ def _prepare_output(out: Path, record: dict[str, Any], force: bool) -> None:
 class ShardExtractor:
     """A Ray Data actor: the model loaded once; each call turns shards of image paths into their .npz bytes."""
 
-    def __init__(self, artifact: str, options: ExtractOptions, spec: InputSpec, levels: dict[str, list[int]]):
+    def __init__(self, artifact: str, options: ExtractOptions, spec: InputSpec, levels: dict[str, list[int]],
+                 batch: int):
         self.model = load(artifact, options.backend, options.precision, options.threads)
         self.spec, self.levels, self.pool = spec, levels, options.pool
-        self.batch = spec.batch.serving(options.batch, "--batch")  # `extract` checked it before starting actors
+        self.batch = batch  # images per runtime call, resolved by `extract`
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"shard": batch["shard"], "npz": np.array([self.shard(list(paths)) for paths in batch["paths"]],
@@ -216,14 +217,14 @@ def write_index(out: Path, images: list[str], shard_size: int) -> tuple[int, int
 
 
 def _run(ray: Any, artifact: Artifact, work: list[dict[str, Any]], out: Path, options: ExtractOptions,
-         spec: InputSpec, levels: dict[str, list[int]], bar: Any) -> int:
+         spec: InputSpec, levels: dict[str, list[int]], batch: int, bar: Any) -> int:
     """Extract the `work` shards on Ray Data's actor pool; each is written as it arrives. Returns how many."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver's bar counts images instead
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     threads = options.threads or max(1, (os.cpu_count() or 1) // options.actors)
     constructor = {"artifact": str(artifact.directory), "options": replace(options, threads=threads), "spec": spec,
-                   "levels": levels}
+                   "levels": levels, "batch": batch}
     dataset = ray.data.from_items(work).map_batches(
         ShardExtractor, fn_constructor_kwargs=constructor, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=options.actors), num_cpus=1)
@@ -258,7 +259,7 @@ def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOp
     try:
         if work:
             with ray_cluster(options.address, local_cpus(options.actors)) as ray:
-                written = _run(ray, artifact, work, out, replace(options, batch=batch), spec, levels, bar)
+                written = _run(ray, artifact, work, out, options, spec, levels, batch, bar)
     finally:
         bar.close()
         extracted, unreadable = write_index(out, images, options.shard_size)
