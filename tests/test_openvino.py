@@ -88,6 +88,20 @@ def test_auto_prefers_openvino_on_a_cpu(vit: Path):
         assert model.backend == "openvino" or model.backend in ("tensorrt", "onnxruntime-cuda")
 
 
+def test_a_bf16_engine_runs_only_when_asked_for(vit: Path, tmp_path: Path):
+    """bf16 changes the numbers: an artifact whose only OpenVINO engine is bf16 runs model.onnx by default."""
+    copy = tmp_path / "vit"
+    shutil.copytree(vit, copy, ignore=shutil.ignore_patterns("model.openvino.*"))
+    build(copy, "openvino", "bf16")
+    with vitdeploy.load(copy) as model:
+        assert model.backend in ("onnxruntime-cuda", "onnxruntime-cpu") and model.engine is None
+    with pytest.raises(VitdeployError, match=r"openvino: no fp32 or fp16 openvino engine in the artifact \(it has "
+                                             r"bf16: ask for it with precision\)"):
+        vitdeploy.load(copy, backend="openvino")
+    with vitdeploy.load(copy, precision="bf16") as model:
+        assert model.backend == "openvino" and model.engine.name == "model.openvino.bf16.xml"
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "older"])
 def test_damaged_or_newer_engine_is_refused_before_compiling(vit: Path, tmp_path: Path, damage: str):
     copy = tmp_path / "vit"

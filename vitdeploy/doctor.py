@@ -10,6 +10,7 @@ so a number in a report says which runtimes and GPU produced it.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import platform
 import subprocess
@@ -18,15 +19,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
-
 from vitdeploy import __version__
 from vitdeploy.engine.openvino import version_of
 from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, rtx_unsupported
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability, gpu_name,
-                                gpu_peak, no_gpu_reason)
-from vitdeploy.optional import EXTRAS, install_hint, require
+                                gpu_peak, no_gpu_reason, torch_cuda)
+from vitdeploy.optional import EXTRAS, install_hint, is_installed, require
 from vitdeploy.runners import onnxruntime_problem
 from vitdeploy.runners.onnxruntime import available_providers
 
@@ -95,7 +94,15 @@ def _missing(name: str, why: str) -> Fact:
     return Fact(name, False, None, "", why, EXTRAS[name])
 
 
-def torch_fact() -> Fact:
+def torch_fact(capability: tuple[int, int] | None) -> Fact:
+    """torch exports, verifies and benches (the export extra); a runtime install runs without it. Without a GPU
+    its version is read from its metadata: importing torch to learn that it runs on the CPU takes seconds."""
+    if not is_installed("torch"):
+        return _missing("torch", f"not installed: {install_hint('torch')} (export, verify, bench, quantize; "
+                                 "running an artifact needs no torch)")
+    if capability is None:
+        return Fact("torch", True, importlib.metadata.version("torch"), "runs on the CPU (no GPU here, see gpu)")
+    import torch
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
     if torch.cuda.is_available():
         return Fact("torch", True, torch.__version__, f"{build}, {torch.cuda.device_count()} GPU(s) visible")
@@ -107,8 +114,9 @@ def gpu_fact(capability: tuple[int, int] | None) -> Fact:
     if capability is None:
         return Fact("gpu", False, None, "", f"no CUDA GPU found ({no_gpu_reason()})")
     parts = [f"{gpu_name()}, compute capability {format_capability(capability)}"]
-    if torch.cuda.is_available():
-        parts.append(f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.1f} GiB")
+    torch_gpu = torch_cuda()
+    if torch_gpu is not None:
+        parts.append(f"{torch_gpu.get_device_properties(0).total_memory / 2**30:.1f} GiB")
     parts.append(f"driver {driver_release() or '?'} (CUDA {cuda_driver_version() or '?'})")
     peak = gpu_peak(gpu_name())
     why = None if peak else "not in vitdeploy's peak table: bench shows no % of peak"
@@ -184,7 +192,7 @@ def cpp_demo_fact(demo: Path = CPP_DEMO) -> Fact:
 def probe(cpp_demo: Path = CPP_DEMO) -> Environment:
     """Every fact, asked now."""
     capability = compute_capability()
-    facts = (torch_fact(), gpu_fact(capability), onnxruntime_fact(), tensorrt_fact(capability),
+    facts = (torch_fact(capability), gpu_fact(capability), onnxruntime_fact(), tensorrt_fact(capability),
              tensorrt_rtx_fact(capability), openvino_fact(), cpp_demo_fact(cpp_demo))
     return Environment(vitdeploy=__version__, python=platform.python_version(),
                        platform=f"{platform.system()} {platform.machine()}", cpu_count=os.cpu_count() or 0,

@@ -1,7 +1,8 @@
 """Facts about this machine's GPU: CUDA compute capability, name, and datasheet peak throughput.
 
-The compute capability is asked of torch where it sees the GPU, else of the CUDA runtime that
-polygraphy loads, so it is known without torch's CUDA build too; engines are checked against it before
+The compute capability is asked of the CUDA runtime that polygraphy loads, else (no libcudart on the
+library path) of torch's CUDA build where torch is installed, so a runtime install without torch knows it
+too and a machine without a GPU never imports torch to learn so; engines are checked against it before
 deserialising, because TensorRT's own failure on the wrong GPU is a log line and a None engine.
 """
 
@@ -12,9 +13,10 @@ import shutil
 import subprocess
 from typing import Any
 
-import torch
 from polygraphy import cuda
 from polygraphy.exception import PolygraphyException
+
+from vitdeploy.optional import is_installed
 
 _ATTR_MAJOR, _ATTR_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor / Minor
 
@@ -50,14 +52,21 @@ def _cuda_error(cudart: Any, status: int) -> str:
     return f"{cudart.cudaGetErrorName(status).decode()}: {cudart.cudaGetErrorString(status).decode()}"
 
 
+def torch_cuda() -> Any | None:
+    """torch.cuda where torch is installed and sees a GPU (imported here, not at vitdeploy's import), else None."""
+    if not is_installed("torch"):
+        return None
+    import torch
+    return torch.cuda if torch.cuda.is_available() else None
+
+
 def compute_capability() -> tuple[int, int] | None:
     """(major, minor) of the current CUDA device; None without a usable GPU, driver or CUDA runtime.
-    torch answers where it sees the GPU; the CUDA runtime (cudart) otherwise, e.g. for a CPU-only torch."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_capability()
+    The CUDA runtime (cudart) answers where polygraphy finds one; torch's CUDA build otherwise."""
     cudart = _cudart()
     if cudart is None:
-        return None
+        torch_gpu = torch_cuda()
+        return None if torch_gpu is None else tuple(torch_gpu.get_device_capability())
     count, device = ctypes.c_int(0), ctypes.c_int(0)
     if cudart.cudaGetDeviceCount(ctypes.byref(count)) != 0 or count.value == 0:
         return None  # e.g. error 35 (no driver) or 100 (no device)
@@ -104,13 +113,14 @@ def format_capability(capability: tuple[int, int]) -> str:
 
 
 def gpu_present() -> bool:
-    """Whether a CUDA GPU is usable, asked of torch and of the CUDA runtime polygraphy finds."""
-    return torch.cuda.is_available() or compute_capability() is not None
+    """Whether a CUDA GPU is usable, asked of the CUDA runtime polygraphy finds, else of torch."""
+    return compute_capability() is not None
 
 
 def gpu_name() -> str:
-    """The CUDA device's name as torch reports it, or a generic one where torch has no CUDA build."""
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "the CUDA GPU"
+    """The CUDA device's name as torch reports it, or a generic one without torch's CUDA build."""
+    torch_gpu = torch_cuda() if compute_capability() is not None else None
+    return torch_gpu.get_device_name() if torch_gpu is not None else "the CUDA GPU"
 
 
 def gpu_peak(device_name: str) -> dict[str, Any] | None:

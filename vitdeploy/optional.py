@@ -1,8 +1,11 @@
 """Optional dependencies, imported in one place: a missing one is a one-line error naming its extra.
 
+The export side (torch, timm, onnxscript, onnx-ir, safetensors: `export`, `verify`, `bench`, `quantize`),
 TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib, Ray (with the starlette and tqdm it brings),
-tritonclient and Meta's sam2 (the SAM2 parity reference) are extras; everything else is a dependency and
-imported at module top.
+tritonclient and Meta's sam2 (the SAM2 parity reference) are extras. The runtime's own dependencies (numpy,
+Pillow, click, onnx, polygraphy) are imported at module top; the export side's modules import torch and timm
+at their top too, and the runtime side never imports them (tests/test_layering.py): the CLI and `list`
+import an export module only inside the command that needs it, after `ensure_installed`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from types import ModuleType
 
 from vitdeploy.errors import VitdeployError
 
-EXTRAS = {"tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
+EXTRAS = {"torch": "export", "timm": "export", "onnxscript": "export", "onnx_ir": "export",
+          "safetensors": "export", "tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
           "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton",
           "sam2": "sam2"}
 

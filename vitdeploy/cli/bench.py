@@ -5,22 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import torch
 
-from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
-from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
-from vitdeploy.cli.options import IntList, SizeList
+from vitdeploy.cli.options import SizeList, batch_sizes_option, seed_option, threads_option
 
 
 @click.command()
 @click.argument("target")
-@click.option("--batch-sizes", type=IntList(), default="1,8", show_default=True)
+@batch_sizes_option(default="1,8")
 @click.option("--sizes", type=SizeList(), help="HxW sizes within the artifact's range [default: its export size].")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed calls per backend and shape.")
 @click.option("--iterations", type=int, default=10, show_default=True, help="Timed calls per backend, shape and round.")
 @click.option("--rounds", type=int, default=3, show_default=True,
               help="Rounds over all backends; speedup is the median of per-round ratios to eager.")
-@click.option("--threads", type=int, help="Intra-op threads for both torch and ONNX Runtime [default: torch's].")
+@threads_option(help="Intra-op threads for both torch and ONNX Runtime [default: torch's].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: cuda when torch sees a GPU.")
 @click.option("--autocast", type=click.Choice(["bf16", "fp16"]), multiple=True,
@@ -29,7 +26,7 @@ from vitdeploy.cli.options import IntList, SizeList
 @click.option("--ort-optimized", is_flag=True,
               help="Also time the graph after onnxruntime.transformers' optimiser (model_type vit).")
 @click.option("--no-engines", is_flag=True, help="Skip the artifact's engines (TensorRT, OpenVINO).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@seed_option()
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -41,7 +38,12 @@ def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int
     """Time TARGET on eager PyTorch, ONNX Runtime and its engines, on the same inputs in one process.
 
     TARGET is an artifact directory or .onnx, or a recipe (name or .toml), which is then exported first
-    (random weights, seed 0) into a temporary directory."""
+    (random weights, seed 0) into a temporary directory. Needs vitdeploy[export] (torch is the baseline)."""
+    from vitdeploy.optional import require
+    torch = require("torch")
+    from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
+    from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
+
     if plot_path:
         check_plot_available()
     if device == "auto":

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.doctor import CPP_DEMO, probe
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON, for scripts.")
-@click.option("--cpp-demo", type=click.Path(dir_okay=False, path_type=Path), default=CPP_DEMO,
+@click.option("--cpp-demo", type=click.Path(dir_okay=False, path_type=Path),
               help="The vitdeploy_demo to ask for its runtimes [default: cpp_demo/build/vitdeploy_demo of this "
                    "checkout].")
-def doctor(as_json: bool, cpp_demo: Path) -> None:
+def doctor(as_json: bool, cpp_demo: Path | None) -> None:
     """Say what runs here and why not: torch and its CUDA, the GPU, ONNX Runtime, TensorRT, TensorRT-RTX,
     OpenVINO and the C++ demo, each with the extra to install when it is missing."""
-    environment = probe(cpp_demo)
+    from vitdeploy.doctor import CPP_DEMO, probe
+
+    environment = probe(cpp_demo or CPP_DEMO)
     click.echo(json.dumps(environment.to_dict(), indent=2) if as_json else "\n".join(environment.lines()))

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from vitdeploy import engine
-from vitdeploy.artifact import load_artifact_directory
-from vitdeploy.cli.options import IntList, Size
-from vitdeploy.description import PRECISIONS
-from vitdeploy.engine.tensorrt import auto_family
+from vitdeploy.cli.options import BUILDERS, IntList, Size, backend_option, precision_option, seed_option
 from vitdeploy.errors import VitdeployError
-from vitdeploy.export import ExportOptions, export_artifact
-from vitdeploy.export.onnx_export import NO_PYRAMID
-from vitdeploy.models import Weights
-from vitdeploy.optional import require
-from vitdeploy.recipes import PYRAMID_KINDS, PyramidSpec, load_recipe
+from vitdeploy.recipes import PYRAMID_KINDS, PyramidSpec
+
+if TYPE_CHECKING:
+    from vitdeploy.models import Weights
+
 
 def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
+    from vitdeploy.models import Weights
+
     if checkpoint and pretrained:
         raise VitdeployError("--checkpoint and --pretrained both given: choose one source of weights")
     if checkpoint:
@@ -29,6 +28,7 @@ def _weights(checkpoint: Path | None, pretrained: bool, seed: int) -> Weights:
 def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec | None:
     """--pyramid / --pyramid-strides as an override of the recipe's [pyramid] (None: keep the recipe's)."""
     if kind == "none":
+        from vitdeploy.export.onnx_export import NO_PYRAMID
         if strides:
             raise VitdeployError("--pyramid-strides given with --pyramid none: expected --pyramid simple")
         return NO_PYRAMID
@@ -60,22 +60,29 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Local weights: .safetensors or a torch state dict.")
 @click.option("--pretrained", is_flag=True, help="timm's pretrained weights (needs the model hub).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights.")
+@seed_option(help="Seed of random weights.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--bake-preprocessing", is_flag=True,
               help="Take uint8 NHWC RGB pixels and normalise them in the graph (mean/std of the artifact).")
 @click.option("--external-data", is_flag=True,
               help="Keep the weights in model.onnx.data beside model.onnx (always done above 2 GB).")
 @click.option("--engine", "build_engine", is_flag=True, help="Also build an engine (as `vitdeploy build`).")
-@click.option("--backend", type=click.Choice(engine.BUILD_CHOICES), default="auto", show_default=True,
-              help="Engine backend with --engine.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Engine precision with --engine.")
+@backend_option(BUILDERS, help="Engine backend with --engine.")
+@precision_option(default="fp32", help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
            position_encodings: bool | None, dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
            pyramid_strides: tuple[int, ...] | None, checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
            bake_preprocessing: bool, external_data: bool, build_engine: bool, backend: str, precision: str) -> None:
-    """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX."""
+    """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX. Needs vitdeploy[export]."""
+    from vitdeploy.optional import ensure_installed, require
+    for module in ("torch", "timm", "onnxscript"):
+        ensure_installed(module)
+    from vitdeploy import engine
+    from vitdeploy.artifact import load_artifact_directory
+    from vitdeploy.engine.tensorrt import auto_family
+    from vitdeploy.export import ExportOptions, export_artifact
+    from vitdeploy.recipes import load_recipe
+
     loaded = load_recipe(recipe)
     if build_engine:  # a missing runtime is an error before a long export, not after
         require(auto_family() if backend == "auto" else backend)

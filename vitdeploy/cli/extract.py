@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.cli.options import BACKENDS, Size
-from vitdeploy.description import PRECISIONS
-from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, extract as run_extract
+from vitdeploy.cli.options import Size, backend_option, precision_option, threads_option
 
 
 @click.command()
@@ -25,15 +23,17 @@ from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, 
 @click.option("--shard-size", type=click.IntRange(1), default=256, show_default=True, help="Images per shard.")
 @click.option("--actors", type=click.IntRange(1), default=1, show_default=True, help="Ray Data actors (models).")
 @click.option("--batch", type=click.IntRange(1), help="Images per runtime call [default: 8, or the batch max].")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
-@click.option("--threads", type=click.IntRange(1), help="Runtime threads per actor [default: the CPUs / actors].")
+@backend_option()
+@precision_option()
+@threads_option(help="Runtime threads per actor [default: the CPUs / actors].")
 @click.option("--address", help="Join the Ray cluster at this address [default: start a local one on loopback].")
 @click.option("--force", is_flag=True, help="Replace an earlier extraction in OUT instead of resuming it.")
 def extract(artifact: Path, images: tuple[Path, ...], out: Path, lists: tuple[Path, ...], levels: str | None,
             pool: bool, size: tuple[int, int] | None, shard_size: int, actors: int, batch: int | None,
             backend: str, precision: str | None, threads: int | None, address: str | None, force: bool) -> None:
     """Extract pyramid levels (or pooled features) of IMAGES (files, folders) with ARTIFACT into OUT."""
+    from vitdeploy.serve.extract import INDEX_FILE, ExtractOptions, collect_images, extract as run_extract
+
     options = ExtractOptions(levels=tuple(levels.split(",")) if levels else (), pool=pool, size=size,
                              shard_size=shard_size, actors=actors, batch=batch, backend=backend, precision=precision,
                              threads=threads, address=address, force=force)

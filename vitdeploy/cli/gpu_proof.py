@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.cli.options import IntList
-from vitdeploy.gpu_proof import ProofOptions, run_proof
+from vitdeploy.cli.options import batch_sizes_option
 
 DEFAULT_OUTPUT = Path("docs/gpu_proof")
 
@@ -19,7 +18,7 @@ DEFAULT_OUTPUT = Path("docs/gpu_proof")
                    "cpu, so a dry run never replaces a GPU's record].")
 @click.option("--recipes", default="vit_base,hiera_base", show_default=True,
               help="Comma-separated recipe names or .toml paths, exported with random weights.")
-@click.option("--batch-sizes", type=IntList(), default="1,32", show_default=True)
+@batch_sizes_option(default="1,32")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True,
               help="cpu: a dry run of every step (the record's format and the refusals), not a measurement.")
 @click.option("--skip-pytest", is_flag=True, help="Do not run `python -m pytest -m gpu`.")
@@ -37,6 +36,8 @@ def gpu_proof(output_dir: Path | None, recipes: str, batch_sizes: tuple[int, ...
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
       PYTHONPATH=/tmp/site:. python3 -m vitdeploy.cli gpu-proof --output-dir $OUT/gpu_proof
     """
+    from vitdeploy.gpu_proof import ProofOptions, run_proof
+
     if device == "cpu" and output_dir is None:
         raise click.ClickException("--device cpu is a dry run: give --output-dir, so it does not replace "
                                    f"{DEFAULT_OUTPUT}/gpu_proof.md")

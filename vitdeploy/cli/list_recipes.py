@@ -1,14 +1,13 @@
-"""`vitdeploy list`: the shipped recipes and their pyramids."""
+"""`vitdeploy list`: the shipped recipes; with --pyramids, the outputs each exports (needs vitdeploy[export])."""
 
 from __future__ import annotations
 
 import click
 
-from vitdeploy.models import describe_recipe_pyramid
-from vitdeploy.recipes import available_recipes, load_recipe
+from vitdeploy.recipes import Recipe, available_recipes, load_recipe
 
 
-def _resolution(recipe) -> str:
+def _resolution(recipe: Recipe) -> str:
     h, w = recipe.input.size
     if not recipe.input.dynamic:
         return f"fixed {h}x{w}"
@@ -16,18 +15,36 @@ def _resolution(recipe) -> str:
     return f"dynamic {min_h}x{min_w}..{max_h}x{max_w}"
 
 
+def _pyramid(recipe: Recipe) -> str:
+    """name:channels@stride per output, from the backbone built on torch's meta device (no weights)."""
+    from vitdeploy.models import describe_recipe_pyramid
+
+    if recipe.unsupported:
+        return f"not exportable: {recipe.unsupported}"
+    outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
+                                      recipe.pyramid, family=recipe.family,
+                                      position_encodings=recipe.position_encodings)
+    return " ".join(f"{o.name}:{o.channels}" + (f"@{o.stride}" if o.stride and not o.name.startswith("stride")
+                                                else "") for o in outputs)
+
+
 @click.command("list")
-def list_recipes() -> None:
-    """Show the recipes with their pyramid (channels@stride per output)."""
-    click.echo(f"{'recipe':<24} {'timm model':<33} {'resolution':<24} outputs (name: channels@stride)")
+@click.option("--pyramids", is_flag=True,
+              help="Also show each recipe's outputs (name: channels@stride): builds every backbone on torch's meta "
+                   "device, so it takes seconds and needs vitdeploy[export].")
+def list_recipes(pyramids: bool) -> None:
+    """Show the recipes: timm model, family and resolution; --pyramids adds their outputs."""
+    if pyramids:
+        from vitdeploy.optional import ensure_installed
+        ensure_installed("torch")
+        ensure_installed("timm")
+        click.echo(f"{'recipe':<24} {'timm model':<33} {'resolution':<24} outputs (name: channels@stride)")
+    else:
+        click.echo(f"{'recipe':<24} {'timm model':<33} {'family':<9} resolution")
     for name in available_recipes():
         recipe = load_recipe(name)
-        if recipe.unsupported:
-            pyramid = f"not exportable: {recipe.unsupported}"
+        if pyramids:
+            click.echo(f"{name:<24} {recipe.timm_name:<33} {_resolution(recipe):<24} {_pyramid(recipe)}")
         else:
-            outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                              recipe.pyramid, family=recipe.family,
-                                              position_encodings=recipe.position_encodings)
-            pyramid = " ".join(f"{o.name}:{o.channels}" + (
-                f"@{o.stride}" if o.stride and not o.name.startswith("stride") else "") for o in outputs)
-        click.echo(f"{name:<24} {recipe.timm_name:<33} {_resolution(recipe):<24} {pyramid}")
+            unsupported = f"  (not exportable: {recipe.unsupported})" if recipe.unsupported else ""
+            click.echo(f"{name:<24} {recipe.timm_name:<33} {recipe.family:<9} {_resolution(recipe)}{unsupported}")

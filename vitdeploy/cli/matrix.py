@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.coverage import run_matrix
-from vitdeploy.recipes import available_recipes, load_recipe
 
 
 @click.command()
@@ -21,6 +19,9 @@ from vitdeploy.recipes import available_recipes, load_recipe
                    "machine has a GPU.")
 def matrix(recipes: str | None, small: bool, output: Path, gpu_results: Path | None) -> None:
     """Export, verify (ONNX Runtime) and build (TensorRT-RTX) each recipe; write a markdown coverage matrix."""
+    from vitdeploy.coverage import run_matrix
+    from vitdeploy.recipes import available_recipes, load_recipe
+
     names = [name.strip() for name in recipes.split(",") if name.strip()] if recipes else available_recipes()
     loaded = [load_recipe(name) for name in names]
     args = ["vitdeploy", "matrix", *(["--recipes", recipes] if recipes else []), *(["--small"] if small else []),

@@ -1,14 +1,65 @@
-"""Click parameter types shared by the commands."""
+"""The options and parameter types the commands share, each declared once.
+
+Light by design: the choices that live in library modules (runtimes, builders) are `LazyChoice`s, read
+when a command parses or shows its own help, so listing the commands imports none of them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
-from vitdeploy.runners import ALIASES, AUTO
+from vitdeploy.description import PRECISIONS
 
-BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` takes
+F = TypeVar("F", bound=Callable[..., Any])
+
+RUNTIMES = "vitdeploy.runners:BACKENDS"  # what `vitdeploy.load(backend=...)` takes
+BUILDERS = "vitdeploy.engine:BUILD_CHOICES"  # what `vitdeploy build --backend` builds
+TRITON = "vitdeploy.serve.triton:BACKENDS"  # the runtimes Triton has a backend for
+
+
+class LazyChoice(click.Choice):
+    """A Choice whose values are a library constant (`module:NAME`), imported when first needed."""
+
+    def __init__(self, source: str):
+        super().__init__(())
+        self.source = source
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        module, name = self.source.split(":")
+        values: Sequence[str] = getattr(importlib.import_module(module), name)
+        return values
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        """Choice.__init__ sets them; the source gives them."""
+
+
+def backend_option(source: str = RUNTIMES, default: str = "auto", help: str | None = None) -> Callable[[F], F]:
+    """`--backend`: a runtime name (`RUNTIMES`, the default) or the subset a command takes (builders, Triton's)."""
+    return click.option("--backend", type=LazyChoice(source), default=default, show_default=True, help=help)
+
+
+def precision_option(default: str | None = None, help: str = "The engine precision [default: fp32, else fp16; "
+                                                             "bf16 and int8 only when asked for].") -> Callable[[F], F]:
+    return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
+                        show_default=default is not None, help=help)
+
+
+def threads_option(help: str) -> Callable[[F], F]:
+    return click.option("--threads", type=click.IntRange(1), help=help)
+
+
+def seed_option(help: str = "Seed of the random inputs.") -> Callable[[F], F]:
+    return click.option("--seed", type=int, default=0, show_default=True, help=help)
+
+
+def batch_sizes_option(default: str | None = None, help: str | None = None) -> Callable[[F], F]:
+    return click.option("--batch-sizes", type=IntList(), default=default, show_default=default is not None, help=help)
 
 
 class IntList(click.ParamType):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.quantize import ACTIVATIONS, METHODS, gate_summary, quantize_artifact
+from vitdeploy.cli.options import LazyChoice
 
 
 @click.command()
@@ -16,8 +16,8 @@ from vitdeploy.quantize import ACTIVATIONS, METHODS, gate_summary, quantize_arti
 @click.option("--samples", type=int, default=32, show_default=True, help="Photos to calibrate on.")
 @click.option("--held-out", type=int, default=4, show_default=True,
               help="Photos, after the calibration ones, to check every level against eager fp32.")
-@click.option("--method", type=click.Choice(METHODS), default="minmax", show_default=True, help="Calibration method.")
-@click.option("--activations", type=click.Choice(ACTIVATIONS), default="s8", show_default=True,
+@click.option("--method", type=LazyChoice("vitdeploy.quantize:METHODS"), default="minmax", show_default=True, help="Calibration method.")
+@click.option("--activations", type=LazyChoice("vitdeploy.quantize:ACTIVATIONS"), default="s8", show_default=True,
               help="s8: symmetric, runs in ONNX Runtime, OpenVINO and TensorRT; u8: faster in ONNX Runtime only.")
 @click.option("--exclude", multiple=True, metavar="OP_OR_NODE",
               help="Keep float every node of this op type, or whose name matches this glob (repeat).")
@@ -26,7 +26,11 @@ from vitdeploy.quantize import ACTIVATIONS, METHODS, gate_summary, quantize_arti
 def quantize(artifact_dir: Path, calibration: Path | None, samples: int, held_out: int, method: str, activations: str,
              exclude: tuple[str, ...], dynamic: bool) -> None:
     """Quantise ARTIFACT_DIR's ONNX to int8 (model.onnxruntime.int8.onnx + its .json description); prints the
-    held-out gate per level and the file."""
+    held-out gate per level and the file. Needs vitdeploy[export] (the eager reference of the gate)."""
+    from vitdeploy.optional import ensure_installed
+    ensure_installed("torch")
+    from vitdeploy.quantize import gate_summary, quantize_artifact
+
     path, report = quantize_artifact(artifact_dir, calibration=calibration, samples=samples, held_out=held_out,
                                      method=method, activations=activations, exclude=exclude, dynamic=dynamic)
     if report is not None:

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.artifact import load_artifact
-from vitdeploy.cli import Terminated
-from vitdeploy.cli.options import BACKENDS, IntList, Size
-from vitdeploy.description import PRECISIONS
-from vitdeploy.runners import select
-from vitdeploy.serve import app
-from vitdeploy.serve.bench import ServeBenchOptions, format_serve_table, run_serve_bench
-from vitdeploy.serve.cluster import local_cpus, ray_cluster
+from vitdeploy.cli.group import Terminated
+from vitdeploy.cli.options import IntList, Size, backend_option, precision_option, threads_option
 
-STOP_TIMEOUT_S = app.DRAIN_TIMEOUT_S + 15  # deleting the application, then the local cluster
+STOP_MARGIN_S = 15  # after the application's drain: deleting it, then the local cluster
 
 
 @click.command()
@@ -28,10 +22,9 @@ STOP_TIMEOUT_S = app.DRAIN_TIMEOUT_S + 15  # deleting the application, then the 
               help="Images per runtime call [default: 8, or the artifact's batch max if smaller].")
 @click.option("--batch-wait-ms", type=click.FloatRange(0), default=10.0, show_default=True,
               help="How long a replica waits for more requests after the first of a batch.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="The runtime every replica loads (as vitdeploy.load).")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
-@click.option("--threads", type=click.IntRange(1), help="Runtime threads per replica [default: the CPUs / replicas].")
+@backend_option(help="The runtime every replica loads (as vitdeploy.load).")
+@precision_option()
+@threads_option(help="Runtime threads per replica [default: the CPUs / replicas].")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=32.0, show_default=True,
@@ -42,6 +35,11 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
           precision: str | None, threads: int | None, host: str, port: int, max_body_mb: float,
           address: str | None) -> None:
     """Serve ARTIFACT over HTTP on Ray Serve until SIGINT or SIGTERM (README, "Serving")."""
+    from vitdeploy.artifact import load_artifact
+    from vitdeploy.runners import select
+    from vitdeploy.serve import app
+    from vitdeploy.serve.cluster import local_cpus, ray_cluster
+
     loaded = load_artifact(artifact)
     runtime, _ = select(loaded, backend, precision)  # an unavailable backend fails here, not in every replica
     max_batch = loaded.input.batch.serving(max_batch, "--max-batch")
@@ -63,17 +61,17 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
                 time.sleep(3600)
         except KeyboardInterrupt as exc:
             click.echo(f"stopped by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}: shutting down", err=True)
-            watchdog = threading.Timer(STOP_TIMEOUT_S, _give_up)
+            watchdog = threading.Timer(app.DRAIN_TIMEOUT_S + STOP_MARGIN_S, _give_up, (app.DRAIN_TIMEOUT_S + STOP_MARGIN_S,))
             watchdog.daemon = True
             watchdog.start()
             app.stop()
     click.echo("stopped: Ray Serve is shut down", err=True)
 
 
-def _give_up() -> None:
+def _give_up(timeout_s: float) -> None:
     """A SIGTERM sent to the whole process group (systemd's default, `timeout`) also stops Ray's own processes,
     and Ray would then wait a minute for them: say so and exit."""
-    click.echo(f"Error: Ray did not shut down within {STOP_TIMEOUT_S} s (were its processes stopped by the same "
+    click.echo(f"Error: Ray did not shut down within {timeout_s:g} s (were its processes stopped by the same "
                "signal?): exiting", err=True)
     os._exit(1)
 
@@ -88,12 +86,14 @@ def _give_up() -> None:
 @click.option("--size", type=Size(), help="HxW of the image [default: the artifact's export size].")
 @click.option("--max-batch", type=click.IntRange(1), help="[default: 8, or the artifact's batch max if smaller].")
 @click.option("--batch-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@backend_option()
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def serve_bench(artifact: Path, replica_counts: tuple[int, ...], concurrency: int, requests: int, rounds: int,
                 size: tuple[int, int] | None, max_batch: int | None, batch_wait_ms: float, backend: str,
                 port: int) -> None:
     """Time ARTIFACT served on Ray Serve (a local cluster) at each replica count against direct runtime calls."""
+    from vitdeploy.serve.bench import ServeBenchOptions, format_serve_table, run_serve_bench
+
     options = ServeBenchOptions(replicas=replica_counts, concurrency=concurrency, requests=requests, rounds=rounds,
                                 size=size, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                                 backend=backend, port=port)

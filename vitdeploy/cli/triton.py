@@ -6,18 +6,16 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.description import PRECISIONS
-from vitdeploy.serve.triton import BACKENDS, write_repository
+from vitdeploy.cli.options import TRITON, backend_option, precision_option
 
 
 @click.command()
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", "repo", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The model repository (created if needed); the model goes in REPO/NAME.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
-              help="onnxruntime: the ONNX file; tensorrt: a full TensorRT engine; openvino: an OpenVINO IR engine.")
+@backend_option(TRITON, default="onnxruntime", help="onnxruntime: the ONNX file; tensorrt: a full TensorRT engine; openvino: an OpenVINO IR engine.")
 @click.option("--name", help="The model name [default: the artifact directory's name].")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="The engine precision [default: the first built].")
+@precision_option()
 @click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="instance_group count.")
 @click.option("--kind", type=click.Choice(["auto", "cpu", "gpu"]),
               help="instance_group kind [default: gpu for tensorrt, cpu for openvino, auto for onnxruntime].")
@@ -27,6 +25,8 @@ from vitdeploy.serve.triton import BACKENDS, write_repository
 def triton(artifact: Path, repo: Path, backend: str, name: str | None, precision: str | None, instances: int,
            kind: str | None, batch_wait_ms: float, force: bool) -> None:
     """Write ARTIFACT as a Triton model: REPO/NAME/config.pbtxt and REPO/NAME/1/<model files>."""
+    from vitdeploy.serve.triton import write_repository
+
     model_dir = write_repository(artifact, repo, backend, name, precision, instances, kind, batch_wait_ms, force)
     files = ", ".join(sorted(path.name for path in (model_dir / "1").iterdir()))
     click.echo(f"wrote {model_dir}/: config.pbtxt, 1/{{{files}}}, vitdeploy.json")

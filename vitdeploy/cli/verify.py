@@ -6,17 +6,13 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.artifact import REPORT_FILE, load_artifact
-from vitdeploy.cli.options import IntList
-from vitdeploy.engine import engine_description_path
-from vitdeploy.verify import verify_engine, verify_onnx
+from vitdeploy.cli.options import batch_sizes_option, seed_option
 
 
 @click.command()
 @click.argument("artifact", type=click.Path(exists=True, path_type=Path))
-@click.option("--batch-sizes", type=IntList(),
-              help="Batch sizes to check, within the artifact's batch range [default: those of 1,2,4 within it].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@batch_sizes_option(help="Batch sizes to check, within the artifact's batch range [default: those of 1,2,4 within it].")
+@seed_option()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Weights to rebuild the reference from, if not where the export found them.")
 @click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
@@ -25,7 +21,14 @@ from vitdeploy.verify import verify_engine, verify_onnx
 def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool,
            images: Path | None) -> None:
     """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with
-    eager PyTorch, output by output."""
+    eager PyTorch, output by output. Needs vitdeploy[export] (the eager reference)."""
+    from vitdeploy.optional import ensure_installed
+    ensure_installed("torch")
+    ensure_installed("timm")
+    from vitdeploy.artifact import REPORT_FILE, load_artifact
+    from vitdeploy.engine import engine_description_path
+    from vitdeploy.verify import verify_engine, verify_onnx
+
     batches = None if batch_sizes is None else list(batch_sizes)
     if engine_description_path(artifact).is_file():
         report = verify_engine(artifact, batches, seed=seed, checkpoint=checkpoint, images=images)

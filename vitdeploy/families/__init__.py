@@ -5,30 +5,47 @@ the timm model (SAM2: trunk + FPN neck) and how its weights load, the size rule,
 serve several sizes (or why not), the export rewrites, the module exported and the eager reference
 (at another size; SAM2: Meta's own encoder), and the reduced settings tests and `vitdeploy matrix
 --small` use. Adding a family
-is one module here (a `Family` subclass with `@register`, imported below) plus a recipe;
-tests/test_families.py fails for a registered family that has no test recipe.
+is one module here (a `Family` subclass with `@register`, named after the family and listed in
+`MODULES`) plus a recipe; tests/test_families.py fails for a registered family that has no test recipe.
+
+The family modules import torch and timm: they are imported on the first `get`, so that reading a recipe
+(`vitdeploy list`, a runtime install) checks its family's name without them.
 """
 
 from __future__ import annotations
 
-from vitdeploy.errors import VitdeployError
-from vitdeploy.families import (  # noqa: F401 (register)
-    beit, convnext, eva, hiera, mvitv2, sam2, samvit, swin, swinv2, twins, vit)
-from vitdeploy.families.base import REGISTRY, Family
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["Family", "dynamic_families", "get", "names"]
+from vitdeploy.errors import VitdeployError
+
+if TYPE_CHECKING:
+    from vitdeploy.families.base import Family
+
+__all__ = ["MODULES", "dynamic_families", "get", "names", "registry"]
+
+MODULES = ("beit", "convnext", "eva", "hiera", "mvitv2", "sam2", "samvit", "swin", "swinv2", "twins", "vit")
+
+
+def registry() -> dict[str, Family]:
+    """Every family by name, their modules imported (torch and timm with them)."""
+    for module in MODULES:
+        importlib.import_module(f"vitdeploy.families.{module}")
+    from vitdeploy.families.base import REGISTRY
+    return REGISTRY
 
 
 def names() -> list[str]:
-    return sorted(REGISTRY)
+    """The family names, without importing the families (each module registers the family it is named after)."""
+    return sorted(MODULES)
 
 
 def get(name: str) -> Family:
-    if name not in REGISTRY:
+    if name not in MODULES:
         raise VitdeployError(f"unknown family {name!r}: expected one of {', '.join(names())}")
-    return REGISTRY[name]
+    return registry()[name]
 
 
 def dynamic_families() -> str:
     """The families that can export dynamic sizes, for error messages."""
-    return ", ".join(name for name in names() if REGISTRY[name].fixed_only is None)
+    return ", ".join(name for name, family in sorted(registry().items()) if family.fixed_only is None)

@@ -23,8 +23,8 @@ from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner, availabl
 from vitdeploy.runners.openvino import OpenVINORunner
 from vitdeploy.runners.tensorrt import TensorRTRunner
 
-ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")  # preference when no precision is asked for: exactness first; int8
-# only when asked for
+ENGINE_PRECISIONS = ("fp32", "fp16")  # what runs when no precision is asked for, in this order: bf16 and int8
+# change the numbers beyond fp16's, so they run only when asked for
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,11 @@ class Runtime:
                 return None, problem
         engines = self.engines(artifact, precision)
         if not engines:
-            what = f"no {precision} {self.name} engine" if precision else f"no {self.name} engine"
+            what = f"no {precision or ' or '.join(ENGINE_PRECISIONS)} {self.name} engine"
+            others = sorted({path.name.split(".")[2] for path in find_engines(artifact.directory)
+                             if path.name.split(".")[1] in self.engine_backends})
+            if others:
+                return None, f"{what} in the artifact (it has {', '.join(others)}: ask for it with precision)"
             make = ("vitdeploy quantize ART --calibration FOLDER" if self.onnx_problem is not None
                     else f"vitdeploy build --backend {self.engine_backends[0]}")
             return None, f"{what} in the artifact (make one with `{make}`)"

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from polygraphy.backend.trt import TrtRunner, engine_from_bytes
 from polygraphy.exception import PolygraphyException
 
 from vitdeploy.engine import check_engine
 from vitdeploy.engine.tensorrt_family import LABELS, active_backend, use_backend
 from vitdeploy.errors import VitdeployError
+from vitdeploy.optional import require
 from vitdeploy.runners.base import Outputs, Prepared, Runner, host_outputs
 
 
@@ -84,6 +84,8 @@ class TensorRTRunner(Runner):
         return self._run(feed_dict, **kwargs)
 
     def prepare_impl(self, feed_dict: dict[str, Any]) -> Prepared:
+        """The input on the GPU beforehand, through torch (bench's timing of device-resident inputs)."""
+        torch = require("torch")
         name = self.description.input.name
         feed = {name: torch.as_tensor(feed_dict[name]).cuda()}
         torch.cuda.synchronize()  # the copy runs on torch's stream, the engine on polygraphy's
