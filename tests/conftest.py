@@ -7,6 +7,7 @@ depend on the weights being trained.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.optional import install_hint, is_installed
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
+
+
+# `python -m vitdeploy.cli` with Python's own SIGINT handler, for the tests that interrupt it: a suite started
+# with SIGINT ignored (`nohup ... &`) passes the ignored handler on to its children, which Python then keeps.
+INTERRUPTIBLE_CLI = [sys.executable, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                     "signal.default_int_handler); sys.argv[0] = 'vitdeploy'; "
+                     "runpy.run_module('vitdeploy.cli', run_name='__main__', alter_sys=True)"]
 
 
 def requires(module: str) -> pytest.MarkDecorator:

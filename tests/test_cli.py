@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from click.testing import CliRunner, Result
 from safetensors.torch import save_file
 
+from conftest import INTERRUPTIBLE_CLI
 from vitdeploy.cli import main
 from vitdeploy.models import Weights, create_model
 
@@ -116,7 +116,7 @@ def test_checkpoint_export_and_verify(tmp_path: Path):
 def test_interrupted_export_leaves_nothing(tmp_path: Path):
     """Ctrl-C during the ONNX export: no artifact directory and no partial files remain."""
     out = tmp_path / "artifacts" / "vit"
-    process = subprocess.Popen([sys.executable, "-m", "vitdeploy.cli", "export", "vit_small", "--size", "64x64",
+    process = subprocess.Popen([*INTERRUPTIBLE_CLI, "export", "vit_small", "--size", "64x64",
                                 "-o", str(out)], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in process.stderr:

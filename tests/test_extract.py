@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vitdeploy
-from conftest import requires
+from conftest import INTERRUPTIBLE_CLI, requires
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
 from vitdeploy.preprocess import preprocess
@@ -61,7 +60,7 @@ def cluster() -> str:
 def run_extract(*args: str) -> subprocess.Popen:
     # Ray asks a driver that joins a cluster by address to opt into the cluster's token authentication, and
     # without its single-machine mode would turn 127.0.0.1 into the machine's network address.
-    return subprocess.Popen([sys.executable, "-m", "vitdeploy.cli", "extract", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([*INTERRUPTIBLE_CLI, "extract", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "token",
                                  SINGLE_MACHINE[0]: SINGLE_MACHINE[1]})

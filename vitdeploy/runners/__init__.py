@@ -123,13 +123,14 @@ RUNTIMES = {runtime.name: runtime for runtime in (
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
 ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}
+BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` and the commands' --backend take
 
 
 def select(artifact: Artifact, backend: str = "auto", precision: str | None = None) -> tuple[Runtime, Path | None]:
     """The runtime (and engine) to run `artifact` on: the first of `backend`'s candidates that runs here."""
     candidates = ALIASES.get(backend, (backend,))
     if any(name not in RUNTIMES for name in candidates):
-        raise VitdeployError(f"unknown backend {backend!r}: expected one of {', '.join(ALIASES)}, {', '.join(AUTO)}")
+        raise VitdeployError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     problems = {}
     for name in candidates:
         engine, problems[name] = RUNTIMES[name].choose(artifact, precision)
