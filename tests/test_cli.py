@@ -21,8 +21,17 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
-def test_list_shows_pyramids():
+def test_list_shows_recipes():
     result = run("list")
+    assert result.exit_code == 0
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    assert lines[0] == "recipe timm model family resolution"
+    assert "hiera_base hiera_base_224 hiera fixed 224x224" in lines
+    assert "sam2.1_hiera_large sam2_hiera_large sam2 fixed 1024x1024" in lines
+
+
+def test_list_shows_pyramids():
+    result = run("list", "--pyramids")
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[0].split() == ["recipe", "timm", "model", "resolution", "outputs", "(name:", "channels@stride)"]
