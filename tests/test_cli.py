@@ -145,9 +145,9 @@ def test_a_library_warning_during_a_command_is_shown_not_raised():
 
     import click
 
-    from vitdeploy.cli import _Group
+    from vitdeploy.cli.group import LazyGroup
 
-    @click.group(cls=_Group)
+    @click.group(cls=LazyGroup, lazy_commands={})
     def group() -> None:
         pass
 

@@ -13,11 +13,13 @@ import vitdeploy
 from vitdeploy import families
 
 # A trailing dot: the package's modules (vitdeploy.families itself only names them: recipes check names with it).
-HEAVY = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors", "ray")  # export side's, and Ray (serve's only)
+# The export side's, Ray (serve's, imported when serving starts) and onnx (a second to import: the runtime reads
+# artifact directories without it; building an fp16/bf16 TensorRT engine converts the graph with it).
+HEAVY = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors", "ray", "onnx", "ml_dtypes")
 EXPORT_SIDE = ("vitdeploy.export", "vitdeploy.models", "vitdeploy.families.", "vitdeploy.adapters", "vitdeploy.pyramid",
                "vitdeploy.checkpoints", "vitdeploy.sam2_encoder", "vitdeploy.verify", "vitdeploy.bench",
                "vitdeploy.bench_report", "vitdeploy.coverage", "vitdeploy.gpu_proof", "vitdeploy.quantize",
-               "vitdeploy.runners.torch")
+               "vitdeploy.runners.torch", "vitdeploy.engine.precision")
 RUNTIME_PACKAGES = ("vitdeploy.engine", "vitdeploy.runners", "vitdeploy.serve", "vitdeploy.cli")
 RUNTIME = ("vitdeploy", "vitdeploy.api", "vitdeploy.artifact", "vitdeploy.description", "vitdeploy.inputs",
            "vitdeploy.integrity", "vitdeploy.preprocess", "vitdeploy.calibration", "vitdeploy.atomic",

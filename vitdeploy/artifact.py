@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import onnx
-
 from vitdeploy.description import Description, ExportRecord, InputSpec, OutputLevel
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import check_files
@@ -70,6 +68,8 @@ class ArtifactDirectory(Artifact):
 
 def read_onnx_description(path: Path) -> Description:
     """The description stored in an ONNX file's metadata_props (weights are not loaded)."""
+    import onnx  # here: an artifact directory is read without it (onnx takes a second to import)
+
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others for a damaged file

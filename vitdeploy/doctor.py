@@ -10,7 +10,7 @@ so a number in a report says which runtimes and GPU produced it.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
+import importlib.util
 import os
 import platform
 import subprocess
@@ -94,20 +94,31 @@ def _missing(name: str, why: str) -> Fact:
     return Fact(name, False, None, "", why, EXTRAS[name])
 
 
+def _torch_version() -> ModuleType:
+    """torch/version.py alone (torch's version and CUDA build): importing torch itself takes seconds."""
+    package = importlib.util.find_spec("torch")
+    assert package is not None and package.submodule_search_locations is not None
+    spec = importlib.util.spec_from_file_location("torch_version", Path(package.submodule_search_locations[0],
+                                                                        "version.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def torch_fact(capability: tuple[int, int] | None) -> Fact:
-    """torch exports, verifies and benches (the export extra); a runtime install runs without it. Without a GPU
-    its version is read from its metadata: importing torch to learn that it runs on the CPU takes seconds."""
+    """torch exports, verifies and benches (the export extra); a runtime install runs without it. It is imported
+    only where a GPU is present, to count the GPUs it sees."""
     if not is_installed("torch"):
         return _missing("torch", f"not installed: {install_hint('torch')} (export, verify, bench, quantize; "
                                  "running an artifact needs no torch)")
-    if capability is None:
-        return Fact("torch", True, importlib.metadata.version("torch"), "runs on the CPU (no GPU here, see gpu)")
-    import torch
-    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-    if torch.cuda.is_available():
-        return Fact("torch", True, torch.__version__, f"{build}, {torch.cuda.device_count()} GPU(s) visible")
-    why = "sees no GPU (see gpu)" if torch.version.cuda else "no CUDA: install a CUDA build of torch"
-    return Fact("torch", True, torch.__version__, f"{build}, runs on the CPU", why)
+    torch_gpu = torch_cuda() if capability is not None else None
+    version = _torch_version()
+    build = f"CUDA {version.cuda} build" if version.cuda else "CPU-only build"
+    if torch_gpu is not None:
+        return Fact("torch", True, version.__version__, f"{build}, {torch_gpu.device_count()} GPU(s) visible")
+    why = "sees no GPU (see gpu)" if version.cuda else "no CUDA: install a CUDA build of torch"
+    return Fact("torch", True, version.__version__, f"{build}, runs on the CPU", why)
 
 
 def gpu_fact(capability: tuple[int, int] | None) -> Fact:

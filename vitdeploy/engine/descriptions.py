@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from vitdeploy.artifact import Artifact
 from vitdeploy.description import Description, EngineDescription, EngineSection, InputSpec, Profile, TensorIO
@@ -37,6 +36,8 @@ def check_io(io: dict[str, TensorIO], artifact: Artifact, reader: str) -> None:
 
 def onnx_io(path: Path) -> dict[str, TensorIO]:
     """Name -> direction, dtype and shape (-1 for a symbolic dimension) of an ONNX graph's inputs and outputs."""
+    import onnx  # here: loading and running an artifact needs no onnx module (it takes a second to import)
+
     graph = onnx.load(str(path), load_external_data=False).graph
     io = {}
     for mode, values in (("input", graph.input), ("output", graph.output)):

@@ -20,7 +20,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import onnx
 from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
 from polygraphy.backend.trt import CreateConfig, Profile as TrtProfile, engine_bytes_from_network
 from polygraphy.backend.trt import network_from_onnx_path
@@ -35,7 +34,6 @@ from vitdeploy.engine.descriptions import (Builder, check_io, engine_description
                                            engine_profile)
 from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.onnxruntime import int8_source
-from vitdeploy.engine.precision import DEFAULT_FP32_OPS, reduced_precision_onnx
 from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
@@ -66,6 +64,9 @@ def _parse(source: Path, precision: str, fp32_ops: Sequence[str], scratch: Path)
     external data first (models over 2 GB have no single-buffer form)."""
     if precision in ("fp32", "int8"):
         return network_from_onnx_path(str(source), strongly_typed=True)
+    import onnx  # here, with the converter: `vitdeploy doctor` and `load` import this module and need neither
+
+    from vitdeploy.engine.precision import reduced_precision_onnx
     path = scratch / f"model.{precision}.onnx"
     onnx.save(reduced_precision_onnx(source, precision, fp32_ops), str(path),
               save_as_external_data=True, location=f"{path.name}.data")
@@ -125,13 +126,17 @@ def _target(backend: str, target_gpu: bool) -> str | None:
 
 
 def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *, timing_cache: Path | None = None,
-                   fp32_ops: Sequence[str] = DEFAULT_FP32_OPS, target_gpu: bool = False,
+                   fp32_ops: Sequence[str] | None = None, target_gpu: bool = False,
                    progress: Progress | None = None) -> Path:
     """Build `model.<backend>.<precision>.engine` and its description in `artifact_dir`; returns the engine path.
 
-    `fp32_ops` are the ONNX op types kept in float32 in an fp16/bf16 engine. `target_gpu` makes a
+    `fp32_ops` are the ONNX op types kept in float32 in an fp16/bf16 engine (None: precision.DEFAULT_FP32_OPS).
+    `target_gpu` makes a
     TensorRT-RTX engine for this machine's GPU only (a full TensorRT engine always is).
     """
+    if fp32_ops is None:
+        from vitdeploy.engine.precision import DEFAULT_FP32_OPS
+        fp32_ops = DEFAULT_FP32_OPS
     artifact = load_artifact_directory(artifact_dir)
     trt = use_backend(backend)
     target = _target(backend, target_gpu)
