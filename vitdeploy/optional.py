@@ -3,9 +3,9 @@
 The export side (torch, timm, onnxscript, onnx-ir, safetensors: `export`, `verify`, `bench`, `quantize`),
 TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib, Ray (with the starlette and tqdm it brings),
 tritonclient and Meta's sam2 (the SAM2 parity reference) are extras. The runtime's own dependencies (numpy,
-Pillow, click, onnx, polygraphy) are imported at module top; the export side's modules import torch and timm
-at their top too, and the runtime side never imports them (tests/test_layering.py): the CLI and `list`
-import an export module only inside the command that needs it, after `ensure_installed`.
+Pillow, click, polygraphy) are imported at module top, onnx where a graph is read or converted; the export
+side's modules import torch and timm at their top too, and the runtime side never imports them
+(tests/test_layering.py): a command imports an export module only inside itself, after `ensure_export`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from types import ModuleType
 
 from vitdeploy.errors import VitdeployError
 
-EXTRAS = {"torch": "export", "timm": "export", "onnxscript": "export", "onnx_ir": "export",
-          "safetensors": "export", "tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
+EXPORT = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors")  # the export extra's modules
+EXTRAS = {**{module: "export" for module in EXPORT}, "tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
           "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton",
           "sam2": "sam2"}
 
@@ -40,6 +40,13 @@ def ensure_installed(module: str) -> None:
     """Raise `missing(module)` unless it is installed, without importing it (Ray reads its environment at import)."""
     if not is_installed(module.split(".")[0]):
         raise missing(module.split(".")[0])
+
+
+def ensure_export() -> None:
+    """Raise `missing` for the first module of the export extra that is not installed (export, verify, bench,
+    quantize, matrix, gpu-proof, list --pyramids), before the export side's modules are imported."""
+    for module in EXPORT:
+        ensure_installed(module)
 
 
 def require(module: str) -> ModuleType:

@@ -39,8 +39,10 @@ def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int
 
     TARGET is an artifact directory or .onnx, or a recipe (name or .toml), which is then exported first
     (random weights, seed 0) into a temporary directory. Needs vitdeploy[export] (torch is the baseline)."""
-    from vitdeploy.optional import require
-    torch = require("torch")
+    from vitdeploy.optional import ensure_export
+    ensure_export()
+    import torch
+
     from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
     from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
 

@@ -74,9 +74,8 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
            pyramid_strides: tuple[int, ...] | None, checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
            bake_preprocessing: bool, external_data: bool, build_engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX. Needs vitdeploy[export]."""
-    from vitdeploy.optional import ensure_installed, require
-    for module in ("torch", "timm", "onnxscript"):
-        ensure_installed(module)
+    from vitdeploy.optional import ensure_export, require
+    ensure_export()
     from vitdeploy import engine
     from vitdeploy.artifact import load_artifact_directory
     from vitdeploy.engine.tensorrt import auto_family

@@ -36,6 +36,9 @@ def gpu_proof(output_dir: Path | None, recipes: str, batch_sizes: tuple[int, ...
       python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
       PYTHONPATH=/tmp/site:. python3 -m vitdeploy.cli gpu-proof --output-dir $OUT/gpu_proof
     """
+    from vitdeploy.optional import ensure_installed
+    for module in ("torch", "timm"):  # what a GPU machine with torch only is given (docs/gpu_proof/README.md)
+        ensure_installed(module)
     from vitdeploy.gpu_proof import ProofOptions, run_proof
 
     if device == "cpu" and output_dir is None:

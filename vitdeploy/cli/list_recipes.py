@@ -35,9 +35,8 @@ def _pyramid(recipe: Recipe) -> str:
 def list_recipes(pyramids: bool) -> None:
     """Show the recipes: timm model, family and resolution; --pyramids adds their outputs."""
     if pyramids:
-        from vitdeploy.optional import ensure_installed
-        ensure_installed("torch")
-        ensure_installed("timm")
+        from vitdeploy.optional import ensure_export
+        ensure_export()
         click.echo(f"{'recipe':<24} {'timm model':<33} {'resolution':<24} outputs (name: channels@stride)")
     else:
         click.echo(f"{'recipe':<24} {'timm model':<33} {'family':<9} resolution")

@@ -19,6 +19,8 @@ import click
                    "machine has a GPU.")
 def matrix(recipes: str | None, small: bool, output: Path, gpu_results: Path | None) -> None:
     """Export, verify (ONNX Runtime) and build (TensorRT-RTX) each recipe; write a markdown coverage matrix."""
+    from vitdeploy.optional import ensure_export
+    ensure_export()
     from vitdeploy.coverage import run_matrix
     from vitdeploy.recipes import available_recipes, load_recipe
 

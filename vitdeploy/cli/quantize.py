@@ -27,8 +27,8 @@ def quantize(artifact_dir: Path, calibration: Path | None, samples: int, held_ou
              exclude: tuple[str, ...], dynamic: bool) -> None:
     """Quantise ARTIFACT_DIR's ONNX to int8 (model.onnxruntime.int8.onnx + its .json description); prints the
     held-out gate per level and the file. Needs vitdeploy[export] (the eager reference of the gate)."""
-    from vitdeploy.optional import ensure_installed
-    ensure_installed("torch")
+    from vitdeploy.optional import ensure_export
+    ensure_export()
     from vitdeploy.quantize import gate_summary, quantize_artifact
 
     path, report = quantize_artifact(artifact_dir, calibration=calibration, samples=samples, held_out=held_out,

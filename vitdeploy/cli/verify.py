@@ -22,9 +22,8 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
            images: Path | None) -> None:
     """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with
     eager PyTorch, output by output. Needs vitdeploy[export] (the eager reference)."""
-    from vitdeploy.optional import ensure_installed
-    ensure_installed("torch")
-    ensure_installed("timm")
+    from vitdeploy.optional import ensure_export
+    ensure_export()
     from vitdeploy.artifact import REPORT_FILE, load_artifact
     from vitdeploy.engine import engine_description_path
     from vitdeploy.verify import verify_engine, verify_onnx
