@@ -17,8 +17,8 @@ from types import ModuleType
 from vitdeploy.errors import VitdeployError
 
 EXPORT = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors")  # the export extra's modules
-EXTRAS = {**{module: "export" for module in EXPORT}, "tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino", "onnxruntime": "ort",
-          "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton",
+EXTRAS = {**{module: "export" for module in EXPORT}, "tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino",
+          "onnxruntime": "ort", "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton",
           "sam2": "sam2"}
 
 

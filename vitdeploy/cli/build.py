@@ -11,8 +11,8 @@ from vitdeploy.cli.options import BUILDERS, backend_option, precision_option
 
 @click.command("build")
 @click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@backend_option(BUILDERS, help="auto: full TensorRT on a GPU where installed, else TensorRT-RTX (refused on a GPU that it does not "
-                   "support: A100, H100, H200); openvino: an IR for CPUs (fp32, bf16).")
+@backend_option(BUILDERS, help="auto: full TensorRT on a GPU where installed, else TensorRT-RTX (refused on a GPU "
+                               "that it does not support: A100, H100, H200); openvino: an IR for CPUs (fp32, bf16).")
 @precision_option(default="fp32", help="The engine's precision.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="TensorRT: tactic timing cache to read and update, so a rebuild on this GPU is fast.")

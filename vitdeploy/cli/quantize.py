@@ -16,7 +16,8 @@ from vitdeploy.cli.options import LazyChoice
 @click.option("--samples", type=int, default=32, show_default=True, help="Photos to calibrate on.")
 @click.option("--held-out", type=int, default=4, show_default=True,
               help="Photos, after the calibration ones, to check every level against eager fp32.")
-@click.option("--method", type=LazyChoice("vitdeploy.quantize:METHODS"), default="minmax", show_default=True, help="Calibration method.")
+@click.option("--method", type=LazyChoice("vitdeploy.quantize:METHODS"), default="minmax", show_default=True,
+              help="Calibration method.")
 @click.option("--activations", type=LazyChoice("vitdeploy.quantize:ACTIVATIONS"), default="s8", show_default=True,
               help="s8: symmetric, runs in ONNX Runtime, OpenVINO and TensorRT; u8: faster in ONNX Runtime only.")
 @click.option("--exclude", multiple=True, metavar="OP_OR_NODE",

@@ -61,7 +61,8 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
                 time.sleep(3600)
         except KeyboardInterrupt as exc:
             click.echo(f"stopped by {'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'}: shutting down", err=True)
-            watchdog = threading.Timer(app.DRAIN_TIMEOUT_S + STOP_MARGIN_S, _give_up, (app.DRAIN_TIMEOUT_S + STOP_MARGIN_S,))
+            timeout_s = app.DRAIN_TIMEOUT_S + STOP_MARGIN_S
+            watchdog = threading.Timer(timeout_s, _give_up, (timeout_s,))
             watchdog.daemon = True
             watchdog.start()
             app.stop()

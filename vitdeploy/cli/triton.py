@@ -13,7 +13,8 @@ from vitdeploy.cli.options import TRITON, backend_option, precision_option
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", "repo", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The model repository (created if needed); the model goes in REPO/NAME.")
-@backend_option(TRITON, default="onnxruntime", help="onnxruntime: the ONNX file; tensorrt: a full TensorRT engine; openvino: an OpenVINO IR engine.")
+@backend_option(TRITON, default="onnxruntime", help="onnxruntime: the ONNX file; tensorrt: a full TensorRT engine; "
+                                                   "openvino: an OpenVINO IR engine.")
 @click.option("--name", help="The model name [default: the artifact directory's name].")
 @precision_option()
 @click.option("--instances", type=click.IntRange(1), default=1, show_default=True, help="instance_group count.")
