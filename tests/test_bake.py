@@ -91,7 +91,7 @@ def test_wrong_feeds_say_what_the_baked_graph_takes(exports, batch: np.ndarray, 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_rtx_builds_the_uint8_input(exports, precision: str):
     pytest.importorskip("tensorrt_rtx")
-    engine = build_engine(exports[0], "tensorrt_rtx", precision, progress=Progress(3, enabled=False))
+    engine = build_engine(exports[0], "tensorrt_rtx", precision, progress=Progress(3, enabled=False)).path
     description = json.loads(engine.with_name(engine.name + ".json").read_text())
     described = description["engine"]
     assert described["io"]["image"] == {"mode": "input", "dtype": "uint8", "shape": [-1, -1, -1, 3]}

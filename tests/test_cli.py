@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from safetensors.torch import save_file
 
 from conftest import INTERRUPTIBLE_CLI
+from vitdeploy import families
 from vitdeploy.cli import main
 from vitdeploy.models import Weights, create_model
 
@@ -102,7 +103,7 @@ def test_verify_rejects_corrupt_and_truncated_onnx(vit_small_artifact: Path, tmp
 def test_checkpoint_export_and_verify(tmp_path: Path):
     """Local weights are recorded by path and hash, and verify rebuilds the reference from them."""
     weights = create_model("vit_small_patch16_224", {"dynamic_img_size": True}, Weights("random", seed=7),
-                           img_size=(32, 32), family="vit")[0].state_dict()
+                           img_size=(32, 32), family=families.get("vit"))[0].state_dict()
     checkpoint = tmp_path / "finetuned.safetensors"
     save_file({k: v.contiguous() for k, v in weights.items()}, str(checkpoint))
     out = tmp_path / "vit"

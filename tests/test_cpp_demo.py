@@ -26,7 +26,7 @@ from PIL import Image
 from conftest import RECIPES, export_for_test
 from vitdeploy.description import Description, InputSpec, parse
 from vitdeploy.doctor import cpp_demo_fact
-from vitdeploy.engine import build as build_engine
+from vitdeploy.engine import Engine, build as build_engine
 from vitdeploy.engine.tensorrt_family import use_backend
 from vitdeploy.export.onnx_export import ExportOptions, export_artifact
 from vitdeploy.hardware import compute_capability
@@ -266,7 +266,7 @@ MODELS = {
 
 def python_openvino_outputs(engine: Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     """vitdeploy's Python OpenVINO runner on the same engine and batch."""
-    with OpenVINORunner(engine) as runner:
+    with OpenVINORunner(Engine.at(engine)) as runner:
         return dict(runner.infer({runner.description.input.name: batch}))
 
 
@@ -304,7 +304,7 @@ def openvino_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_a
             artifacts[model] = directory
         if (model, precision) not in engines:
             engines[model, precision] = build_engine(artifacts[model], "openvino", precision,
-                                                     progress=Progress(2, enabled=False))
+                                                     progress=Progress(2, enabled=False)).path
         return engines[model, precision]
 
     return engine
@@ -383,7 +383,7 @@ def test_demo_openvino_runs_a_sam2_artifact(demo: Path, sam2_artifact: Path, pho
     Python's OpenVINO on the same IR and ONNX Runtime on model.onnx."""
     artifact = tmp_path / "sam2"
     shutil.copytree(sam2_artifact, artifact)
-    engine = build_engine(artifact, "openvino", "fp32", progress=Progress(2, enabled=False))
+    engine = build_engine(artifact, "openvino", "fp32", progress=Progress(2, enabled=False)).path
     result = run_demo(demo, engine, photos["astronaut.png"], tmp_path / "out")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     description = json.loads(Path(f"{engine}.json").read_text())
@@ -533,7 +533,7 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
 
     artifact = export_artifact(load_recipe("vit_small"), tmp_path / "vit_small",
                                ExportOptions(size=(64, 96), bake_preprocessing=baked))
-    engine = build_engine(artifact, backend=backend, precision="fp32")
+    engine = build_engine(artifact, backend=backend, precision="fp32").path
     result = subprocess.run([str(demo), str(engine), str(images["png"]), "--out", str(tmp_path / "demo")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -542,7 +542,7 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
     demo_input = np.load(tmp_path / "demo" / "input.npy")
     assert demo_input.dtype == tensor.dtype and demo_input.shape == tensor.shape
     assert np.abs(demo_input.astype(np.float64) - tensor).max() <= PREPROCESS_MAX_ABS  # exact for uint8
-    with TensorRTRunner(engine) as runner:
+    with TensorRTRunner(Engine.at(engine)) as runner:
         expected = runner.infer({"image": tensor})
     for output in description["outputs"]:
         got = np.load(tmp_path / "demo" / f"{output['name']}.npy")

@@ -66,7 +66,7 @@ def test_hiera_dynamic_parity_and_tensorrt_rtx_build(tmp_path: Path, recipe: str
     assert {tuple(c.input_shape[2:]) for c in report.checks} == {(96, 96), (64, 64), (128, 160), (64, 160),
                                                                  (128, 64)}
     assert report.passed and max(c.max_abs for c in report.checks) < 1e-4
-    engine = build_engine(artifact, "tensorrt_rtx", "fp32")
+    engine = build_engine(artifact, "tensorrt_rtx", "fp32").path
     description = description_json(engine)
     assert description["engine"]["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 96, 96],
                                                       "max": [2, 3, 128, 160]}}

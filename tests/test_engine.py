@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from conftest import description_json, requires
 from vitdeploy.artifact import DESCRIPTION_FILE
 from vitdeploy.cli.build import build
-from vitdeploy.engine import build as build_engine, builder, check_engine, describe_engine, read_engine_description
+from vitdeploy.engine import (Engine, build as build_engine, builder, check_engine, describe_engine,
+                              read_engine_description)
 from vitdeploy.engine.descriptions import engine_description_path
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, _merge_duplicate_casts, reduced_precision_onnx
 from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, auto_family, check_gpu, choose_family
@@ -107,13 +108,13 @@ def hiera_fixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fixed_engine(vit_fixed: Path) -> Path:
     pytest.importorskip(RTX, reason=f"needs {RTX}: {install_hint(RTX)}")
-    return build_engine(vit_fixed, RTX, "fp32")
+    return build_engine(vit_fixed, RTX, "fp32").path
 
 
 @pytest.fixture(scope="module")
 def dynamic_fp16_engine(vit_dynamic: Path) -> Path:
     pytest.importorskip(RTX, reason=f"needs {RTX}: {install_hint(RTX)}")
-    return build_engine(vit_dynamic, RTX, "fp16")
+    return build_engine(vit_dynamic, RTX, "fp16").path
 
 
 def _copy_engine(engine: Path, to: Path) -> Path:
@@ -155,7 +156,7 @@ def test_dynamic_fp16_engine(vit_dynamic: Path, dynamic_fp16_engine: Path) -> No
     assert engine["io"]["block0"] == {"mode": "output", "dtype": "float32", "shape": [-1, 192, -1, -1]}
     assert engine["io"]["embedding"] == {"mode": "output", "dtype": "float32", "shape": [-1, 192]}
     assert list(engine["io"]) == ["image", "block0", "block1", "embedding"]
-    fp32 = build_engine(vit_dynamic, RTX, "fp32")
+    fp32 = build_engine(vit_dynamic, RTX, "fp32").path
     assert dynamic_fp16_engine.stat().st_size < 0.75 * fp32.stat().st_size  # half-size weights
 
 
@@ -166,7 +167,7 @@ def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
                 "stride16": [-1, 128, 4, 4], "stride32": [-1, 256, 2, 2]}
     sizes = {}
     for precision in ("fp32", "fp16"):
-        engine = build_engine(hiera_fixed, RTX, precision)
+        engine = build_engine(hiera_fixed, RTX, precision).path
         description = description_json(engine)["engine"]
         assert {name: t["shape"] for name, t in description["io"].items()} == expected
         assert description["profile"] == {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}
@@ -223,7 +224,7 @@ def test_duplicate_casts_of_older_converters_are_merged() -> None:
 
 @requires(RTX)
 def test_bf16_engine_builds(vit_dynamic: Path) -> None:
-    engine = build_engine(vit_dynamic, RTX, "bf16")
+    engine = build_engine(vit_dynamic, RTX, "bf16").path
     description = description_json(engine)["engine"]
     assert engine.name == "model.tensorrt_rtx.bf16.engine" and description["precision"] == "bf16"
     assert description["io"]["block1"]["dtype"] == "float32"
@@ -237,16 +238,16 @@ def test_truncated_corrupt_and_missing_description(fixed_engine: Path, tmp_path:
     data = engine.read_bytes()
     engine.write_bytes(data[:-100])
     with pytest.raises(VitdeployError) as error:
-        check_engine(engine)
+        check_engine(Engine.at(engine))
     assert str(error.value) == (f"{engine} is {len(data) - 100} bytes, truncated: expected {len(data)} bytes "
                                 "(interrupted copy?); copy it again or rebuild it with `vitdeploy build --backend "
                                 "tensorrt_rtx`")
     engine.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
     with pytest.raises(VitdeployError, match="is corrupt: its sha256 differs"):
-        check_engine(engine)
+        check_engine(Engine.at(engine))
     engine_description_path(engine).unlink()
     with pytest.raises(VitdeployError, match="has no description model.tensorrt_rtx.fp32.engine.json beside it"):
-        check_engine(engine)
+        check_engine(Engine.at(engine))
 
 
 def test_other_backend_version_is_refused(fixed_engine: Path, tmp_path: Path) -> None:
@@ -256,15 +257,15 @@ def test_other_backend_version_is_refused(fixed_engine: Path, tmp_path: Path) ->
     engine_description_path(engine).write_text(json.dumps(description))
     installed = use_backend(RTX).__version__
     with pytest.raises(VitdeployError, match=rf"built with TensorRT-RTX 1.0.0.1 but {installed} is installed"):
-        check_engine(engine)
+        check_engine(Engine.at(engine))
 
 
 @pytest.mark.skipif(GPU is not None, reason="checks the refusal on a machine without a GPU")
 def test_no_gpu_is_refused_before_deserialising(fixed_engine: Path) -> None:
     with pytest.raises(VitdeployError, match="no CUDA GPU found .*TensorRT-RTX engines need an NVIDIA GPU"):
-        check_engine(fixed_engine)
+        check_engine(Engine.at(fixed_engine))
     with pytest.raises(VitdeployError, match="no CUDA GPU found"):
-        TensorRTRunner(fixed_engine)
+        TensorRTRunner(Engine.at(fixed_engine))
 
 
 def test_compute_capability_checks(fixed_engine: Path) -> None:
@@ -420,12 +421,12 @@ def test_cli_build(vit_fixed: Path) -> None:
 @requires_rtx(RTX_PORTABLE)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
-    engine = build_engine(vit_dynamic, RTX, precision)
+    engine = build_engine(vit_dynamic, RTX, precision).path
     tolerance = description_json(engine)["tolerance"][precision]
     x = np.random.default_rng(1).standard_normal((3, 3, 48, 80), dtype=np.float32)
     session = ort.InferenceSession(str(vit_dynamic / "model.onnx"), providers=["CPUExecutionProvider"])
     ref = session.run(None, {"image": x})
-    with TensorRTRunner(engine) as runner:
+    with TensorRTRunner(Engine.at(engine)) as runner:
         got = runner.infer({"image": x})
         with pytest.raises(VitdeployError, match="outside the engine profile"):
             runner.infer({"image": np.zeros((5, 3, 64, 64), np.float32)})
@@ -439,7 +440,7 @@ def test_engine_matches_onnxruntime(vit_dynamic: Path, precision: str) -> None:
 @pytest.mark.gpu
 @requires_rtx(RTX_SUPPORTED)
 def test_rtx_engine_for_this_gpu(vit_fixed: Path) -> None:
-    engine = description_json(build_engine(vit_fixed, RTX, "fp32", target_gpu=True))["engine"]
+    engine = description_json(build_engine(vit_fixed, RTX, "fp32", target_gpu=True).path)["engine"]
     assert engine["compute_capability"] == f"{GPU[0]}.{GPU[1]}"
 
 
@@ -450,9 +451,9 @@ def test_timing_cache_makes_a_rebuild_faster(vit_fixed: Path, tmp_path: Path) ->
     """The rebuild finds every tactic timing in the cache, so the cache comes back unchanged (build times
     are printed, not asserted: a shared GPU makes them noisy)."""
     cache = tmp_path / "timing.cache"
-    first = description_json(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
+    first = description_json(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache).path)["engine"]
     assert first["compute_capability"] == f"{GPU[0]}.{GPU[1]}" and cache.stat().st_size > 0
     timings = cache.read_bytes()
-    second = description_json(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache))["engine"]
+    second = description_json(build_engine(vit_fixed, "tensorrt", "fp16", timing_cache=cache).path)["engine"]
     print(f"build {first['build_seconds']}s, rebuild {second['build_seconds']}s", file=sys.stderr)
     assert cache.read_bytes() == timings

@@ -67,7 +67,7 @@ def test_tensorrt_rtx_builds_from_external_data(external: Path, precision: str):
     from vitdeploy.engine import build as build_engine
     from vitdeploy.progress import Progress
 
-    engine = build_engine(external, "tensorrt_rtx", precision, progress=Progress(3, enabled=False))
+    engine = build_engine(external, "tensorrt_rtx", precision, progress=Progress(3, enabled=False)).path
     description = description_json(engine)
     assert description["export"] == json.loads((external / "vitdeploy.json").read_text())["export"]
     assert description["engine"]["io"]["block1"] == {"mode": "output", "dtype": "float32", "shape": [-1, 192, -1, -1]}

@@ -32,8 +32,9 @@ def test_eager_reference_on_the_gpu_matches_the_cpu(vit_tiny_dynamic_artifact: P
     """The pyramid code runs on CUDA as on the CPU (cuDNN may compute the patch convolution in TF32, so the
     fp16 tolerance applies)."""
     artifact = load_artifact(vit_tiny_dynamic_artifact)
-    report = compare_runners(artifact, TorchRunner(artifact.description, device="cuda", name="torch-cuda"),
-                             "eager torch on CUDA", batch_sizes=[1, 4])
+    report = compare_runners(artifact.description, vit_tiny_dynamic_artifact,
+                             TorchRunner(artifact.description, device="cuda", name="torch-cuda"), "eager torch on CUDA",
+                             batch_sizes=[1, 4])
     tolerance = artifact.description.tolerance["fp16"]
     assert report.checks and all(c.max_abs <= tolerance.max_abs and c.min_cosine >= tolerance.min_cosine
                                  for c in report.checks)

@@ -15,6 +15,8 @@ from click.testing import CliRunner
 import vitdeploy
 from conftest import RECIPES, export_for_test
 from vitdeploy.cli import main
+from vitdeploy.description import TensorIO
+from vitdeploy.engine import Engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.verify import verify_engine
 
@@ -57,7 +59,7 @@ def test_description_records_the_ir_and_how_to_compile_it(vit: Path):
 
 
 def test_fp32_engine_verifies_over_the_dynamic_range(vit: Path):
-    report = verify_engine(vit / "model.openvino.fp32.xml", batch_sizes=[1, 3])
+    report = verify_engine(Engine.at(vit / "model.openvino.fp32.xml"), batch_sizes=[1, 3])
     assert report.passed and len(report.checks) == 5 * 2 * 2
     assert max(check.max_abs for check in report.checks) < 1e-5
     assert (vit / "model.openvino.fp32.xml.verify.json").is_file()
@@ -65,8 +67,9 @@ def test_fp32_engine_verifies_over_the_dynamic_range(vit: Path):
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no bf16 (AVX-512 BF16 / AMX): OpenVINO would compute f32")
 def test_bf16_engine_verifies_with_its_own_tolerance(vit: Path):
-    xml = build(vit, "openvino", "bf16")
-    report = verify_engine(xml, batch_sizes=[2])
+    engine = build(vit, "openvino", "bf16")
+    report = verify_engine(engine, batch_sizes=[2])
+    xml = engine.path
     assert report.passed and report.precision == "bf16" and report.checks[0].tol_max_abs == 0.1
     assert 1e-4 < max(check.max_abs for check in report.checks) < 0.1  # really bf16, not f32
     assert json.loads(xml.with_name(xml.name + ".json").read_text())["engine"]["inference_precision"] == "bf16"
@@ -124,7 +127,7 @@ def test_damaged_or_newer_engine_is_refused_before_compiling(vit: Path, tmp_path
         expected = (f"engine was built with OpenVINO 9999.1.0 but {version_of(ov)} is installed: an IR loads on "
                     "the same or a newer OpenVINO; upgrade openvino or rebuild the engine")
     with pytest.raises(VitdeployError) as error:
-        OpenVINORunner(xml)
+        OpenVINORunner(Engine.at(xml))
     assert str(error.value) == expected
     result = CliRunner().invoke(main, ["verify", str(xml)])
     assert result.exit_code == 1 and result.output == f"Error: {expected}\n"
@@ -184,8 +187,7 @@ def test_missing_openvino_names_the_extra(vit: Path):
 
 def test_baked_hiera_runs_on_uint8_pixels(tmp_path: Path):
     artifact = export_for_test(str(RECIPES / "hiera_abswin_dynamic.toml"), tmp_path / "hiera", bake_preprocessing=True)
-    xml = build(artifact, "openvino")
-    io = json.loads(xml.with_name(xml.name + ".json").read_text())["engine"]["io"]
-    assert io["image"] == {"mode": "input", "dtype": "uint8", "shape": [-1, -1, -1, 3]}
-    report = verify_engine(xml, batch_sizes=[1])
+    engine = build(artifact, "openvino")
+    assert engine.section.io["image"] == TensorIO(mode="input", dtype="uint8", shape=(-1, -1, -1, 3))
+    report = verify_engine(engine, batch_sizes=[1])
     assert report.passed and {c.output for c in report.checks} == {"stride4", "stride8", "stride16", "stride32"}

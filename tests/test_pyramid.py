@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from conftest import RECIPES, description_json, export_for_test, onnx_dims, requires
 from vitdeploy.artifact import load_artifact
+from vitdeploy import families
 from vitdeploy.cli import main
 from vitdeploy.engine import build as build_engine
 from vitdeploy.errors import VitdeployError
@@ -59,7 +60,7 @@ def test_parity_across_the_dynamic_range(vit_tiny_sfp_artifact: Path):
 
 @requires("tensorrt_rtx")
 def test_tensorrt_rtx_builds_the_dynamic_pyramid(vit_tiny_sfp_artifact: Path):
-    engine = build_engine(vit_tiny_sfp_artifact, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False))
+    engine = build_engine(vit_tiny_sfp_artifact, "tensorrt_rtx", "fp32", progress=Progress(3, enabled=False)).path
     io = description_json(engine)["engine"]["io"]
     assert {name: t["shape"] for name, t in io.items()} == {
         "image": [-1, 3, -1, -1], "stride4": [-1, 192, -1, -1], "stride8": [-1, 192, -1, -1],
@@ -104,7 +105,8 @@ def test_list_describes_the_shipped_pyramid_recipe():
 ])
 def test_impossible_pyramids_are_refused(family, timm_name, outputs, strides, message):
     with pytest.raises(VitdeployError, match=message):
-        describe_recipe_pyramid(timm_name, {}, outputs, False, PyramidSpec("simple", strides), family=family)
+        describe_recipe_pyramid(timm_name, {}, outputs, False, PyramidSpec("simple", strides),
+                                family=families.get(family))
 
 
 @pytest.mark.parametrize("table, message", [
@@ -146,7 +148,7 @@ def test_cli_pyramid_none_drops_the_recipes_pyramid_and_errors_are_one_line(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
-@pytest.mark.parametrize("name", [n for n in available_recipes() if load_recipe(n).family in ("vit", "eva", "beit",
+@pytest.mark.parametrize("name", [n for n in available_recipes() if load_recipe(n).family.name in ("vit", "eva", "beit",
                                                                                               "samvit")])
 def test_every_single_scale_recipe_takes_the_simple_pyramid(name: str):
     recipe = load_recipe(name)

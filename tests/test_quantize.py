@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import vitdeploy
 from conftest import RECIPES, description_json, export_for_test, requires
 from vitdeploy.cli import main
-from vitdeploy.engine import build
+from vitdeploy.engine import Engine, build
 from vitdeploy.errors import VitdeployError
 from vitdeploy.quantize import quantize_artifact
 from vitdeploy.verify import verify_engine
@@ -78,11 +78,11 @@ def test_the_description_records_how_and_what_was_measured(vit: Path, photos: Pa
 
 
 def test_one_graph_runs_in_onnxruntime_openvino_and_builds_in_tensorrt_rtx(vit: Path, photos: Path):
-    report = verify_engine(vit / INT8)  # on the recorded held-out photos
+    report = verify_engine(Engine.at(vit / INT8))  # on the recorded held-out photos
     assert report.passed and report.precision == "int8" and len(report.checks) == 3 * 2
     pytest.importorskip("openvino")
     xml = build(vit, "openvino", "int8")
-    assert description_json(xml)["engine"]["inference_precision"] == "f32"  # float parts stay f32
+    assert description_json(xml.path)["engine"]["inference_precision"] == "f32"  # float parts stay f32
     assert verify_engine(xml).passed
     with vitdeploy.load(vit, precision="int8") as model:
         assert model.backend == "openvino" and model.engine == xml
@@ -91,7 +91,7 @@ def test_one_graph_runs_in_onnxruntime_openvino_and_builds_in_tensorrt_rtx(vit: 
         assert pyramid["block1"].shape == (1, 192, 8, 6)
     pytest.importorskip("tensorrt_rtx")
     engine = build(vit, "tensorrt_rtx", "int8")
-    assert description_json(engine)["engine"]["quantization"]["mode"] == "static"
+    assert description_json(engine.path)["engine"]["quantization"]["mode"] == "static"
 
 
 @requires("tensorrt_rtx")
@@ -114,8 +114,8 @@ def test_dynamic_int8_needs_no_calibration_and_runs_in_onnxruntime_only(vit_tiny
     path, report = quantize_artifact(artifact, dynamic=True)
     assert report is None and description_json(path)["engine"]["quantization"]["mode"] == "dynamic"
     with pytest.raises(VitdeployError, match=r"records no held-out photos: pass --images FOLDER"):
-        verify_engine(path)
-    assert verify_engine(path, images=photos).passed
+        verify_engine(Engine.at(path))
+    assert verify_engine(Engine.at(path), images=photos).passed
     with pytest.raises(VitdeployError) as error:
         build(artifact, "openvino", "int8")
     assert str(error.value) == (f"{INT8} is dynamically quantised, which runs in ONNX Runtime only: quantize again "

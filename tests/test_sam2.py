@@ -23,6 +23,7 @@ from click.testing import CliRunner
 
 import vitdeploy
 from conftest import RECIPES, build_tensorrt_rtx_engine, export_for_test, onnx_dims, requires, sam2_state_dict
+from vitdeploy import families
 from vitdeploy.artifact import load_artifact
 from vitdeploy.cli import main
 from vitdeploy.errors import VitdeployError
@@ -91,7 +92,7 @@ def test_checkpoint_weights_are_loaded_not_seeded(sam2_artifact: Path, sam2_chec
     """The exported encoder holds the checkpoint's tensors (SAM2's names mapped to timm's), not a seeded init."""
     recipe = load_recipe(str(RECIPES / "sam2_dynamic.toml"))
     encoder, _ = create_model(recipe.timm_name, recipe.timm_kwargs, Weights("checkpoint", checkpoint=sam2_checkpoint),
-                              family="sam2")
+                              family=families.get("sam2"))
     state = torch.load(sam2_checkpoint, weights_only=True)["model"]
     assert torch.equal(encoder.trunk.blocks[3].mlp.fc2.weight, state["image_encoder.trunk.blocks.3.mlp.layers.1.weight"])
     assert torch.equal(encoder.neck.convs[0].conv.weight, state["image_encoder.neck.convs.0.conv.weight"])
@@ -156,7 +157,7 @@ def test_tensorrt_rtx_builds_the_dynamic_artifact(sam2_artifact: Path, tmp_path:
 
     artifact = tmp_path / "artifact"
     shutil.copytree(sam2_artifact, artifact)  # the session's artifact stays without engines
-    description = description_json(build_engine(artifact, "tensorrt_rtx", "fp32"))
+    description = description_json(build_engine(artifact, "tensorrt_rtx", "fp32").path)
     assert description["engine"]["profile"] == {"image": {"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64],
                                                           "max": [2, 3, 96, 128]}}
     assert {name: io["shape"] for name, io in description["engine"]["io"].items()} == {
@@ -181,7 +182,7 @@ def test_fixed_sam2_export_builds_with_tensorrt_rtx(tmp_path: Path, sam2_checkpo
 def test_shipped_sam2_recipes_describe_strides_4_8_16():
     for name in SAM2_RECIPES:
         recipe = load_recipe(name)
-        assert (recipe.family, recipe.input.size, recipe.input.mode) == ("sam2", (1024, 1024), "fixed")
+        assert (recipe.family.name, recipe.input.size, recipe.input.mode) == ("sam2", (1024, 1024), "fixed")
         outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
                                           recipe.pyramid, family=recipe.family, position_encodings=True)
         assert [(o.name, o.channels, o.stride) for o in outputs] == [
@@ -228,7 +229,8 @@ def test_a_real_sam2_checkpoint_loads_the_image_encoder_only(tmp_path: Path):
         sam.image_encoder.trunk.pos_embed_window.normal_(std=1.0)
     path = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": sam.state_dict()}, path)
-    encoder, record = create_model("sam2_hiera_tiny", {}, Weights("checkpoint", checkpoint=path), family="sam2")
+    encoder, record = create_model("sam2_hiera_tiny", {}, Weights("checkpoint", checkpoint=path),
+                                   family=families.get("sam2"))
     others = {name for name, _ in sam.named_children() if name != "image_encoder"}
     assert {prefix.rstrip(".") for prefix in record["ignored_prefixes"]} - others == {
         name for name, _ in sam.named_parameters(recurse=False)} | {name for name, _ in sam.named_buffers(recurse=False)}
@@ -276,12 +278,13 @@ def test_wrong_checkpoints_are_one_line(tmp_path: Path):
 def test_sam2_outputs_other_than_its_levels_are_refused():
     recipe = load_recipe("sam2.1_hiera_tiny")
     with pytest.raises(VitdeployError, match=r"^Sam2ImageEncoder has no pooled embedding: expected no embedding"):
-        describe_recipe_pyramid(recipe.timm_name, {}, None, True, family="sam2")
+        describe_recipe_pyramid(recipe.timm_name, {}, None, True, family=families.get("sam2"))
     with pytest.raises(VitdeployError, match=r"output index 3 is out of range for sam2_hiera_tiny: it has 3 feature "
                                              r"levels \(valid indices 0\.\.2\)"):
-        describe_recipe_pyramid(recipe.timm_name, {}, (2, 3), False, family="sam2")
+        describe_recipe_pyramid(recipe.timm_name, {}, (2, 3), False, family=families.get("sam2"))
     with pytest.raises(VitdeployError, match=r"^family 'hiera' has no position encodings: expected a SAM2 recipe"):
-        describe_recipe_pyramid("hieradet_small", {}, None, False, family="hiera", position_encodings=True)
+        describe_recipe_pyramid("hieradet_small", {}, None, False, family=families.get("hiera"),
+                                position_encodings=True)
 
 
 def test_verify_without_sam2_names_the_extra(sam2_artifact: Path, monkeypatch: pytest.MonkeyPatch):

@@ -83,7 +83,7 @@ def test_openvino_repository_matches_the_ir(vit_tiny_dynamic_artifact: Path, tmp
     ov = pytest.importorskip("openvino")
     artifact_dir = tmp_path / "vit"
     shutil.copytree(vit_tiny_dynamic_artifact, artifact_dir)
-    xml = engine.build(artifact_dir, "openvino", "fp32", progress=Progress(2, enabled=False))
+    xml = engine.build(artifact_dir, "openvino", "fp32", progress=Progress(2, enabled=False)).path
     write(str(artifact_dir), "-o", str(tmp_path / "repo"), "--backend", "openvino")
     model_dir = tmp_path / "repo" / "vit"
     config = parse(model_dir)

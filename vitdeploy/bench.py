@@ -25,10 +25,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vitdeploy import families
 from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.doctor import environment
-from vitdeploy.engine import find_engines, read_engine_description
+from vitdeploy.engine import find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
 from vitdeploy.hardware import gpu_peak
@@ -193,7 +192,7 @@ def _onnxruntime_runners(artifact: Artifact, options: BenchOptions, reference: T
     if options.ort_optimized:
         progress.note("optimising the ONNX graph with onnxruntime.transformers (model_type vit)")
         backbone: nn.Module = getattr(reference.pyramid(artifact.input.opt_hw), "backbone")  # each pyramid keeps one
-        heads = families.get(description.family).attention_shape(backbone)
+        heads = reference.family.attention_shape(backbone)
         path, fused = ort_optimized_model(artifact.checked_onnx, workdir, device, heads)
         result.notes["ort_optimizer_fused"] = fused
         runners.append(OnnxRuntimeRunner(description, path, providers, threads, "onnxruntime-optimized"))
@@ -203,17 +202,14 @@ def _onnxruntime_runners(artifact: Artifact, options: BenchOptions, reference: T
 def _engine_runners(artifact: Artifact, device: str, threads: int, result: BenchResult) -> list[Runner]:
     """A runner for every engine in the artifact that runs on `device` here, fp32 first."""
     runners = []
-    for path in find_engines(artifact.directory):
-        engine = read_engine_description(path).engine
-        runs_on = engine.device.lower()
+    for engine in find_engines(artifact.directory):
+        runs_on = engine.section.device.lower()
         problem = (f"{engine.backend} engines run on {'a GPU' if runs_on == 'cuda' else 'the CPU'} (--device "
-                   f"{runs_on})" if runs_on != device else engine_problem(artifact, path))
+                   f"{runs_on})" if runs_on != device else engine_problem(artifact, engine))
         if problem:
-            result.skipped[path.name] = problem
+            result.skipped[engine.name] = problem
             continue
-        runner = engine_runner(path, threads)
-        runner.name = engine.backend
-        runners.append(runner)
+        runners.append(engine_runner(engine, threads, name=engine.backend))
     return sorted(runners, key=lambda r: (r.precision != "fp32", r.name))
 
 

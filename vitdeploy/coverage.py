@@ -23,9 +23,10 @@ from typing import Any
 import timm
 import torch
 
-from vitdeploy import engine, families
-from vitdeploy.artifact import load_artifact, load_artifact_directory
+from vitdeploy import engine
+from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.atomic import write_json_atomic
+from vitdeploy.engine import Engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
@@ -35,7 +36,7 @@ from vitdeploy.optional import is_installed, missing, require
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import pyramid_size_multiple
 from vitdeploy.recipes import InputSpec, Recipe
-from vitdeploy.runners.tensorrt import TensorRTRunner
+from vitdeploy.runners import engine_runner
 from vitdeploy.verify import compare_runners, verify_onnx
 
 MODES = ("fixed", "dynamic")
@@ -77,9 +78,9 @@ def _round_up(value: int, multiple: int) -> int:
 
 def small_variant(recipe: Recipe) -> Recipe:
     """The recipe with fewer blocks (its family's small_kwargs) and inputs near 64 px: same family, same code paths."""
-    family = families.get(recipe.family)
+    family = recipe.family
     kwargs = {**recipe.timm_kwargs, **family.small_kwargs}
-    model = meta_backbone(recipe.timm_name, kwargs, recipe.family)
+    model = meta_backbone(recipe.timm_name, kwargs, family)
     multiple = pyramid_size_multiple(family.size_multiple(model), recipe.pyramid.strides if recipe.pyramid else ())
     size = (_round_up(64, multiple),) * 2
     ranged = recipe.input.min != recipe.input.max
@@ -94,7 +95,7 @@ def _tested_at(recipe: Recipe, small: bool) -> str:
     if spec.min != spec.max:
         text += f" (dynamic {spec.min[0]}x{spec.min[1]}..{spec.max[0]}x{spec.max[1]})"
     if small:
-        reduced = ", ".join(f"{k}={v}" for k, v in families.get(recipe.family).small_kwargs.items())
+        reduced = ", ".join(f"{k}={v}" for k, v in recipe.family.small_kwargs.items())
         text += f"; --small{': ' + reduced if reduced else ''}"
     return text
 
@@ -104,11 +105,10 @@ def _gpu_label() -> str | None:
     return None if capability is None else f"{gpu_name()} (sm {format_capability(capability)})"
 
 
-def _engine_parity(artifact_dir: Path, engine: Path) -> tuple[float, bool]:
+def _engine_parity(built: Engine) -> tuple[float, bool]:
     """TensorRT-RTX engine vs eager PyTorch, the same checks as the ONNX Runtime column (needs a GPU)."""
-    artifact = load_artifact(artifact_dir)
-    report = compare_runners(artifact, TensorRTRunner(engine, name="tensorrt_rtx"), "TensorRT-RTX fp32",
-                             list(BATCH_SIZES))
+    report = compare_runners(built.description, built.path, engine_runner(built, name=ENGINE_BACKEND),
+                             "TensorRT-RTX fp32", list(BATCH_SIZES))
     return max(check.max_abs for check in report.checks), report.passed
 
 
@@ -150,7 +150,7 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
     if gpu:
         note(f"  {mode}: engine parity on {gpu}")
         try:
-            max_abs, passed = _engine_parity(directory, built)
+            max_abs, passed = _engine_parity(built)
             result.gpu = f"{'pass' if passed else 'FAIL'} {max_abs:.1e}"
         except Exception as exc:  # a runtime failure is a result too
             result.gpu = f"FAIL: {_first_line(exc)}"
@@ -161,13 +161,13 @@ def measure_recipe(recipe: Recipe, small: bool, work: Path, gpu: str | None,
                    note: Callable[[str], None] = lambda message: None) -> RecipeResult:
     if small and not recipe.unsupported:
         recipe = small_variant(recipe)
-    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family,
+    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family.name,
                           tested_at="-" if recipe.unsupported else _tested_at(recipe, small))
     if recipe.unsupported:
         result.note = f"unsupported: {recipe.unsupported}"
         return result
     if recipe.input.min == recipe.input.max:
-        result.note = f"fixed size only: {families.get(recipe.family).fixed_only or 'the recipe has no size range'}"
+        result.note = f"fixed size only: {recipe.family.fixed_only or 'the recipe has no size range'}"
     modes = MODES if recipe.input.min != recipe.input.max else MODES[:1]
     for mode in modes:
         result.modes[mode] = try_mode(recipe, mode, work / f"{recipe.name}_{mode}", gpu, note)

@@ -33,6 +33,7 @@ from vitdeploy.atomic import write_bytes_atomic, write_json_atomic
 from vitdeploy.bench import BenchOptions, run_bench
 from vitdeploy.bench_report import to_dict
 from vitdeploy.doctor import environment
+from vitdeploy.engine import Engine
 from vitdeploy.engine.tensorrt import auto_family, rtx_unsupported
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
@@ -172,7 +173,7 @@ def _tensorrt_rtx(proof: Proof, artifact_dir: Path) -> str:
     if not built["ok"]:
         return f"not built: {built['text']}"
     path = artifact_dir / built["text"]
-    problem = engine_problem(load_artifact(artifact_dir), path)
+    problem = engine_problem(load_artifact(artifact_dir), Engine.at(path))
     attempt["load"] = {"ok": problem is None,
                        "text": problem or "loads: its description, file sizes, runtime and GPU checks pass "
                                           "(bench hashes and times it)"}

@@ -17,9 +17,9 @@ import timm
 import torch
 from torch import nn
 
-from vitdeploy import families
 from vitdeploy.description import Description, OutputLevel, SimplePyramid, WeightsRecord
 from vitdeploy.errors import VitdeployError
+from vitdeploy.families import Family
 from vitdeploy.pyramid import describe_pyramid
 from vitdeploy.recipes import PyramidSpec
 
@@ -60,7 +60,7 @@ def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
 
 def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
                  img_size: tuple[int, int] | None = None, *,
-                 family: str) -> tuple[nn.Module, dict[str, Any] | None]:
+                 family: Family) -> tuple[nn.Module, dict[str, Any] | None]:
     """A backbone in eval mode with the requested weights, and for a checkpoint what loading it did
     (vitdeploy.checkpoints). The timm model is created (random init is seeded, so reproducible), checked
     against its `family` and assembled by it (vitdeploy.families: SAM2 adds its neck) before any weights
@@ -68,9 +68,8 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__}); "
                              "see timm.list_models() for the names it knows")
-    kind = families.get(family)
-    if kind.no_pretrained and weights.source == "pretrained":
-        raise VitdeployError(f"--pretrained for {timm_name} (family '{kind.name}'): {kind.no_pretrained}")
+    if family.no_pretrained and weights.source == "pretrained":
+        raise VitdeployError(f"--pretrained for {timm_name} (family '{family.name}'): {family.no_pretrained}")
     kwargs = dict(timm_kwargs)
     try:
         if img_size is not None and _accepts_img_size(timm_name, timm_kwargs):
@@ -87,26 +86,26 @@ def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
             raise
         raise VitdeployError(f"cannot download pretrained weights for {timm_name}: "
                              f"{str(exc).splitlines()[0]}; use --checkpoint FILE for local weights") from None
-    kind.check(model)
-    model = kind.assemble(model)
+    family.check(model)
+    model = family.assemble(model)
     if weights.source == "random":
-        kind.random_init(model, weights.seed)
+        family.random_init(model, weights.seed)
     record = None
     if weights.source == "checkpoint":
         if weights.checkpoint is None:
             raise VitdeployError(f"checkpoint weights for {timm_name} name no file: expected --checkpoint FILE")
-        record = kind.load_checkpoint(model, weights.checkpoint)
+        record = family.load_checkpoint(model, weights.checkpoint)
     return model.eval(), record
 
 
-def meta_backbone(timm_name: str, timm_kwargs: dict[str, Any], family: str) -> nn.Module:
+def meta_backbone(timm_name: str, timm_kwargs: dict[str, Any], family: Family) -> nn.Module:
     """The backbone on the meta device (no memory, no weights), assembled by its family: for its levels and
     size rule."""
     if not timm.is_model(timm_name):
         raise VitdeployError(f"unknown timm model '{timm_name}' (timm {timm.__version__})")
     with torch.device("meta"):
         model = timm.create_model(timm_name, **timm_kwargs)
-        return families.get(family).assemble(model)
+        return family.assemble(model)
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -185,7 +184,7 @@ def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tu
     return described
 
 
-def describe_backbone(model: nn.Module, family: str, timm_name: str, outputs: tuple[int, ...] | None,
+def describe_backbone(model: nn.Module, family: Family, timm_name: str, outputs: tuple[int, ...] | None,
                       embedding: bool, position_encodings: bool = False, pyramid: PyramidSpec | None = None
                       ) -> tuple[list[OutputLevel], SimplePyramid | None]:
     """The outputs of a backbone for the chosen feature indices (None: the default levels): feature levels
@@ -199,38 +198,37 @@ def describe_backbone(model: nn.Module, family: str, timm_name: str, outputs: tu
         described, section = describe_pyramid(described, pyramid, timm_name)
     if position_encodings:
         features = [o for o in described if o.kind == "feature"]
-        positions = families.get(family).position_outputs(model, features)
+        positions = family.position_outputs(model, features)
         described = features + positions + [o for o in described if o.kind != "feature"]
     return described, section
 
 
 def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
-                            embedding: bool, pyramid: PyramidSpec | None = None, *, family: str,
+                            embedding: bool, pyramid: PyramidSpec | None = None, *, family: Family,
                             position_encodings: bool = False) -> list[OutputLevel]:
     """A recipe's outputs without building weights: the backbone is created on the meta device."""
     model = meta_backbone(timm_name, timm_kwargs, family)
     return describe_backbone(model, family, timm_name, outputs, embedding, position_encodings, pyramid)[0]
 
 
-def reference_models(description: Description, checkpoint: Path | None = None) -> ModelForSize:
-    """hw -> the eager timm model the artifact was exported from, at that input size, with the very same
-    weights (rebuilt from the recorded seed, checkpoint or hub, and checked against their sha256)."""
+def reference_models(description: Description, family: Family, checkpoint: Path | None = None) -> ModelForSize:
+    """hw -> the eager timm model the artifact was exported from (of `family`, the description's), at that input
+    size, with the very same weights (rebuilt from the recorded seed, checkpoint or hub, and checked against their
+    sha256)."""
     source = description.weights
     if checkpoint is None and source.checkpoint:
         checkpoint = Path(source.checkpoint)
     weights = Weights("checkpoint" if checkpoint else source.source, source.seed, checkpoint)
     opt_hw = description.input.opt_hw
-    base, _ = create_model(description.timm_name, description.timm_kwargs, weights, img_size=opt_hw,
-                           family=description.family)
+    base, _ = create_model(description.timm_name, description.timm_kwargs, weights, img_size=opt_hw, family=family)
     if state_dict_sha256(base) != source.sha256:
         raise VitdeployError(f"the weights rebuilt from {weights.describe()} differ from the exported ones "
                              "(sha256 mismatch): pass --checkpoint with the weights the artifact was exported from")
-    family = families.get(description.family)
     built = {opt_hw: base}
 
     def rebuild(hw: tuple[int, int]) -> nn.Module:
         model, _ = create_model(description.timm_name, description.timm_kwargs, Weights("random"), img_size=hw,
-                                family=description.family)
+                                family=family)
         model.load_state_dict(base.state_dict())
         return model
 
@@ -242,13 +240,12 @@ def reference_models(description: Description, checkpoint: Path | None = None) -
     return model_for_size
 
 
-def reference_pyramids(description: Description, checkpoint: Path | None = None,
+def reference_pyramids(description: Description, family: Family, checkpoint: Path | None = None,
                        device: str = "cpu") -> ModelForSize:
     """hw -> the eager pyramid module (the description's outputs) on `device`: the one eager reference that
     verify, bench and the torch runner use (the family's reference_pyramid; built once per backbone, so a
     backbone that runs every size gives one module for all sizes)."""
-    model_for_size = reference_models(description, checkpoint)
-    family = families.get(description.family)
+    model_for_size = reference_models(description, family, checkpoint)
     built: dict[int, tuple[nn.Module, nn.Module]] = {}  # id(backbone) -> (backbone, its pyramid)
 
     def pyramid(hw: tuple[int, int]) -> nn.Module:

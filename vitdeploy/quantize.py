@@ -24,13 +24,11 @@ from typing import Any
 import onnx
 
 from vitdeploy.artifact import Artifact, load_artifact_directory
-from vitdeploy.atomic import staged_files, write_bytes_atomic
+from vitdeploy.atomic import staged_files
 from vitdeploy.calibration import photo_feeds, photo_records, split_photos
-from vitdeploy.description import EngineSection
-from vitdeploy.engine.descriptions import engine_description_path, engine_profile, onnx_io
+from vitdeploy.engine.descriptions import onnx_io, write_engine_description
 from vitdeploy.engine.onnxruntime import BACKEND, INT8_FILE
 from vitdeploy.errors import VitdeployError
-from vitdeploy.integrity import describe_files
 from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
@@ -146,11 +144,9 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
         if split:
             with progress.step(f"checking every level on {len(split.held_out)} held-out photos against eager fp32"):
                 report = _gate(artifact, staging / out.name, split.held_out)
-        engine = EngineSection(
-            file=out.name, backend=BACKEND, backend_version=ort.__version__, precision="int8", device="CPU",
-            profile=engine_profile(artifact.input), io=onnx_io(staging / out.name),
-            files=describe_files(sorted(staging.glob(f"{out.name}*"))), build_seconds=round(time.perf_counter() -
-                                                                                             started, 2),
+        write_engine_description(
+            staging, out, artifact, backend=BACKEND, backend_version=ort.__version__, precision="int8", device="CPU",
+            io=onnx_io(staging / out.name), files=sorted(staging.glob(f"{out.name}*")), started=started,
             quantization={
                 "mode": "dynamic" if dynamic else "static", "format": "QOperator (dynamic)" if dynamic else "QDQ",
                 "method": None if dynamic else method, "activations": "dynamic" if dynamic else activations,
@@ -159,15 +155,14 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
                 "calibration": photo_records(split.calibration) if split and not dynamic else [],
                 "held_out": photo_records(split.held_out) if split else [],
                 "gates": gate_summary(report)})
-        write_bytes_atomic(staging / engine_description_path(out).name,
-                           artifact.description.with_engine(engine).to_json().encode())
     return out, report
 
 
 def _gate(artifact: Artifact, path: Path, photos: tuple[Path, ...]) -> VerifyReport:
     """The int8 graph vs eager fp32 on held-out photos; raises (nothing is written) when a level misses its gate."""
     runner = OnnxRuntimeRunner(artifact.description, path, precision="int8", name="onnxruntime-int8")
-    report = compare_runners(artifact, runner, "onnxruntime int8", feeds=photo_feeds(artifact.input, photos))
+    report = compare_runners(artifact.description, artifact.directory or artifact.onnx_path, runner, "onnxruntime int8",
+                             feeds=photo_feeds(artifact.input, photos))
     if not report.passed:
         tolerance = artifact.description.tolerance["int8"]
         raise VitdeployError(f"the int8 graph misses its accuracy gate (cosine >= {tolerance.min_cosine}, rel_l2 <= "

@@ -14,6 +14,7 @@ from typing import Any
 from vitdeploy import families
 from vitdeploy.description import PRECISIONS, Tolerance
 from vitdeploy.errors import VitdeployError
+from vitdeploy.families import Family
 
 PYRAMID_KINDS = ("simple",)
 RESOLUTION_MODES = ("fixed", "dynamic")
@@ -57,7 +58,7 @@ class Recipe:
     name: str
     path: Path
     timm_name: str
-    family: str
+    family: Family
     description: str
     outputs: tuple[int, ...] | None
     embedding: bool
@@ -208,7 +209,7 @@ def parse_recipe(name: str, data: dict[str, Any], path: Path) -> Recipe:
         name=name,
         path=path,
         timm_name=top.get("timm_name", str),
-        family=family,
+        family=families.get(family),
         description=top.get("description", str, ""),
         outputs=outputs,
         embedding=top.get("embedding", bool, False),

@@ -21,9 +21,9 @@ from vitdeploy import families
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
-from vitdeploy.description import InputSpec, Tolerance
+from vitdeploy.description import Description, InputSpec, Tolerance
 from vitdeploy.doctor import environment
-from vitdeploy.engine import read_engine_description
+from vitdeploy.engine import Engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import create_runner, engine_runner
 from vitdeploy.runners.base import Runner
@@ -161,17 +161,18 @@ def within(tolerance: Tolerance, max_abs: float, cosine: float, rel_l2: float) -
                 and (tolerance.max_rel is None or rel_l2 <= tolerance.max_rel))
 
 
-def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_sizes: list[int] | None = None,
-                    sizes: list[tuple[int, int]] | None = None, seed: int = 0,
+def compare_runners(description: Description, source: Path, candidate: Runner, label: str,
+                    batch_sizes: list[int] | None = None, sizes: list[tuple[int, int]] | None = None, seed: int = 0,
                     checkpoint: Path | None = None, feeds: list[dict[str, np.ndarray]] | None = None) -> VerifyReport:
-    """Run eager PyTorch and `candidate` on the same inputs and judge every output at the candidate's precision.
-    The inputs are seeded image-like batches over the artifact's sizes and batches, or `feeds` (real photos)."""
-    spec = artifact.input
+    """Run eager PyTorch and `candidate` (which runs what `description` describes, found at `source`: the report
+    names it) on the same inputs and judge every output at the candidate's precision. The inputs are seeded
+    image-like batches over the description's sizes and batches, or `feeds` (real photos)."""
+    spec = description.input
     if feeds is None:
         feeds = verification_feeds(spec, sizes or verification_sizes(spec), verification_batches(spec, batch_sizes),
                                    seed)
-    reference = TorchRunner(artifact.description, checkpoint, name=REFERENCE)
-    tolerance = artifact.description.tolerance[candidate.precision]
+    reference = TorchRunner(description, checkpoint, name=REFERENCE)
+    tolerance = description.tolerance[candidate.precision]
     atol = float("inf") if tolerance.max_abs is None else tolerance.max_abs
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the report below says per output what polygraphy logs as [E]
         results = Comparator.run([reference, candidate], data_loader=feeds)
@@ -181,7 +182,7 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
     checks = []
     for feed, expected_it, actual_it, compared in zip(feeds, results[REFERENCE], results[candidate.name],
                                                       iterations):
-        for output in artifact.output_names:
+        for output in description.output_names:
             expected, actual = expected_it[output], actual_it[output]
             same_shape = expected.shape == actual.shape
             stats = compared.get(output)
@@ -197,9 +198,8 @@ def compare_runners(artifact: Artifact, candidate: Runner, label: str, batch_siz
                 max_rel=float(stats.max_reldiff) if stats else float("inf"),
                 min_cosine=cosine, max_rel_l2=rel_l2, nonfinite=nonfinite, tol_max_abs=tolerance.max_abs,
                 tol_min_cosine=tolerance.min_cosine, tol_max_rel_l2=tolerance.max_rel, passed=passed))
-    return VerifyReport(artifact=str(artifact.directory or artifact.onnx_path), candidate=label,
-                        precision=candidate.precision, seed=seed, checks=checks, environment=environment().to_dict(),
-                        reference=families.get(artifact.description.family).reference_label())
+    return VerifyReport(artifact=str(source), candidate=label, precision=candidate.precision, seed=seed, checks=checks,
+                        environment=environment().to_dict(), reference=reference.family.reference_label())
 
 
 def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] | None = None,
@@ -208,30 +208,29 @@ def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] |
     """ONNX Runtime (CPU, or the CUDA provider) vs eager PyTorch; the report is also written into the artifact."""
     runner = create_runner(artifact, "onnxruntime-cuda" if cuda else "onnxruntime-cpu")
     label = f"onnxruntime ({', '.join(runner.providers)})"
-    report = compare_runners(artifact, runner, label, batch_sizes, sizes, seed, checkpoint)
+    report = compare_runners(artifact.description, artifact.directory or artifact.onnx_path, runner, label, batch_sizes,
+                             sizes, seed, checkpoint)
     if artifact.directory is not None:
         write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
     return report
 
 
-def verify_engine(engine_path: Path, batch_sizes: list[int] | None = None, sizes: list[tuple[int, int]] | None = None,
+def verify_engine(engine: Engine, batch_sizes: list[int] | None = None, sizes: list[tuple[int, int]] | None = None,
                   seed: int = 0, checkpoint: Path | None = None, images: Path | None = None) -> VerifyReport:
     """An engine (TensorRT / TensorRT-RTX: needs a GPU; OpenVINO, ONNX Runtime int8: the CPU) vs eager PyTorch
     at its precision's tolerance: over its input range on seeded inputs, or for int8 on photos not used for
     calibration (`images`, else the held-out photos recorded at quantisation). The report is written beside
     the engine as ENGINE.verify.json."""
-    runner = engine_runner(engine_path)
-    description = read_engine_description(engine_path)
-    engine = description.engine
-    artifact = Artifact(onnx_path=engine_path, description=description, directory=None)
+    runner = engine_runner(engine)
+    description, section = engine.description, engine.section
     feeds = None
     if engine.precision == "int8":
-        photos = list_images(images) if images else recorded_photos((engine.quantization or {}).get("held_out", []))
+        photos = list_images(images) if images else recorded_photos((section.quantization or {}).get("held_out", []))
         if not photos:
-            raise VitdeployError(f"{engine_path.name} records no held-out photos: pass --images FOLDER with photos "
+            raise VitdeployError(f"{engine.name} records no held-out photos: pass --images FOLDER with photos "
                                  "not used for calibration (int8 is judged on real images)")
-        feeds = photo_feeds(artifact.input, photos)
-    report = compare_runners(artifact, runner, f"{engine.backend} {engine.backend_version} engine", batch_sizes,
-                             sizes, seed, checkpoint, feeds)
-    write_json_atomic(engine_path.with_name(engine_path.name + ".verify.json"), report.to_dict())
+        feeds = photo_feeds(description.input, photos)
+    report = compare_runners(description, engine.path, runner, f"{section.backend} {section.backend_version} engine",
+                             batch_sizes, sizes, seed, checkpoint, feeds)
+    write_json_atomic(engine.path.with_name(engine.name + ".verify.json"), report.to_dict())
     return report

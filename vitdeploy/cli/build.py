@@ -31,4 +31,4 @@ def build(artifact_dir: Path, backend: str, precision: str, timing_cache: Path |
     options = {}
     if backend != "openvino":
         options = {"timing_cache": timing_cache, "fp32_ops": fp32_ops or DEFAULT_FP32_OPS, "target_gpu": target_gpu}
-    click.echo(engine.build(artifact_dir, backend, precision, **options))
+    click.echo(engine.build(artifact_dir, backend, precision, **options).path)

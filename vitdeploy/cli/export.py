@@ -108,4 +108,4 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
                  else f"[B, {output.channels}]")
         click.echo(f"output {output.name}: {shape}")
     if build_engine:
-        click.echo(f"engine {engine.build(out_dir, backend, precision)}")
+        click.echo(f"engine {engine.build(out_dir, backend, precision).path}")

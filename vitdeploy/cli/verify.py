@@ -25,12 +25,12 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
     from vitdeploy.optional import ensure_export
     ensure_export()
     from vitdeploy.artifact import REPORT_FILE, load_artifact
-    from vitdeploy.engine import engine_description_path
+    from vitdeploy.engine import Engine, engine_description_path
     from vitdeploy.verify import verify_engine, verify_onnx
 
     batches = None if batch_sizes is None else list(batch_sizes)
     if engine_description_path(artifact).is_file():
-        report = verify_engine(artifact, batches, seed=seed, checkpoint=checkpoint, images=images)
+        report = verify_engine(Engine.at(artifact), batches, seed=seed, checkpoint=checkpoint, images=images)
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:
         loaded = load_artifact(artifact)

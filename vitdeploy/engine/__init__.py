@@ -14,7 +14,7 @@ from typing import Any
 
 from vitdeploy.description import EngineDescription
 from vitdeploy.engine import onnxruntime, openvino, tensorrt
-from vitdeploy.engine.descriptions import (Builder, engine_description_path, engine_profile, find_engines,
+from vitdeploy.engine.descriptions import (Builder, Engine, engine_description_path, engine_profile, find_engines,
                                            read_engine_description)
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import profile_table
@@ -23,7 +23,7 @@ from vitdeploy.integrity import check_files
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS}
 BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_family
 
-__all__ = ["BUILDERS", "BUILD_CHOICES", "build", "builder", "check_engine", "check_engine_files", "describe_engine",
+__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "builder", "check_engine", "check_engine_files", "describe_engine",
            "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
 
 
@@ -33,8 +33,8 @@ def builder(backend: str) -> Builder:
     return BUILDERS[backend]
 
 
-def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Path:
-    """Build an engine of `backend` into the artifact directory; returns the engine's path. `options` go to
+def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Engine:
+    """Build an engine of `backend` into the artifact directory; returns the engine. `options` go to
     the builder (TensorRT: timing_cache, fp32_ops, target_gpu; all: progress)."""
     backend = tensorrt.auto_family() if backend == "auto" else backend
     chosen = builder(backend)
@@ -46,23 +46,23 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     return chosen.build(Path(artifact_dir), backend, precision, **options)
 
 
-def check_engine_files(engine_path: Path, contents: bool = True) -> EngineDescription:
+def check_engine_files(engine: Engine, contents: bool = True) -> EngineDescription:
     """The engine's description, and every file it lists there with its recorded size and (if `contents`)
     sha256 (what a copy elsewhere, e.g. a Triton repository, needs); returns the description."""
-    description = read_engine_description(engine_path)
-    engine = description.engine
-    if not engine_path.is_file():
-        raise VitdeployError(f"engine file {engine_path} does not exist: build it with `vitdeploy build`")
-    remake = ("`vitdeploy quantize`" if builder(engine.backend).build is None
-              else f"`vitdeploy build --backend {engine.backend}`")
-    check_files(engine_path.parent, engine.files, f"copy it again or rebuild it with {remake}", contents)
+    description = engine.description
+    section = description.engine
+    if not engine.path.is_file():
+        raise VitdeployError(f"engine file {engine.path} does not exist: build it with `vitdeploy build`")
+    remake = ("`vitdeploy quantize`" if builder(section.backend).build is None
+              else f"`vitdeploy build --backend {section.backend}`")
+    check_files(engine.path.parent, section.files, f"copy it again or rebuild it with {remake}", contents)
     return description
 
 
-def check_engine(engine_path: Path, contents: bool = True) -> EngineDescription:
-    """Everything that decides whether `engine_path` can load here (its files, the runtime and device);
-    returns the description. `contents=False` checks the files' sizes only (see check_files)."""
-    description = check_engine_files(engine_path, contents)
+def check_engine(engine: Engine, contents: bool = True) -> EngineDescription:
+    """Everything that decides whether `engine` can load here (its files, the runtime and device); returns
+    the description. `contents=False` checks the files' sizes only (see check_files)."""
+    description = check_engine_files(engine, contents)
     builder(description.engine.backend).check_runtime(description.engine)
     return description
 

@@ -1,16 +1,25 @@
-"""Engine descriptions (`<engine file>.json`): where they live, reading them, and the builder contract."""
+"""Engines as values: the file-name format, finding an artifact's engines, reading and writing their descriptions
+(`<engine file>.json`), and the builder contract."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vitdeploy.artifact import Artifact
+from vitdeploy.atomic import write_bytes_atomic
 from vitdeploy.description import Description, EngineDescription, EngineSection, InputSpec, Profile, TensorIO
 from vitdeploy.errors import VitdeployError
+from vitdeploy.integrity import describe_files
+
+ENGINE_NAME = re.compile(r"model\.(?P<backend>[a-z0-9_]+)\.(?P<precision>[a-z0-9]+)\.(?P<extension>[a-z]+)")
 
 
 @dataclass(frozen=True)
@@ -19,9 +28,43 @@ class Builder:
 
     label: str
     precisions: tuple[str, ...]
-    build: Callable[..., Path] | None  # (artifact_dir, backend, precision, progress=..., **options) -> engine path;
+    build: Callable[..., Engine] | None  # (artifact_dir, backend, precision, progress=..., **options) -> engine;
     # None: made by another command (int8 graphs: `vitdeploy quantize`)
     check_runtime: Callable[[EngineSection], None]  # installed runtime, version and device can run it
+
+
+@dataclass(frozen=True)
+class Engine:
+    """An engine file: its path, the backend and precision its name gives (`model.<backend>.<precision>.<ext>`,
+    parsed here only), and its description, read once when first asked for (a broken one is then an error
+    about this engine, not about the artifact that holds it)."""
+
+    path: Path
+    backend: str
+    precision: str
+
+    @classmethod
+    def at(cls, path: Path) -> Engine:
+        """The engine at `path`, which must be named as the builders name engines."""
+        path = Path(path)
+        match = ENGINE_NAME.fullmatch(path.name)
+        if match is None:
+            raise VitdeployError(f"{path.name} is not an engine's file name: expected model.<backend>.<precision>."
+                                 "<ext> as `vitdeploy build` and `vitdeploy quantize` write it")
+        return cls(path, match["backend"], match["precision"])
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def description(self) -> EngineDescription:
+        return read_engine_description(self.path)
+
+    @property
+    def section(self) -> EngineSection:
+        """The description's `engine` section."""
+        return self.description.engine
 
 
 def check_io(io: dict[str, TensorIO], artifact: Artifact, reader: str) -> None:
@@ -60,7 +103,23 @@ def engine_description_path(engine_path: Path) -> Path:
 
 
 def engine_file_name(backend: str, precision: str, extension: str) -> str:
+    """The one file-name format of engines (Engine.at reads it back)."""
     return f"model.{backend}.{precision}.{extension}"
+
+
+def write_engine_description(staging: Path, engine_path: Path, artifact: Artifact, *, backend: str,
+                             backend_version: str, precision: str, device: str, io: dict[str, TensorIO],
+                             files: Sequence[Path], started: float, **extra: Any) -> Engine:
+    """Every builder's last step: the description of the engine it staged (its `files`, in `staging`) written
+    beside them: the artifact's description plus the `engine` section (`extra`: the builder's own fields). Returns
+    the engine as it is once the staging directory is moved into place at `engine_path`."""
+    section = EngineSection(file=engine_path.name, backend=backend, backend_version=backend_version,
+                            precision=precision, device=device, profile=engine_profile(artifact.input), io=io,
+                            files=describe_files(files), build_seconds=round(time.perf_counter() - started, 2),
+                            **extra)
+    write_bytes_atomic(staging / engine_description_path(engine_path).name,
+                       artifact.description.with_engine(section).to_json().encode())
+    return Engine(engine_path, backend, precision)
 
 
 def read_engine_description(engine_path: Path) -> EngineDescription:
@@ -75,8 +134,9 @@ def read_engine_description(engine_path: Path) -> EngineDescription:
     return description.with_engine(description.engine)
 
 
-def find_engines(directory: Path | None) -> list[Path]:
+def find_engines(directory: Path | None) -> list[Engine]:
     """The engines in an artifact directory: `model.<backend>.<precision>.<ext>` with a description beside."""
     if directory is None:
         return []
-    return sorted(p.with_suffix("") for p in directory.glob("model.*.*.*.json") if p.with_suffix("").is_file())
+    return [Engine.at(p.with_suffix("")) for p in sorted(directory.glob("model.*.*.*.json"))
+            if p.with_suffix("").is_file() and ENGINE_NAME.fullmatch(p.with_suffix("").name)]

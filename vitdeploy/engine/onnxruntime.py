@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vitdeploy.artifact import ArtifactDirectory
 from vitdeploy.description import EngineSection
-from vitdeploy.engine.descriptions import Builder, engine_file_name, read_engine_description
+from vitdeploy.engine.descriptions import Builder, Engine, engine_file_name
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import check_files
 from vitdeploy.optional import require
@@ -21,14 +19,15 @@ def check_runtime(engine: EngineSection) -> None:
     require("onnxruntime")
 
 
-def int8_source(artifact: ArtifactDirectory, builder: str, symmetric: bool) -> tuple[Path, EngineSection]:
+def int8_source(artifact: ArtifactDirectory, builder: str, symmetric: bool) -> Engine:
     """The artifact's int8 QDQ graph, which an OpenVINO or TensorRT int8 engine is built from, checked to be
-    there, intact and static (symmetric too, for TensorRT); returns its path and its engine section."""
+    there, intact and static (symmetric too, for TensorRT)."""
     path = artifact.directory / INT8_FILE
     if not path.is_file():
         raise VitdeployError(f"{artifact.directory} has no int8 graph: make it first with `vitdeploy quantize "
                              f"{artifact.directory} --calibration FOLDER`, then build the {builder} int8 engine")
-    engine = read_engine_description(path).engine
+    int8 = Engine.at(path)
+    engine = int8.section
     check_files(path.parent, engine.files, "quantize the artifact again")
     quantization = engine.quantization
     if quantization is None:
@@ -39,7 +38,7 @@ def int8_source(artifact: ArtifactDirectory, builder: str, symmetric: bool) -> t
     if symmetric and quantization["activations"] != "s8":
         raise VitdeployError(f"{path.name} quantises activations as {quantization['activations']} with zero points, "
                              f"which {builder} rejects: quantize again with --activations s8")
-    return path, engine
+    return int8
 
 
 BUILDERS = {BACKEND: Builder(label="ONNX Runtime int8", precisions=("int8",), build=None, check_runtime=check_runtime)}

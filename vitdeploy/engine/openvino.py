@@ -17,13 +17,11 @@ from types import ModuleType
 from typing import Any
 
 from vitdeploy.artifact import load_artifact_directory
-from vitdeploy.atomic import staged_files, write_bytes_atomic
+from vitdeploy.atomic import staged_files
 from vitdeploy.description import EngineSection, TensorIO
-from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
-                                           engine_profile)
+from vitdeploy.engine.descriptions import Builder, Engine, check_io, engine_file_name, write_engine_description
 from vitdeploy.engine.onnxruntime import int8_source
 from vitdeploy.errors import VitdeployError
-from vitdeploy.integrity import describe_files
 from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 
@@ -65,16 +63,16 @@ def model_io(model: Any) -> dict[str, TensorIO]:
 
 
 def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = "fp32",
-                   progress: Progress | None = None) -> Path:
-    """Convert the artifact's ONNX to an OpenVINO IR with its description; returns the .xml path."""
+                   progress: Progress | None = None) -> Engine:
+    """Convert the artifact's ONNX to an OpenVINO IR with its description; returns the engine (its .xml)."""
     ov = require("openvino")
     check_precision(ov, precision)
     artifact = load_artifact_directory(artifact_dir)
     progress = progress or Progress(total=2)
     xml = artifact.directory / engine_file_name(BACKEND, precision, "xml")
     label = f"OpenVINO {version_of(ov)}"
-    source, int8 = (int8_source(artifact, "OpenVINO", symmetric=False) if precision == "int8"
-                    else (artifact.checked_onnx, None))
+    int8 = int8_source(artifact, "OpenVINO", symmetric=False) if precision == "int8" else None
+    source = int8.path if int8 else artifact.checked_onnx
     started = time.perf_counter()
     with staged_files(artifact.directory, xml.name) as staging:
         with progress.step(f"converting {source.name} to an {label} IR"):
@@ -83,15 +81,12 @@ def build_openvino(artifact_dir: Path, backend: str = BACKEND, precision: str = 
             check_io(io, artifact, label)
         with progress.step(f"writing {xml.name}, {xml.with_suffix('.bin').name} and the description"):
             ov.save_model(model, str(staging / xml.name), compress_to_fp16=False)
-            engine = EngineSection(
-                file=xml.name, backend=BACKEND, backend_version=version_of(ov), precision=precision, device=DEVICE,
-                profile=engine_profile(artifact.input), io=io,
-                files=describe_files([staging / xml.name, staging / xml.with_suffix(".bin").name]),
-                build_seconds=round(time.perf_counter() - started, 2),
-                inference_precision=INFERENCE_PRECISION[precision], quantization=int8.quantization if int8 else None)
-            write_bytes_atomic(staging / engine_description_path(xml).name,
-                               artifact.description.with_engine(engine).to_json().encode())
-    return xml
+            engine = write_engine_description(
+                staging, xml, artifact, backend=BACKEND, backend_version=version_of(ov), precision=precision,
+                device=DEVICE, io=io, files=[staging / xml.name, staging / xml.with_suffix(".bin").name],
+                started=started, inference_precision=INFERENCE_PRECISION[precision],
+                quantization=int8.section.quantization if int8 else None)
+    return engine
 
 
 def check_runtime(engine: EngineSection) -> None:

@@ -28,16 +28,15 @@ from polygraphy.exception import PolygraphyException
 from polygraphy.logger import G_LOGGER
 
 from vitdeploy.artifact import load_artifact_directory
-from vitdeploy.atomic import staged_files, write_bytes_atomic
+from vitdeploy.atomic import staged_files
 from vitdeploy.description import EngineSection, Profile, TensorIO
-from vitdeploy.engine.descriptions import (Builder, check_io, engine_description_path, engine_file_name,
-                                           engine_profile)
+from vitdeploy.engine.descriptions import (Builder, Engine, check_io, engine_file_name, engine_profile,
+                                           write_engine_description)
 from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.onnxruntime import int8_source
 from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
-from vitdeploy.integrity import describe_files
 from vitdeploy.optional import is_installed
 from vitdeploy.progress import Progress
 
@@ -127,8 +126,8 @@ def _target(backend: str, target_gpu: bool) -> str | None:
 
 def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *, timing_cache: Path | None = None,
                    fp32_ops: Sequence[str] | None = None, target_gpu: bool = False,
-                   progress: Progress | None = None) -> Path:
-    """Build `model.<backend>.<precision>.engine` and its description in `artifact_dir`; returns the engine path.
+                   progress: Progress | None = None) -> Engine:
+    """Build `model.<backend>.<precision>.engine` and its description in `artifact_dir`; returns the engine.
 
     `fp32_ops` are the ONNX op types kept in float32 in an fp16/bf16 engine (None: precision.DEFAULT_FP32_OPS).
     `target_gpu` makes a
@@ -144,8 +143,8 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
     engine_path = artifact.directory / engine_file_name(backend, precision, "engine")
     profile = engine_profile(artifact.input)
     label = f"{LABELS[backend]} {trt.__version__}"
-    source, int8 = (int8_source(artifact, "TensorRT", symmetric=True) if precision == "int8"
-                    else (artifact.checked_onnx, None))
+    int8 = int8_source(artifact, "TensorRT", symmetric=True) if precision == "int8" else None
+    source = int8.path if int8 else artifact.checked_onnx
     started = time.perf_counter()
     with G_LOGGER.verbosity(G_LOGGER.WARNING), staged_files(artifact.directory, engine_path.name) as staging:
         with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {label}"):
@@ -160,15 +159,12 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
                 serialized = engine_bytes_from_network(network, config=config, save_timing_cache=cache)
         with progress.step(f"writing {engine_path.name} and its description"):
             (staging / engine_path.name).write_bytes(memoryview(serialized))
-            engine = EngineSection(
-                file=engine_path.name, backend=backend, backend_version=trt.__version__, precision=precision,
-                device="cuda", profile=profile, io=io, files=describe_files([staging / engine_path.name]),
-                build_seconds=round(time.perf_counter() - started, 2), compute_capability=target,
-                fp32_ops=tuple(fp32_ops) if precision in ("fp16", "bf16") else (),
-                quantization=int8.quantization if int8 else None)
-            write_bytes_atomic(staging / engine_description_path(engine_path).name,
-                               artifact.description.with_engine(engine).to_json().encode())
-    return engine_path
+            engine = write_engine_description(
+                staging, engine_path, artifact, backend=backend, backend_version=trt.__version__,
+                precision=precision, device="cuda", io=io, files=[staging / engine_path.name], started=started,
+                compute_capability=target, fp32_ops=tuple(fp32_ops) if precision in ("fp16", "bf16") else (),
+                quantization=int8.section.quantization if int8 else None)
+    return engine
 
 
 def rtx_unsupported(capability: tuple[int, int]) -> str | None:

@@ -91,11 +91,10 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     """The rewritten module to export and the artifact's description (without its export record)."""
     if recipe.unsupported:
         raise VitdeployError(f"recipe '{recipe.name}' ({recipe.timm_name}) cannot be exported: {recipe.unsupported}")
-    family = families.get(recipe.family)
+    family = recipe.family
     dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
     size = options.size or recipe.input.size
-    model, loaded = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size,
-                                 family=recipe.family)
+    model, loaded = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size, family=family)
     broken = nonfinite_tensors(model)
     if broken:
         warnings.warn(f"{len(broken)} weight tensors of {recipe.timm_name} hold NaN or infinite values (e.g. "
@@ -104,7 +103,7 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     embedding = recipe.embedding if options.embedding is None else options.embedding
     positions = recipe.position_encodings if options.position_encodings is None else options.position_encodings
     spec = recipe.pyramid if options.pyramid is None else (None if options.pyramid is NO_PYRAMID else options.pyramid)
-    described, pyramid = describe_backbone(model, recipe.family, recipe.timm_name,
+    described, pyramid = describe_backbone(model, family, recipe.timm_name,
                                            options.outputs if options.outputs is not None else recipe.outputs,
                                            embedding, positions, spec)
     problem = family.dynamic_problem(model) if dynamic else None
@@ -115,7 +114,7 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         raise VitdeployError(f"recipe '{recipe.name}' has no dynamic range: set input.min and input.max")
     multiple = pyramid_size_multiple(family.size_multiple(model), pyramid.strides if pyramid else ())
     description = Description(
-        recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family, timm_kwargs=recipe.timm_kwargs,
+        recipe=recipe.name, timm_name=recipe.timm_name, family=family.name, timm_kwargs=recipe.timm_kwargs,
         weights=weights_record(options.weights, model, loaded),
         input=_input_spec(recipe, model, dynamic, size, multiple, options.bake_preprocessing),
         outputs=tuple(described), pyramid=pyramid, tolerance=dict(recipe.tolerance), versions=_versions(),

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from vitdeploy.artifact import Artifact
-from vitdeploy.engine import check_engine, find_engines, read_engine_description
+from vitdeploy.engine import Engine, check_engine, find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import gpu_present
 from vitdeploy.optional import is_installed, missing
@@ -32,11 +31,11 @@ class Runtime:
     name: str
     auto_rank: int
     engine_backends: tuple[str, ...]  # builders whose engines it runs (ONNX Runtime: the int8 graphs)
-    run_engine: Callable[[Path, int | None], Runner]  # (engine file, threads)
+    run_engine: Callable[[Engine, int | None], Runner]  # (engine, threads)
     onnx_problem: Callable[[], str | None] | None = None  # ONNX Runtime, which also runs model.onnx: why not here
     run_onnx: Callable[[Artifact, int | None], Runner] | None = None  # ... and its runner for model.onnx
 
-    def create(self, artifact: Artifact, engine: Path | None, threads: int | None = None) -> Runner:
+    def create(self, artifact: Artifact, engine: Engine | None, threads: int | None = None) -> Runner:
         """A runner for `engine`, or for the artifact's model.onnx where `choose` gave no engine (ONNX Runtime)."""
         if engine is not None:
             return self.run_engine(engine, threads)
@@ -44,14 +43,14 @@ class Runtime:
             raise VitdeployError(f"{self.name} runs engines only: build one with `vitdeploy build`")
         return self.run_onnx(artifact, threads)
 
-    def engines(self, artifact: Artifact, precision: str | None = None) -> list[Path]:
+    def engines(self, artifact: Artifact, precision: str | None = None) -> list[Engine]:
         """The artifact's engines for this runtime, `precision` only if given, in order of preference."""
         precisions = (precision,) if precision else ENGINE_PRECISIONS
-        found = [path for path in find_engines(artifact.directory)
-                 if path.name.split(".")[1] in self.engine_backends and path.name.split(".")[2] in precisions]
-        return sorted(found, key=lambda path: (precisions.index(path.name.split(".")[2]), path.name))
+        found = [engine for engine in find_engines(artifact.directory)
+                 if engine.backend in self.engine_backends and engine.precision in precisions]
+        return sorted(found, key=lambda engine: (precisions.index(engine.precision), engine.name))
 
-    def choose(self, artifact: Artifact, precision: str | None = None) -> tuple[Path | None, str | None]:
+    def choose(self, artifact: Artifact, precision: str | None = None) -> tuple[Engine | None, str | None]:
         """(the engine to use or None, why this runtime cannot run the artifact here or None). ONNX Runtime runs
         model.onnx at fp32 (the default) and the int8 graph when int8 is asked for."""
         if self.onnx_problem is not None:
@@ -69,24 +68,24 @@ class Runtime:
                     else f"vitdeploy build --backend {self.engine_backends[0]}")
             return None, f"{what} in the artifact (make one with `{make}`)"
         reasons = []
-        for path in engines:
-            problem = engine_problem(artifact, path)
+        for engine in engines:
+            problem = engine_problem(artifact, engine)
             if problem is None:
-                return path, None
-            reasons.append(f"{path.name}: {problem}")
+                return engine, None
+            reasons.append(f"{engine.name}: {problem}")
         return None, "; ".join(reasons)
 
 
-def engine_problem(artifact: Artifact, path: Path) -> str | None:
-    """Why the engine at `path` cannot run the artifact here (description, files and their sizes, runtime,
-    device); None if it can. Its bytes are hashed when a runner loads it: a corrupt engine is an error
-    then, not a reason to fall back to another runtime."""
+def engine_problem(artifact: Artifact, engine: Engine) -> str | None:
+    """Why `engine` cannot run the artifact here (description, files and their sizes, runtime, device); None
+    if it can. Its bytes are hashed when a runner loads it: a corrupt engine is an error then, not a reason
+    to fall back to another runtime."""
     try:
-        description = check_engine(path, contents=False)
+        description = check_engine(engine, contents=False)
     except VitdeployError as exc:
         return str(exc)
     if artifact.description.export and description.export != artifact.description.export:
-        return f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`"
+        return f"{engine.name} was built from another model.onnx: rebuild it with `vitdeploy build`"
     return None
 
 
@@ -105,9 +104,9 @@ def _onnxruntime(name: str, auto_rank: int, cuda: bool) -> Runtime:
     """ONNX Runtime on the artifact's model.onnx, or on an int8 graph (its own description, its precision)."""
     providers = CUDA if cuda else CPU
 
-    def run_engine(engine: Path, threads: int | None) -> Runner:
+    def run_engine(engine: Engine, threads: int | None) -> Runner:
         description = check_engine(engine)
-        return OnnxRuntimeRunner(description, engine, providers, threads, name, precision=description.engine.precision)
+        return OnnxRuntimeRunner(description, engine.path, providers, threads, name, precision=engine.precision)
 
     return Runtime(name, auto_rank, ("onnxruntime",), run_engine, onnx_problem=lambda: onnxruntime_problem(cuda),
                    run_onnx=lambda artifact, threads: OnnxRuntimeRunner(artifact.description, artifact.checked_onnx,
@@ -126,7 +125,7 @@ ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}
 BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` and the commands' --backend take
 
 
-def select(artifact: Artifact, backend: str = "auto", precision: str | None = None) -> tuple[Runtime, Path | None]:
+def select(artifact: Artifact, backend: str = "auto", precision: str | None = None) -> tuple[Runtime, Engine | None]:
     """The runtime (and engine) to run `artifact` on: the first of `backend`'s candidates that runs here."""
     candidates = ALIASES.get(backend, (backend,))
     if any(name not in RUNTIMES for name in candidates):
@@ -150,9 +149,14 @@ def create_runner(artifact: Artifact, backend: str = "auto", precision: str | No
     return runtime.create(artifact, engine, threads)
 
 
-def engine_runner(engine_path: Path, threads: int | None = None) -> Runner:
-    """The runner for one engine file: the runtime of the builder its description names."""
-    backend = read_engine_description(engine_path).engine.backend
-    candidates = [RUNTIMES[name] for name in AUTO if backend in RUNTIMES[name].engine_backends]
+def engine_runner(engine: Engine, threads: int | None = None, name: str | None = None) -> Runner:
+    """The runner for one engine: the runtime of its builder (named `name` if given, else after the runtime)."""
+    candidates = [RUNTIMES[runtime] for runtime in AUTO if engine.backend in RUNTIMES[runtime].engine_backends]
+    if not candidates:
+        raise VitdeployError(f"{engine.name}: no runtime runs {engine.backend!r} engines: expected one of "
+                             f"{', '.join(b for runtime in RUNTIMES.values() for b in runtime.engine_backends)}")
     usable = [r for r in candidates if r.onnx_problem is None or r.onnx_problem() is None]
-    return (usable or candidates)[0].run_engine(engine_path, threads)  # the runner says why it cannot run
+    runner = (usable or candidates)[0].run_engine(engine, threads)  # the runner says why it cannot run
+    if name:
+        runner.name = name
+    return runner

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vitdeploy.engine import check_engine
+from vitdeploy.engine import Engine, check_engine
 from vitdeploy.engine.openvino import DEVICE
 from vitdeploy.optional import require
 from vitdeploy.runners.base import Outputs, Runner
@@ -22,14 +21,13 @@ from vitdeploy.runners.base import Outputs, Runner
 class OpenVINORunner(Runner):
     """Compiles the IR for the CPU with the description's inference precision; outputs by name, in order."""
 
-    def __init__(self, engine_path: Path, threads: int | None = None, name: str | None = None):
+    def __init__(self, engine: Engine, threads: int | None = None, name: str | None = None):
         self.is_active = False  # polygraphy's __del__ reads it even if the checks below raise
-        self.engine_path = Path(engine_path)
-        description = check_engine(self.engine_path)
-        engine = description.engine
+        self.engine_path = engine.path
+        description = check_engine(engine)
         super().__init__(description, name or "openvino", precision=engine.precision)
-        self.profile = engine.profile
-        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": engine.inference_precision,
+        self.profile = description.engine.profile
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": description.engine.inference_precision,
                                        "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads

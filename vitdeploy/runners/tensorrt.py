@@ -7,14 +7,13 @@ every feed against its optimisation profile before the runtime sees it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from polygraphy.backend.trt import TrtRunner, engine_from_bytes
 from polygraphy.exception import PolygraphyException
 
-from vitdeploy.engine import check_engine
+from vitdeploy.engine import Engine, check_engine
 from vitdeploy.engine.tensorrt_family import LABELS, active_backend, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
@@ -44,15 +43,14 @@ class TensorRTRunner(Runner):
 
     torch_feeds = True
 
-    def __init__(self, engine_path: Path, name: str | None = None):
+    def __init__(self, engine: Engine, name: str | None = None):
         self.is_active = False  # polygraphy's __del__ reads it even if the checks below raise
-        self.engine_path = Path(engine_path)
-        description = check_engine(self.engine_path)  # before anything is deserialised
-        engine = description.engine
+        self.engine_path = engine.path
+        description = check_engine(engine)  # before anything is deserialised
         self.backend = engine.backend
-        super().__init__(description, name or f"{engine.backend}", precision=engine.precision,
+        super().__init__(description, name or engine.backend, precision=engine.precision,
                          peak_key="tf32" if engine.precision == "fp32" else engine.precision)
-        self.profile = engine.profile
+        self.profile = description.engine.profile
         self._trt = TrtRunner(self._deserialize, name=self.name)
 
     def _deserialize(self) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitdeploy import families
 from vitdeploy.description import Description
 from vitdeploy.models import ModelForSize, reference_pyramids
 from vitdeploy.preprocess import normalise
@@ -36,7 +37,8 @@ class TorchRunner(Runner):
         default_name = "torch-compile" if compile else ("torch-autocast" if autocast else "torch")
         super().__init__(description, name or default_name, precision=autocast or "fp32", peak_key=peak_key)
         self.device, self.autocast, self.compile = device, autocast, compile
-        self.pyramid = pyramid or reference_pyramids(description, checkpoint, device)  # hw -> eager module
+        self.family = families.get(description.family)  # where the description's family name becomes a Family
+        self.pyramid = pyramid or reference_pyramids(description, self.family, checkpoint, device)  # hw -> module
         self._compiled: dict[tuple[int, int], Callable] = {}
 
     def module(self, hw: tuple[int, int]) -> Callable:

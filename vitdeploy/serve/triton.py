@@ -48,22 +48,22 @@ def _engine(artifact: ArtifactDirectory, backend: str,
             precision: str | None) -> tuple[EngineDescription, dict[str, Path]]:
     """The engine of `backend` to put in the repository, checked (files, source ONNX), and its files by Triton name."""
     precisions = (precision,) if precision else ENGINE_PRECISIONS
-    engines = [p for p in find_engines(artifact.directory) if p.name.split(".")[2] in precisions]
-    ranked = sorted((p for p in engines if p.name.split(".")[1] == backend),
-                    key=lambda p: precisions.index(p.name.split(".")[2]))
+    engines = [e for e in find_engines(artifact.directory) if e.precision in precisions]
+    ranked = sorted((e for e in engines if e.backend == backend), key=lambda e: precisions.index(e.precision))
     if not ranked:
         what = f"no {precision} {backend} engine" if precision else f"no {backend} engine"
-        rtx = [p.name for p in engines if p.name.split(".")[1] == "tensorrt_rtx"]
+        rtx = [e.name for e in engines if e.backend == "tensorrt_rtx"]
         hint = (f"; {rtx[0]} is a TensorRT-RTX engine, which Triton's TensorRT backend does not run"
                 if backend == "tensorrt" and rtx else "")
         how = (f"vitdeploy quantize {artifact.directory}" if backend == "onnxruntime"
                else f"vitdeploy build {artifact.directory} --backend {backend}")
         raise VitdeployError(f"{artifact.name} has {what}{hint}: make one with `{how}`")
-    path = ranked[0]
-    description = check_engine_files(path)  # not check_engine: the runtime is Triton's, not this machine's
+    engine = ranked[0]
+    description = check_engine_files(engine)  # not check_engine: the runtime is Triton's, not this machine's
     if description.export != artifact.description.export:
-        raise VitdeployError(f"{path.name} was built from another model.onnx: rebuild it with `vitdeploy build`")
-    files = {ENGINE_FILES[backend].get(Path(name).suffix, name): path.parent / name for name in description.engine.files}
+        raise VitdeployError(f"{engine.name} was built from another model.onnx: rebuild it with `vitdeploy build`")
+    files = {ENGINE_FILES[backend].get(Path(name).suffix, name): engine.path.parent / name
+             for name in description.engine.files}
     return description, files
 
 
