@@ -27,8 +27,8 @@ from vitdeploy.engine import (Engine, build as build_engine, builder, check_engi
                               read_engine_description)
 from vitdeploy.engine.descriptions import engine_description_path
 from vitdeploy.engine.precision import DEFAULT_FP32_OPS, _merge_duplicate_casts, reduced_precision_onnx
-from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, auto_family, check_gpu, choose_family
-from vitdeploy.engine.tensorrt_family import use_backend
+from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, auto_flavour, check_gpu, choose_flavour
+from vitdeploy.engine.tensorrt_flavour import use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
 from vitdeploy.hardware import compute_capability, gpu_name
@@ -355,27 +355,27 @@ def test_auto_backend_follows_the_support_matrices() -> None:
     """`--backend auto` builds where the engine can run: full TensorRT on a GPU, TensorRT-RTX on a CPU or an RTX
     GPU, and a one-line refusal (not an engine that is refused at load) on a GPU TensorRT-RTX does not support."""
     both, rtx_only = ("tensorrt", RTX), (RTX,)
-    assert choose_family(None, rtx_only) == RTX  # no GPU: a portable engine, built on the CPU
-    assert choose_family(None, both) == RTX  # full TensorRT cannot build without a GPU; TensorRT-RTX can
-    assert choose_family((8, 9), rtx_only) == RTX and choose_family((7, 5), rtx_only) == RTX
-    assert choose_family((9, 0), both) == "tensorrt" and choose_family((8, 6), both) == "tensorrt"
-    assert choose_family(None, ("tensorrt",)) == "tensorrt"  # its build then says that it needs a GPU
+    assert choose_flavour(None, rtx_only) == RTX  # no GPU: a portable engine, built on the CPU
+    assert choose_flavour(None, both) == RTX  # full TensorRT cannot build without a GPU; TensorRT-RTX can
+    assert choose_flavour((8, 9), rtx_only) == RTX and choose_flavour((7, 5), rtx_only) == RTX
+    assert choose_flavour((9, 0), both) == "tensorrt" and choose_flavour((8, 6), both) == "tensorrt"
+    assert choose_flavour(None, ("tensorrt",)) == "tensorrt"  # its build then says that it needs a GPU
     for major, minor in ((8, 0), (9, 0), (10, 0)):
         with pytest.raises(VitdeployError) as error:
-            choose_family((major, minor), rtx_only)
+            choose_flavour((major, minor), rtx_only)
         assert str(error.value) == (
             f"--backend auto: full TensorRT is not installed, and {gpu_name()} has compute capability {major}.{minor}, "
             "which TensorRT-RTX does not support (it runs on 7.5, 8.6, 8.9, 12.0, 12.1: RTX-class GPUs): use full "
             "TensorRT (pip install 'vitdeploy[trt]', then `vitdeploy build --backend tensorrt`) or ONNX Runtime's "
             "CUDA provider (pip install 'vitdeploy[ort-gpu]')")
     with pytest.raises(VitdeployError, match=r"no TensorRT backend is installed: pip install 'vitdeploy\[trt\]'"):
-        choose_family((9, 0), ())
+        choose_flavour((9, 0), ())
     installed = [family for family in ("tensorrt", RTX) if is_installed(family)]
     if installed:
-        assert auto_family() == choose_family(GPU, installed)
+        assert auto_flavour() == choose_flavour(GPU, installed)
     else:
         with pytest.raises(VitdeployError, match=r"^no TensorRT backend is installed"):
-            auto_family()
+            auto_flavour()
 
 
 @requires(RTX)

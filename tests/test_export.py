@@ -12,7 +12,7 @@ import torch
 from conftest import onnx_dims
 from vitdeploy.artifact import METADATA_KEY
 from vitdeploy.errors import VitdeployError
-from vitdeploy.models import feature_levels
+from vitdeploy.pyramid import feature_levels
 
 HIERA_TINY_SHAPES = {"stride4": [96, 56, 56], "stride8": [192, 28, 28], "stride16": [384, 14, 14],
                      "stride32": [768, 7, 7]}

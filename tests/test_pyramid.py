@@ -20,7 +20,8 @@ from vitdeploy.engine import build as build_engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.progress import Progress
-from vitdeploy.recipes import PyramidSpec, available_recipes, load_recipe, load_recipe_file
+from vitdeploy.pyramid import PyramidSpec
+from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.verify import verify_onnx
 

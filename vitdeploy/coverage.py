@@ -31,7 +31,7 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.models import meta_backbone
-from vitdeploy.engine.tensorrt_family import use_backend
+from vitdeploy.engine.tensorrt_flavour import use_backend
 from vitdeploy.optional import is_installed, missing, require
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import pyramid_size_multiple

@@ -34,7 +34,7 @@ from vitdeploy.bench import BenchOptions, run_bench
 from vitdeploy.bench_report import to_dict
 from vitdeploy.doctor import environment
 from vitdeploy.engine import Engine
-from vitdeploy.engine.tensorrt import auto_family, rtx_unsupported
+from vitdeploy.engine.tensorrt import auto_flavour, rtx_unsupported
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.gpu_proof_report import render_markdown
@@ -160,7 +160,7 @@ def _tensorrt_rtx(proof: Proof, artifact_dir: Path) -> str:
         except VitdeployError as exc:
             return {"ok": False, "text": str(exc)}
 
-    attempt["auto"] = outcome(lambda: "chooses " + auto_family())
+    attempt["auto"] = outcome(lambda: "chooses " + auto_flavour())
     attempt["support_matrix"] = {"ok": capability is not None and rtx_unsupported(capability) is None,
                                  "text": "no GPU here" if capability is None else rtx_unsupported(capability) or
                                  f"compute capability {format_capability(capability)} is on it"}

@@ -1,8 +1,5 @@
-"""Model building: a timm backbone with its weights, its pyramid levels, and the eager reference.
-
-The levels are timm's `feature_info` (channels, reduction) for the indices `forward_intermediates`
-takes, so vitdeploy never re-implements a backbone.
-"""
+"""Model building: a timm backbone of its family with its weights, and the eager reference (the outputs it
+is described by are vitdeploy.pyramid's)."""
 
 from __future__ import annotations
 
@@ -17,13 +14,10 @@ import timm
 import torch
 from torch import nn
 
-from vitdeploy.description import Description, OutputLevel, SimplePyramid, WeightsRecord
+from vitdeploy.description import Description, OutputLevel, WeightsRecord
 from vitdeploy.errors import VitdeployError
 from vitdeploy.families import Family
-from vitdeploy.pyramid import describe_pyramid
-from vitdeploy.recipes import PyramidSpec
-
-EMBEDDING_NAME = "embedding"
+from vitdeploy.pyramid import PyramidSpec, describe_outputs
 ModelForSize = Callable[[tuple[int, int]], nn.Module]
 
 
@@ -131,84 +125,13 @@ def nonfinite_tensors(model: nn.Module) -> list[str]:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
-def feature_levels(model: nn.Module, timm_name: str) -> list[dict[str, Any]]:
-    """timm's feature_info entries (num_chs, reduction, module), checked to exist."""
-    info = getattr(model, "feature_info", None)
-    if not hasattr(model, "forward_intermediates") or not isinstance(info, list) or not info:
-        raise VitdeployError(f"timm model '{timm_name}' has no feature support (no forward_intermediates "
-                             "or feature_info): it cannot export a feature pyramid")
-    return info
-
-
-def _single_scale(levels: list[dict[str, Any]]) -> bool:
-    return len({level["reduction"] for level in levels}) == 1 and len(levels) > 4
-
-
-def default_outputs(levels: list[dict[str, Any]]) -> tuple[int, ...]:
-    """Every level of a hierarchical model; four evenly spaced blocks of a single-scale one (ViTDet)."""
-    if not _single_scale(levels):
-        return tuple(range(len(levels)))
-    n = len(levels)
-    return tuple(round((k + 1) * n / 4) - 1 for k in range(4))
-
-
-def check_outputs(timm_name: str, levels: list[dict[str, Any]], outputs: tuple[int, ...]) -> None:
-    n = len(levels)
-    kind = "blocks" if _single_scale(levels) else "feature levels"
-    if not outputs:
-        raise VitdeployError(f"no outputs chosen for {timm_name}: expected indices in 0..{n - 1}")
-    for index in outputs:
-        if not 0 <= index < n:
-            raise VitdeployError(f"output index {index} is out of range for {timm_name}: it has {n} {kind} "
-                                 f"(valid indices 0..{n - 1})")
-    if list(outputs) != sorted(set(outputs)):
-        raise VitdeployError(f"output indices {list(outputs)} for {timm_name}: expected distinct indices in "
-                             "increasing order (pyramid order)")
-
-
-def describe_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tuple[int, ...],
-                     embedding: bool) -> list[OutputLevel]:
-    """Output names, channels and strides: `stride{s}` for a hierarchical backbone (every level has its own
-    stride), `block{i}` for a single-scale one such as ViT."""
-    by_stride = len({level["reduction"] for level in levels}) == len(levels)
-    described = [OutputLevel(name=f"stride{levels[i]['reduction']}" if by_stride else f"block{i}", kind="feature",
-                             index=i, channels=int(levels[i]["num_chs"]), stride=int(levels[i]["reduction"]),
-                             layout="NCHW") for i in outputs]
-    if embedding:
-        if not hasattr(model, "forward_head"):
-            raise VitdeployError(f"{type(model).__name__} has no pooled embedding: expected no embedding output "
-                                 "(drop --embedding / embedding = true)")
-        channels: int = getattr(model, "head_hidden_size", None) or getattr(model, "num_features")  # timm's ints
-        described.append(OutputLevel(name=EMBEDDING_NAME, kind="embedding", index=None, channels=int(channels),
-                                     stride=None, layout="NC"))
-    return described
-
-
-def describe_backbone(model: nn.Module, family: Family, timm_name: str, outputs: tuple[int, ...] | None,
-                      embedding: bool, position_encodings: bool = False, pyramid: PyramidSpec | None = None
-                      ) -> tuple[list[OutputLevel], SimplePyramid | None]:
-    """The outputs of a backbone for the chosen feature indices (None: the default levels): feature levels
-    (resampled by a simple pyramid when given), their position encodings if asked for, the embedding; and
-    the description's `pyramid` section."""
-    levels = feature_levels(model, timm_name)
-    chosen = outputs if outputs is not None else default_outputs(levels)
-    check_outputs(timm_name, levels, chosen)
-    described, section = describe_outputs(model, levels, chosen, embedding), None
-    if pyramid:
-        described, section = describe_pyramid(described, pyramid, timm_name)
-    if position_encodings:
-        features = [o for o in described if o.kind == "feature"]
-        positions = family.position_outputs(model, features)
-        described = features + positions + [o for o in described if o.kind != "feature"]
-    return described, section
-
-
 def describe_recipe_pyramid(timm_name: str, timm_kwargs: dict[str, Any], outputs: tuple[int, ...] | None,
                             embedding: bool, pyramid: PyramidSpec | None = None, *, family: Family,
                             position_encodings: bool = False) -> list[OutputLevel]:
     """A recipe's outputs without building weights: the backbone is created on the meta device."""
     model = meta_backbone(timm_name, timm_kwargs, family)
-    return describe_backbone(model, family, timm_name, outputs, embedding, position_encodings, pyramid)[0]
+    positions = (lambda features: family.position_outputs(model, features)) if position_encodings else None
+    return describe_outputs(model, timm_name, outputs, embedding, pyramid, positions)[0]
 
 
 def reference_models(description: Description, family: Family, checkpoint: Path | None = None) -> ModelForSize:

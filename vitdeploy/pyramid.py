@@ -1,7 +1,9 @@
-"""The pyramid module: timm's `forward_intermediates` levels as a tuple, optionally resampled in the graph.
+"""The pyramid: its outputs as the description names them, and the module computing them, timm's
+`forward_intermediates` levels as a tuple, optionally resampled in the graph.
 
-`PyramidModel` returns whatever timm's own `forward_intermediates` returns for the chosen indices (and
-the pooled embedding), so vitdeploy never re-implements a backbone.
+The outputs are timm's `feature_info` levels (channels, reduction) for the indices `forward_intermediates`
+takes (`describe_outputs`), and `PyramidModel` returns whatever timm's own `forward_intermediates`
+returns for them (and the pooled embedding), so vitdeploy never re-implements a backbone.
 
 A ViTDet-style simple feature pyramid without weights (`SimpleFeaturePyramid`) turns single-scale
 outputs into strides: ViTDet does it with trained deconvolutions; a fixed resampling gives any
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +29,21 @@ from torch import nn
 from vitdeploy.description import OutputLevel, SimplePyramid
 from vitdeploy.errors import VitdeployError
 
-if TYPE_CHECKING:  # recipes imports the family registry, whose families build modules from here
-    from vitdeploy.recipes import PyramidSpec
-
+PYRAMID_KINDS = ("simple",)
+EMBEDDING_NAME = "embedding"
 UPSAMPLE = "bilinear interpolation (align_corners=False, no antialias)"
 DOWNSAMPLE = "max pooling (kernel = stride = factor)"
+
+
+@dataclass(frozen=True)
+class PyramidSpec:
+    """A recipe's `[pyramid]` (or `--pyramid`): resample single-scale outputs to `strides` in the graph."""
+
+    kind: str
+    strides: tuple[int, ...]
+
+
+PositionOutputs = Callable[[list[OutputLevel]], list[OutputLevel]]  # feature levels -> their position encodings
 
 
 class PyramidModel(nn.Module):
@@ -44,7 +56,7 @@ class PyramidModel(nn.Module):
         self.embedding = embedding
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # timm's feature API (checked by models.feature_levels); its signature and return vary by model class
+        # timm's feature API (checked by feature_levels); its signature and return vary by model class
         forward_intermediates: Callable[..., Any] = getattr(self.backbone, "forward_intermediates")
         if not self.embedding:
             levels = forward_intermediates(image, indices=self.indices, intermediates_only=True, output_fmt="NCHW")
@@ -60,6 +72,77 @@ def default_strides(source: int) -> tuple[int, ...]:
     4x up is not a whole stride (patch 14), 2x up to 1/4x (7, 14, 28, 56)."""
     return (source // 4, source // 2, source, source * 2) if source % 4 == 0 else \
         (source // 2, source, source * 2, source * 4) if source % 2 == 0 else (source, source * 2, source * 4)
+
+
+def feature_levels(model: nn.Module, timm_name: str) -> list[dict[str, Any]]:
+    """timm's feature_info entries (num_chs, reduction, module), checked to exist."""
+    info = getattr(model, "feature_info", None)
+    if not hasattr(model, "forward_intermediates") or not isinstance(info, list) or not info:
+        raise VitdeployError(f"timm model '{timm_name}' has no feature support (no forward_intermediates "
+                             "or feature_info): it cannot export a feature pyramid")
+    return info
+
+
+def _single_scale(levels: list[dict[str, Any]]) -> bool:
+    return len({level["reduction"] for level in levels}) == 1 and len(levels) > 4
+
+
+def default_outputs(levels: list[dict[str, Any]]) -> tuple[int, ...]:
+    """Every level of a hierarchical model; four evenly spaced blocks of a single-scale one (ViTDet)."""
+    if not _single_scale(levels):
+        return tuple(range(len(levels)))
+    n = len(levels)
+    return tuple(round((k + 1) * n / 4) - 1 for k in range(4))
+
+
+def check_outputs(timm_name: str, levels: list[dict[str, Any]], outputs: tuple[int, ...]) -> None:
+    n = len(levels)
+    kind = "blocks" if _single_scale(levels) else "feature levels"
+    if not outputs:
+        raise VitdeployError(f"no outputs chosen for {timm_name}: expected indices in 0..{n - 1}")
+    for index in outputs:
+        if not 0 <= index < n:
+            raise VitdeployError(f"output index {index} is out of range for {timm_name}: it has {n} {kind} "
+                                 f"(valid indices 0..{n - 1})")
+    if list(outputs) != sorted(set(outputs)):
+        raise VitdeployError(f"output indices {list(outputs)} for {timm_name}: expected distinct indices in "
+                             "increasing order (pyramid order)")
+
+
+def level_outputs(model: nn.Module, levels: list[dict[str, Any]], outputs: tuple[int, ...],
+                     embedding: bool) -> list[OutputLevel]:
+    """Output names, channels and strides: `stride{s}` for a hierarchical backbone (every level has its own
+    stride), `block{i}` for a single-scale one such as ViT."""
+    by_stride = len({level["reduction"] for level in levels}) == len(levels)
+    described = [OutputLevel(name=f"stride{levels[i]['reduction']}" if by_stride else f"block{i}", kind="feature",
+                             index=i, channels=int(levels[i]["num_chs"]), stride=int(levels[i]["reduction"]),
+                             layout="NCHW") for i in outputs]
+    if embedding:
+        if not hasattr(model, "forward_head"):
+            raise VitdeployError(f"{type(model).__name__} has no pooled embedding: expected no embedding output "
+                                 "(drop --embedding / embedding = true)")
+        channels: int = getattr(model, "head_hidden_size", None) or getattr(model, "num_features")  # timm's ints
+        described.append(OutputLevel(name=EMBEDDING_NAME, kind="embedding", index=None, channels=int(channels),
+                                     stride=None, layout="NC"))
+    return described
+
+
+def describe_outputs(model: nn.Module, timm_name: str, outputs: tuple[int, ...] | None, embedding: bool,
+                     pyramid: PyramidSpec | None = None, positions: PositionOutputs | None = None
+                     ) -> tuple[list[OutputLevel], SimplePyramid | None]:
+    """The outputs of a backbone for the chosen feature indices (None: the default levels): feature levels
+    (resampled by a simple pyramid when given), their position encodings if `positions` (the family's) is
+    given, the embedding; and the description's `pyramid` section."""
+    levels = feature_levels(model, timm_name)
+    chosen = outputs if outputs is not None else default_outputs(levels)
+    check_outputs(timm_name, levels, chosen)
+    described, section = level_outputs(model, levels, chosen, embedding), None
+    if pyramid:
+        described, section = describe_pyramid(described, pyramid, timm_name)
+    if positions:
+        features = [o for o in described if o.kind == "feature"]
+        described = features + positions(features) + [o for o in described if o.kind != "feature"]
+    return described, section
 
 
 def describe_pyramid(outputs: list[OutputLevel], spec: PyramidSpec,

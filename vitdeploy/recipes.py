@@ -15,8 +15,8 @@ from vitdeploy import families
 from vitdeploy.description import PRECISIONS, Tolerance
 from vitdeploy.errors import VitdeployError
 from vitdeploy.families import Family
+from vitdeploy.pyramid import PYRAMID_KINDS, PyramidSpec
 
-PYRAMID_KINDS = ("simple",)
 RESOLUTION_MODES = ("fixed", "dynamic")
 
 
@@ -43,14 +43,6 @@ class InputSpec:
     @property
     def dynamic(self) -> bool:
         return self.mode == "dynamic"
-
-
-@dataclass(frozen=True)
-class PyramidSpec:
-    """`[pyramid]`: resample single-scale outputs to `strides` in the graph (see vitdeploy.pyramid)."""
-
-    kind: str
-    strides: tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import torch
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
-from vitdeploy import families
 from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.calibration import list_images, photo_feeds, recorded_photos

@@ -9,7 +9,7 @@ import click
 
 from vitdeploy.cli.options import BUILDERS, IntList, Size, backend_option, precision_option, seed_option
 from vitdeploy.errors import VitdeployError
-from vitdeploy.recipes import PYRAMID_KINDS, PyramidSpec
+from vitdeploy.pyramid import PYRAMID_KINDS, PyramidSpec
 
 if TYPE_CHECKING:
     from vitdeploy.models import Weights
@@ -78,13 +78,13 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
     ensure_export()
     from vitdeploy import engine
     from vitdeploy.artifact import load_artifact_directory
-    from vitdeploy.engine.tensorrt import auto_family
+    from vitdeploy.engine.tensorrt import auto_flavour
     from vitdeploy.export import ExportOptions, export_artifact
     from vitdeploy.recipes import load_recipe
 
     loaded = load_recipe(recipe)
     if build_engine:  # a missing runtime is an error before a long export, not after
-        require(auto_family() if backend == "auto" else backend)
+        require(auto_flavour() if backend == "auto" else backend)
     out_dir = out_dir or Path("artifacts") / loaded.name
     options = ExportOptions(outputs=outputs, embedding=embedding, position_encodings=position_encodings,
                             dynamic=dynamic, size=size,

@@ -21,7 +21,7 @@ from vitdeploy.inputs import profile_table
 from vitdeploy.integrity import check_files
 
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS}
-BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_family
+BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_flavour
 
 __all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "builder", "check_engine", "check_engine_files", "describe_engine",
            "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
@@ -36,7 +36,7 @@ def builder(backend: str) -> Builder:
 def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Engine:
     """Build an engine of `backend` into the artifact directory; returns the engine. `options` go to
     the builder (TensorRT: timing_cache, fp32_ops, target_gpu; all: progress)."""
-    backend = tensorrt.auto_family() if backend == "auto" else backend
+    backend = tensorrt.auto_flavour() if backend == "auto" else backend
     chosen = builder(backend)
     if chosen.build is None:
         raise VitdeployError(f"{chosen.label} graphs are made by `vitdeploy quantize`, not `vitdeploy build`")

@@ -17,9 +17,9 @@ STEP_EVERY_S = 5.0
 
 
 def make_progress_monitor(trt: ModuleType, note: Callable[[str], None]):
-    """An instance of a `trt.IProgressMonitor` subclass (of the active family) that calls `note`."""
+    """An instance of a `trt.IProgressMonitor` subclass (of the active flavour) that calls `note`."""
 
-    base: Any = trt.IProgressMonitor  # the active family's class, known only at run time
+    base: Any = trt.IProgressMonitor  # the active flavour's class, known only at run time
 
     class Monitor(base):
         def __init__(self) -> None:

@@ -1,6 +1,6 @@
 """TensorRT and TensorRT-RTX engines: built from an artifact's ONNX through polygraphy, checked before loading.
 
-Both families build strongly typed networks: TensorRT-RTX has no precision flags, and TensorRT 11
+Both flavours build strongly typed networks: TensorRT-RTX has no precision flags, and TensorRT 11
 removed them, so fp16/bf16 engines come from a reduced-precision ONNX (see precision.py) and the
 engine's input and outputs stay as exported. The engine is built to bytes and written by us rather
 than via `engine_from_network` + `save_engine`, because deserialising needs a GPU and TensorRT-RTX
@@ -34,7 +34,7 @@ from vitdeploy.engine.descriptions import (Builder, Engine, check_io, engine_fil
                                            write_engine_description)
 from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.onnxruntime import int8_source
-from vitdeploy.engine.tensorrt_family import FAMILIES, LABELS, use_backend
+from vitdeploy.engine.tensorrt_flavour import FLAVOURS, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.optional import is_installed
@@ -185,8 +185,8 @@ def check_rtx_gpu(capability: tuple[int, int]) -> None:
         raise VitdeployError(problem)
 
 
-def choose_family(capability: tuple[int, int] | None, installed: Collection[str]) -> str:
-    """`--backend auto` on a machine with a GPU of `capability` (None: no GPU) and these families installed:
+def choose_flavour(capability: tuple[int, int] | None, installed: Collection[str]) -> str:
+    """`--backend auto` on a machine with a GPU of `capability` (None: no GPU) and these flavours installed:
     full TensorRT where it can build (on a GPU), else TensorRT-RTX (it builds on a CPU too), but never
     TensorRT-RTX for a GPU here that it cannot run on: its engine would be refused at load."""
     if "tensorrt" in installed and (capability is not None or "tensorrt_rtx" not in installed):
@@ -200,9 +200,9 @@ def choose_family(capability: tuple[int, int] | None, installed: Collection[str]
     return "tensorrt_rtx"
 
 
-def auto_family() -> str:
-    """`choose_family` for this machine's GPU and installed families."""
-    return choose_family(compute_capability(), [family for family in FAMILIES if is_installed(family)])
+def auto_flavour() -> str:
+    """`choose_flavour` for this machine's GPU and installed flavours."""
+    return choose_flavour(compute_capability(), [flavour for flavour in FLAVOURS if is_installed(flavour)])
 
 
 def check_gpu(engine: EngineSection, capability: tuple[int, int] | None) -> None:
@@ -224,7 +224,7 @@ def check_gpu(engine: EngineSection, capability: tuple[int, int] | None) -> None
 
 
 def check_runtime(engine: EngineSection) -> None:
-    """The installed family is the exact version that built the engine, on a GPU that can run it."""
+    """The installed flavour is the exact version that built the engine, on a GPU that can run it."""
     installed = use_backend(engine.backend).__version__
     if installed != engine.backend_version:
         raise VitdeployError(f"engine was built with {LABELS[engine.backend]} {engine.backend_version} but "

@@ -22,10 +22,10 @@ from vitdeploy.description import BatchRange, Description, ExportRecord, InputSp
 from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.export.normalise import NormaliseInGraph
 from vitdeploy.integrity import describe_files
-from vitdeploy.models import Weights, create_model, describe_backbone, nonfinite_tensors, weights_record
+from vitdeploy.models import Weights, create_model, nonfinite_tensors, weights_record
 from vitdeploy.progress import Progress
-from vitdeploy.pyramid import pyramid_size_multiple
-from vitdeploy.recipes import PyramidSpec, Recipe
+from vitdeploy.pyramid import PyramidSpec, describe_outputs, pyramid_size_multiple
+from vitdeploy.recipes import Recipe
 
 OPSET = 20  # LayerNormalization (17) and Gelu (20) are single nodes, which ONNX Runtime and TensorRT fuse
 INPUT_NAME = "image"
@@ -103,9 +103,10 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     embedding = recipe.embedding if options.embedding is None else options.embedding
     positions = recipe.position_encodings if options.position_encodings is None else options.position_encodings
     spec = recipe.pyramid if options.pyramid is None else (None if options.pyramid is NO_PYRAMID else options.pyramid)
-    described, pyramid = describe_backbone(model, family, recipe.timm_name,
-                                           options.outputs if options.outputs is not None else recipe.outputs,
-                                           embedding, positions, spec)
+    described, pyramid = describe_outputs(model, recipe.timm_name,
+                                          options.outputs if options.outputs is not None else recipe.outputs,
+                                          embedding, spec, (lambda features: family.position_outputs(model, features))
+                                          if positions else None)
     problem = family.dynamic_problem(model) if dynamic else None
     if problem:
         raise VitdeployError(f"{recipe.timm_name} runs at one resolution only: {problem}; export it fixed "

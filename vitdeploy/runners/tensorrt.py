@@ -14,7 +14,7 @@ from polygraphy.backend.trt import TrtRunner, engine_from_bytes
 from polygraphy.exception import PolygraphyException
 
 from vitdeploy.engine import Engine, check_engine
-from vitdeploy.engine.tensorrt_family import LABELS, active_backend, use_backend
+from vitdeploy.engine.tensorrt_flavour import LABELS, active_backend, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 from vitdeploy.runners.base import Outputs, Prepared, Runner, host_outputs

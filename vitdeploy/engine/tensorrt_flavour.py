@@ -5,7 +5,7 @@ Polygraphy reads POLYGRAPHY_USE_TENSORRT_RTX once, when `polygraphy.config` is f
 module-global `trt = lazy_import_trt()` at its own import, fixing the module name ("tensorrt" or
 "tensorrt_rtx") for good, and `polygraphy.backend.trt.util` caches one `trt.ILogger` subclass. Setting
 the environment variable after polygraphy was imported therefore does nothing; `use_backend` instead
-sets the config flag, rebinds those `trt` globals, and drops a logger of the other family.
+sets the config flag, rebinds those `trt` globals, and drops a logger of the other flavour.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from polygraphy.mod.trt_importer import lazy_import_trt
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 
-FAMILIES = ("tensorrt", "tensorrt_rtx")  # module names, which are also the engine `backend` names
+FLAVOURS = ("tensorrt", "tensorrt_rtx")  # module names, which are also the engine `backend` names
 LABELS = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
-_BOUND: dict[str, bool] = {}  # "rtx": the family polygraphy's `trt` globals were last rebound to
+_BOUND: dict[str, bool] = {}  # "rtx": the flavour polygraphy's `trt` globals were last rebound to
 
 
 def use_backend(backend: str) -> ModuleType:
     """Import `backend` (tensorrt or tensorrt_rtx) and make polygraphy use it from now on; returns the module."""
-    if backend not in FAMILIES:
-        raise VitdeployError(f"unknown TensorRT family {backend!r}: expected one of {', '.join(FAMILIES)}")
+    if backend not in FLAVOURS:
+        raise VitdeployError(f"unknown TensorRT flavour {backend!r}: expected one of {', '.join(FLAVOURS)}")
     trt = require(backend)
     rtx = backend == "tensorrt_rtx"
     if config.USE_TENSORRT_RTX != rtx or _BOUND.get("rtx") != rtx:
@@ -40,7 +40,7 @@ def use_backend(backend: str) -> ModuleType:
                 setattr(module, "trt", lazy_import_trt())
         _BOUND["rtx"] = rtx
     if trt_util.TRT_LOGGER is not None and not isinstance(trt_util.TRT_LOGGER, trt.ILogger):
-        trt_util.TRT_LOGGER = None  # the cached logger subclasses the other family's ILogger
+        trt_util.TRT_LOGGER = None  # the cached logger subclasses the other flavour's ILogger
     return trt
 
 
