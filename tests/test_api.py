@@ -73,7 +73,7 @@ def test_uint8_images_paths_and_lists_are_preprocessed(model, tmp_path: Path):
     (np.zeros((1, 64, 64, 3), np.float32),
      "input 'image' has shape [1, 64, 64, 3]: expected NCHW [batch, 3, height, width] (looks like NHWC: "
      "transpose to NCHW)"),
-    (np.zeros((33, 3, 64, 64), np.float32), "input 'image' has batch 33: expected 1..32"),
+    (np.zeros((33, 3, 64, 64), np.float32), "input 'image': batch 33 is outside the artifact's batch range 1..32"),
     (np.zeros((64, 64), np.uint8), "image array has dtype uint8 and shape [64, 64]: expected uint8 "
                                    "[height, width, 3] RGB"),
     ([], "no images given: expected an image, a list of images or a float32 NCHW batch"),

@@ -94,7 +94,7 @@ def test_autocast_row_is_compared_with_its_own_tolerance(vit_small_artifact: Pat
 @pytest.mark.parametrize(("options", "message"), [
     (BenchOptions(sizes=((64, 80),)), "--sizes: size 64x80 differs from the artifact's fixed size 64x64"),
     (BenchOptions(sizes=((64, 70),)), "--sizes: size 64x70 is not a multiple of 16 (the backbone's size rule)"),
-    (BenchOptions(batch_sizes=(64,)), "--batch-sizes: batch 64 is outside the artifact's range 1..32"),
+    (BenchOptions(batch_sizes=(64,)), "--batch-sizes: batch 64 is outside the artifact's batch range 1..32"),
     (BenchOptions(iterations=0), "--warmup 5 --iterations 0 --rounds 3: expected all >= 1"),
     (BenchOptions(rounds=0), "--warmup 5 --iterations 10 --rounds 0: expected all >= 1"),
 ])

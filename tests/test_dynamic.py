@@ -35,7 +35,7 @@ def test_parity_at_every_corner_of_the_range(vit_tiny_dynamic_artifact: Path):
 @pytest.mark.parametrize("shape, message", [
     ((1, 3, 40, 48), "input 'image': size 40x48 is not a multiple of 16 (the backbone's size rule)"),
     ((1, 3, 160, 32), "input 'image': size 160x32 is outside the artifact's range 32x32 .. 128x96"),
-    ((5, 3, 64, 64), "input 'image' has batch 5: expected 1..4"),
+    ((5, 3, 64, 64), "input 'image': batch 5 is outside the artifact's batch range 1..4"),
     ((1, 64, 64, 3), "input 'image' has shape [1, 64, 64, 3]: expected NCHW [batch, 3, height, width] "
                      "(looks like NHWC: transpose to NCHW)"),
 ])

@@ -143,7 +143,7 @@ def test_check_input_accepts_preprocessed_images_and_standard_normal_data() -> N
         (np.zeros((1, 3, 64, 64), np.float64), "dtype float64: expected float32"),
         (np.zeros((1, 64, 64, 3), np.float32), "looks like NHWC"),
         (np.zeros((3, 64, 64), np.float32), r"expected NCHW"),
-        (np.zeros((5, 3, 64, 64), np.float32), r"batch 5: expected 1..4"),
+        (np.zeros((5, 3, 64, 64), np.float32), r"batch 5 is outside the artifact's batch range 1\.\.4"),
         (np.zeros((1, 3, 96, 64), np.float32), "differs from the artifact's fixed size 64x64"),
         (np.full((1, 3, 64, 64), np.nan, np.float32), "NaN or infinite"),
         (np.full((1, 3, 64, 64), 255.0, np.float32), r"channel 0 spans 255..255: expected normalised pixels"),

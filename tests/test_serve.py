@@ -32,6 +32,7 @@ from vitdeploy.description import BatchRange
 from vitdeploy.errors import VitdeployError
 from vitdeploy.serve import Client, wire
 from vitdeploy.serve.app import check_port
+from vitdeploy.serve.batching import serving_batch
 
 # Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
 pytestmark = requires("ray")
@@ -205,7 +206,8 @@ def _array(array: np.ndarray) -> bytes:
      "input 'image': size 50x50 is not a multiple of 16 (the backbone's size rule)"),
     (_array(np.zeros((4, 64, 64, 3), np.uint8)), wire.MEDIA_TYPE, 422,
      "request holds 4 images: this server runs at most 3 per call (vitdeploy serve --max-batch); send fewer"),
-    (_array(np.zeros((5, 64, 64, 3), np.uint8)), wire.MEDIA_TYPE, 422, "input 'image' has batch 5: expected 1..4"),
+    (_array(np.zeros((5, 64, 64, 3), np.uint8)), wire.MEDIA_TYPE, 422,
+     "input 'image': batch 5 is outside the artifact's batch range 1..4"),
 ])
 def test_malformed_requests_get_a_4xx_with_one_line(server, direct, body: bytes, media: str | None, status: int,
                                                      reason: str):
@@ -243,7 +245,7 @@ def test_port_in_use_and_missing_artifact_are_one_line(server, vit_tiny_dynamic_
 
 
 def test_batch_outside_the_artifact_range_is_one_line(vit_tiny_dynamic_artifact: Path, tmp_path: Path):
-    """serve, serve-bench and extract take their batch by one rule (BatchRange.serving), before Ray starts."""
+    """serve, serve-bench and extract take their batch by one rule (serving_batch), before Ray starts."""
     art, image_dir = str(vit_tiny_dynamic_artifact), tmp_path / "images"
     image_dir.mkdir()
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_dir / "black.png")
@@ -251,12 +253,13 @@ def test_batch_outside_the_artifact_range_is_one_line(vit_tiny_dynamic_artifact:
                          (["serve-bench", art, "--max-batch", "9"], "--max-batch"),
                          (["extract", art, str(image_dir), "-o", str(tmp_path / "out"), "--batch", "9"], "--batch")):
         result = CliRunner().invoke(main, args)
-        assert (result.exit_code, result.output) == (1, f"Error: {option} 9: expected 1..4 (the artifact's batch "
-                                                        "range)\n"), args
+        assert (result.exit_code, result.output) == (1, f"Error: {option}: batch 9 is outside the artifact's batch "
+                                                        "range 1..4\n"), args
     assert not (tmp_path / "out").exists()
-    assert BatchRange(1, 1, 32).serving(None, "--batch") == 8 and BatchRange(1, 1, 4).serving(None, "--batch") == 4
+    assert serving_batch(BatchRange(1, 1, 32), None, "--batch") == 8
+    assert serving_batch(BatchRange(1, 1, 4), None, "--batch") == 4
     with pytest.raises(VitdeployError) as error:
-        BatchRange(2, 2, 4).serving(2, "--max-batch")
+        serving_batch(BatchRange(2, 2, 4), 2, "--max-batch")
     assert str(error.value) == ("--max-batch: the artifact takes batches of 2..4, but a server's or extractor's calls "
                                 "may hold a single image: expected a batch range from 1 (the recipe's input.batch)")
 

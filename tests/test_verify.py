@@ -50,7 +50,7 @@ def test_batch_sizes_outside_the_range_are_one_line(vit_tiny_dynamic_artifact: P
     """An artifact of batch 1..4: asking for 8 was a polygraphy UnboundLocalError traceback."""
     result = CliRunner().invoke(main, ["verify", str(vit_tiny_dynamic_artifact), "--batch-sizes", "2,8"])
     assert result.exit_code == 1
-    assert result.output == ("Error: batch size 8 is outside the artifact's batch range 1..4: expected batch sizes "
+    assert result.output == ("Error: batch 8 is outside the artifact's batch range 1..4: expected batch sizes "
                              "within it\n")
 
 

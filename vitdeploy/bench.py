@@ -125,9 +125,9 @@ def _check_options(artifact: Artifact, options: BenchOptions) -> list[tuple[int,
         if problem:
             raise VitdeployError(f"--sizes: {problem}")
     for batch in options.batch_sizes:
-        if not spec.batch.min <= batch <= spec.batch.max:
-            raise VitdeployError(f"--batch-sizes: batch {batch} is outside the artifact's range "
-                                 f"{spec.batch.min}..{spec.batch.max}")
+        problem = spec.batch.batch_error(batch)
+        if problem:
+            raise VitdeployError(f"--batch-sizes: {problem}")
     if options.iterations < 1 or options.warmup < 1 or options.rounds < 1:
         raise VitdeployError(f"--warmup {options.warmup} --iterations {options.iterations} --rounds "
                              f"{options.rounds}: expected all >= 1")

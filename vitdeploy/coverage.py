@@ -35,7 +35,7 @@ from vitdeploy.engine.tensorrt_flavour import use_backend
 from vitdeploy.optional import is_installed, missing, require
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import pyramid_size_multiple
-from vitdeploy.recipes import InputSpec, Recipe
+from vitdeploy.recipes import Recipe, RecipeInput
 from vitdeploy.runners import engine_runner
 from vitdeploy.verify import compare_runners, verify_onnx
 
@@ -85,7 +85,7 @@ def small_variant(recipe: Recipe) -> Recipe:
     size = (_round_up(64, multiple),) * 2
     ranged = recipe.input.min != recipe.input.max
     lo, hi = ((_round_up(32, multiple),) * 2, (_round_up(96, multiple),) * 2) if ranged else (size, size)
-    spec = InputSpec(mode=recipe.input.mode, size=size, min=lo, max=hi, batch=(1, 1, max(BATCH_SIZES)))
+    spec = RecipeInput(mode=recipe.input.mode, size=size, min=lo, max=hi, batch=(1, 1, max(BATCH_SIZES)))
     return replace(recipe, timm_kwargs=kwargs, input=spec, outputs=None)
 
 

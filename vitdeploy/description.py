@@ -17,9 +17,7 @@ from vitdeploy.errors import VitdeployError
 
 FORMAT = "vitdeploy.pyramid"
 FORMAT_VERSION = 2  # 2: `files` records (size, sha256) cover external data and every engine file
-LAYOUTS = ("NCHW", "NHWC")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # how a runtime computes; each has a tolerance
-SERVING_BATCH = 8  # images per runtime call of a server or extractor unless told
 
 
 @dataclass(frozen=True)
@@ -39,17 +37,16 @@ class BatchRange:
     opt: int
     max: int
 
-    def serving(self, asked: int | None, option: str) -> int:
-        """Images per runtime call for a server or extractor: `asked`, else 8 or the max if smaller. Their
-        calls hold 1 up to it (a partial batch, the end of a shard), so the range must start at 1."""
-        batch = asked or min(SERVING_BATCH, self.max)
-        if self.min != 1:
-            raise VitdeployError(f"{option}: the artifact takes batches of {self.min}..{self.max}, but a server's or "
-                                 "extractor's calls may hold a single image: expected a batch range from 1 (the "
-                                 "recipe's input.batch)")
-        if not 1 <= batch <= self.max:
-            raise VitdeployError(f"{option} {batch}: expected 1..{self.max} (the artifact's batch range)")
-        return batch
+    def batch_error(self, batch: int) -> str | None:
+        """Why one call cannot hold `batch` images; None if it can (the one batch check)."""
+        if self.min <= batch <= self.max:
+            return None
+        return f"batch {batch} is outside the artifact's batch range {self.min}..{self.max}"
+
+
+def size_within(hw: tuple[int, int], low: tuple[int, int], high: tuple[int, int]) -> bool:
+    """low <= hw <= high for height and width (the one size-range check)."""
+    return low[0] <= hw[0] <= high[0] and low[1] <= hw[1] <= high[1]
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class InputSpec:
         (min_h, min_w), (max_h, max_w) = self.min_hw, self.max_hw
         if height % self.size_multiple or width % self.size_multiple:
             return f"size {height}x{width} is not a multiple of {self.size_multiple} (the backbone's size rule)"
-        if not (min_h <= height <= max_h and min_w <= width <= max_w):
+        if not size_within((height, width), self.min_hw, self.max_hw):
             if not self.dynamic:
                 return f"size {height}x{width} differs from the artifact's fixed size {min_h}x{min_w}"
             return f"size {height}x{width} is outside the artifact's range {min_h}x{min_w} .. {max_h}x{max_w}"

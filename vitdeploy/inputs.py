@@ -69,9 +69,7 @@ def check_feed(spec: InputSpec, feed_dict: dict[str, Any], profile: dict[str, Pr
         hint = f" (looks like {other}: transpose to {spec.layout})" if looks_other else ""
         expected = ", ".join(map(str, spec.shape("batch", "height", "width")))
         raise VitdeployError(f"input '{spec.name}' has shape {shape}: expected {spec.layout} [{expected}]{hint}")
-    if not spec.batch.min <= shape[0] <= spec.batch.max:
-        raise VitdeployError(f"input '{spec.name}' has batch {shape[0]}: expected {spec.batch.min}..{spec.batch.max}")
-    problem = spec.size_error(*spec.hw(shape))
+    problem = spec.batch.batch_error(shape[0]) or spec.size_error(*spec.hw(shape))
     if problem:
         raise VitdeployError(f"input '{spec.name}': {problem}")
     return array

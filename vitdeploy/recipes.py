@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vitdeploy import families
-from vitdeploy.description import PRECISIONS, Tolerance
+from vitdeploy.description import PRECISIONS, Tolerance, size_within
 from vitdeploy.errors import VitdeployError
 from vitdeploy.families import Family
 from vitdeploy.pyramid import PYRAMID_KINDS, PyramidSpec
@@ -27,8 +27,9 @@ def recipes_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """Input size rules: `size` is the export (and optimisation) size; `min`/`max` bound dynamic sizes.
+class RecipeInput:
+    """A recipe's `[input]`: `size` is the export (and optimisation) size; `min`/`max` bound dynamic sizes (the
+    artifact's input is vitdeploy.description.InputSpec, made from this by the export).
 
     `mode` is the default of `vitdeploy export`; a fixed recipe with a range can still be exported
     with `--dynamic`.
@@ -54,7 +55,7 @@ class Recipe:
     description: str
     outputs: tuple[int, ...] | None
     embedding: bool
-    input: InputSpec
+    input: RecipeInput
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -134,7 +135,7 @@ class _Reader:
         return _Reader(self.recipe, self.get(key, dict, {}), allowed, f"{self.where}{key}.")
 
 
-def _parse_input(top: _Reader) -> InputSpec:
+def _parse_input(top: _Reader) -> RecipeInput:
     table = top.sub("input", _INPUT_KEYS)
     mode = table.get("mode", str, "fixed")
     if mode not in RESOLUTION_MODES:
@@ -142,13 +143,13 @@ def _parse_input(top: _Reader) -> InputSpec:
     size = table.pair("size")
     lo = table.pair("min", size)
     hi = table.pair("max", size)
-    if not (lo[0] <= size[0] <= hi[0] and lo[1] <= size[1] <= hi[1]):
+    if not size_within(size, lo, hi):
         raise table.error("size", f"expected min <= size <= max per axis, got min {list(lo)}, size "
                                   f"{list(size)}, max {list(hi)}")
     low, opt, high = table.ints("batch", 3, DEFAULT_BATCH)
     if not low <= opt <= high:
         raise table.error("batch", f"expected [min, opt, max] with min <= opt <= max, got {[low, opt, high]}")
-    return InputSpec(mode=mode, size=size, min=lo, max=hi, batch=(low, opt, high))
+    return RecipeInput(mode=mode, size=size, min=lo, max=hi, batch=(low, opt, high))
 
 
 def _parse_tolerance(top: _Reader) -> dict[str, Tolerance]:

@@ -94,13 +94,13 @@ def verification_batches(spec: InputSpec, batch_sizes: list[int] | None) -> list
     default those of DEFAULT_BATCH_SIZES that are (always at least the minimum)."""
     low, high = spec.batch.min, spec.batch.max
     if batch_sizes is None:
-        return [b for b in DEFAULT_BATCH_SIZES if low <= b <= high] or [low]
+        return [b for b in DEFAULT_BATCH_SIZES if spec.batch.batch_error(b) is None] or [low]
     if not batch_sizes:
         raise VitdeployError(f"no batch sizes given: expected sizes within the artifact's batch range {low}..{high}")
     for batch in batch_sizes:
-        if not low <= batch <= high:
-            raise VitdeployError(f"batch size {batch} is outside the artifact's batch range {low}..{high}: "
-                                 "expected batch sizes within it")
+        problem = spec.batch.batch_error(batch)
+        if problem:
+            raise VitdeployError(f"{problem}: expected batch sizes within it")
     return list(dict.fromkeys(batch_sizes))
 
 

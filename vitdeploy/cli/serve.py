@@ -38,11 +38,12 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
     from vitdeploy.artifact import load_artifact
     from vitdeploy.runners import select
     from vitdeploy.serve import app
+    from vitdeploy.serve.batching import serving_batch
     from vitdeploy.serve.cluster import local_cpus, ray_cluster
 
     loaded = load_artifact(artifact)
     runtime, _ = select(loaded, backend, precision)  # an unavailable backend fails here, not in every replica
-    max_batch = loaded.input.batch.serving(max_batch, "--max-batch")
+    max_batch = serving_batch(loaded.input.batch, max_batch, "--max-batch")
     if address is None:
         app.check_port(host, port)
     cpus = local_cpus(replicas)

@@ -18,7 +18,7 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from vitdeploy import __version__, families
 from vitdeploy.artifact import DESCRIPTION_FILE, METADATA_KEY, ONNX_FILE
 from vitdeploy.atomic import staged_directory, write_bytes_atomic
-from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec
+from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec, size_within
 from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.export.normalise import NormaliseInGraph
 from vitdeploy.integrity import describe_files
@@ -58,7 +58,7 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
     cfg: dict[str, Any] = getattr(model, "pretrained_cfg")  # set by timm.create_model (no class attribute)
     opt = size or recipe.input.size
     lo, hi = (recipe.input.min, recipe.input.max) if dynamic else (opt, opt)
-    if dynamic and not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
+    if dynamic and not size_within(opt, lo, hi):
         raise VitdeployError(f"size {opt[0]}x{opt[1]} is outside recipe '{recipe.name}' range "
                              f"{lo[0]}x{lo[1]} .. {hi[0]}x{hi[1]}")
     spec = InputSpec(

@@ -27,12 +27,12 @@ import numpy as np
 from PIL import Image
 
 from vitdeploy.api import load
-from vitdeploy.description import SERVING_BATCH
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import check_feed
 from vitdeploy.optional import require
 from vitdeploy.preprocess import load_image
 from vitdeploy.serve import wire
+from vitdeploy.serve.batching import SERVING_BATCH
 
 if TYPE_CHECKING:  # starlette comes with ray[serve]
     from starlette.requests import Request
@@ -55,7 +55,7 @@ class ServeOptions:
     backend: str = "auto"
     precision: str | None = None
     replicas: int = 1
-    max_batch: int = SERVING_BATCH  # images per runtime call: BatchRange.serving
+    max_batch: int = SERVING_BATCH  # images per runtime call: serving_batch
     batch_wait_ms: float = 10.0
     threads: int | None = None  # runtime threads per replica
     max_body_bytes: int = 32 * 2**20

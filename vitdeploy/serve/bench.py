@@ -30,6 +30,7 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.progress import Progress
 from vitdeploy.runners import select
 from vitdeploy.serve import app
+from vitdeploy.serve.batching import serving_batch
 from vitdeploy.serve.client import Client
 from vitdeploy.serve.cluster import local_cpus, ray_cluster
 
@@ -94,7 +95,7 @@ def run_serve_bench(artifact_dir: Path, options: ServeBenchOptions = ServeBenchO
     runtime, _ = select(artifact, options.backend)
     spec = artifact.input
     hw = options.size or spec.opt_hw
-    max_batch = spec.batch.serving(options.max_batch, "--max-batch")
+    max_batch = serving_batch(spec.batch, options.max_batch, "--max-batch")
     problem = spec.size_error(*hw) if spec.dynamic else None
     if problem:
         raise VitdeployError(f"--size {hw[0]}x{hw[1]}: {problem}")

@@ -39,6 +39,7 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import ensure_installed, require
 from vitdeploy.preprocess import preprocess
 from vitdeploy.runners import select
+from vitdeploy.serve.batching import serving_batch
 from vitdeploy.serve.cluster import local_cpus, ray_cluster
 
 FORMAT, FORMAT_VERSION = "vitdeploy.features", 1
@@ -53,7 +54,7 @@ class ExtractOptions:
     size: tuple[int, int] | None = None  # a dynamic artifact's input size [default: its export size]
     shard_size: int = 256
     actors: int = 1
-    batch: int | None = None  # images per runtime call [default: BatchRange.serving's]
+    batch: int | None = None  # images per runtime call [default: serving_batch's]
     backend: str = "auto"
     precision: str | None = None
     threads: int | None = None  # runtime threads per actor [default: the CPUs / actors]
@@ -243,7 +244,7 @@ def extract(artifact_dir: Path, images: list[str], out: Path, options: ExtractOp
     artifact = load_artifact_directory(artifact_dir)
     select(artifact, options.backend, options.precision)  # an unavailable backend fails here, not in every actor
     spec = _input_spec(artifact, options.size)
-    batch = spec.batch.serving(options.batch, "--batch")
+    batch = serving_batch(spec.batch, options.batch, "--batch")
     if options.shard_size < 1 or options.actors < 1:
         raise VitdeployError("--shard-size and --actors: expected positive numbers")
     levels = _level_shapes(artifact, options, spec.opt_hw)

@@ -31,6 +31,7 @@ from vitdeploy.engine.descriptions import check_io, onnx_io
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 from vitdeploy.runners import ENGINE_PRECISIONS
+from vitdeploy.serve.batching import single_image_error
 
 BACKENDS = ("onnxruntime", "tensorrt", "openvino")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # openvino is a backend, no platform
@@ -86,9 +87,9 @@ def model_config(artifact: Artifact, backend: str, io: dict[str, TensorIO], wher
         raise VitdeployError(f"--kind {kind}: Triton's {backend} backend runs instances of kind "
                              f"{' or '.join(KINDS[backend])}")
     spec = artifact.input
-    if spec.batch.min != 1:
-        raise VitdeployError(f"{artifact.name} takes batches of {spec.batch.min}..{spec.batch.max}: Triton's dynamic "
-                             "batcher sends any batch from 1, so re-export with a batch range starting at 1")
+    problem = single_image_error(spec.batch, "Triton's dynamic batcher sends any batch from 1")
+    if problem:
+        raise VitdeployError(f"{artifact.name}: {problem}")
     config = config_pb2.ModelConfig(name=name, max_batch_size=spec.batch.max)
     if backend in PLATFORMS:
         config.platform = PLATFORMS[backend]
