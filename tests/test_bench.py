@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from vitdeploy.artifact import load_artifact
 from vitdeploy.bench import BenchOptions, Row, run_bench
-from vitdeploy.bench_report import format_table
-from vitdeploy.doctor import environment
-from vitdeploy.hardware import gpu_peak
+from vitdeploy.tools.bench_report import format_table
+from vitdeploy.tools.doctor import environment
+from vitdeploy.tools.hardware import gpu_peak
 from vitdeploy.cli.bench import bench
 from vitdeploy.errors import VitdeployError
 

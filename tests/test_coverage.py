@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import RECIPES, export_for_test, requires
 from vitdeploy.cli.matrix import matrix
-from vitdeploy.coverage import small_variant, try_mode
+from vitdeploy.tools.coverage import small_variant, try_mode
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import is_installed
 from vitdeploy.models import describe_recipe_pyramid

@@ -25,11 +25,11 @@ from PIL import Image
 
 from conftest import RECIPES, export_for_test
 from vitdeploy.description import Description, InputSpec, parse
-from vitdeploy.doctor import cpp_demo_fact
+from vitdeploy.tools.doctor import cpp_demo_fact
 from vitdeploy.engine import Engine, build as build_engine
 from vitdeploy.engine.tensorrt_flavour import use_backend
 from vitdeploy.export.onnx_export import ExportOptions, export_artifact
-from vitdeploy.hardware import compute_capability
+from vitdeploy.tools.hardware import compute_capability
 from vitdeploy.optional import is_installed
 from vitdeploy.preprocess import preprocess, resize_bilinear
 from vitdeploy.progress import Progress

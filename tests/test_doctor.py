@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from conftest import requires
 from vitdeploy.cli import main
-from vitdeploy.doctor import CPP_BUILD, Environment, cpp_demo_fact, probe, tensorrt_rtx_fact
+from vitdeploy.tools.doctor import CPP_BUILD, Environment, cpp_demo_fact, probe, tensorrt_rtx_fact
 from vitdeploy.engine.tensorrt import rtx_unsupported
-from vitdeploy.hardware import compute_capability
+from vitdeploy.tools.hardware import compute_capability
 from vitdeploy.optional import is_installed, require
 
 NAMES = ["torch", "gpu", "onnxruntime", "tensorrt", "tensorrt_rtx", "openvino", "cpp_demo"]

@@ -31,7 +31,7 @@ from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, auto_flavour,
 from vitdeploy.engine.tensorrt_flavour import use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
-from vitdeploy.hardware import compute_capability, gpu_name
+from vitdeploy.tools.hardware import compute_capability, gpu_name
 from vitdeploy.inputs import check_feed
 from vitdeploy.integrity import describe_files
 from vitdeploy.optional import install_hint, is_installed

@@ -16,10 +16,10 @@ import torch
 import vitdeploy
 from vitdeploy.artifact import load_artifact
 from vitdeploy.bench import BenchOptions, run_bench
-from vitdeploy.doctor import probe
+from vitdeploy.tools.doctor import probe
 from vitdeploy.engine import build as build_engine
 from vitdeploy.engine.tensorrt import RTX_SUPPORTED
-from vitdeploy.hardware import compute_capability, format_capability, gpu_peak
+from vitdeploy.tools.hardware import compute_capability, format_capability, gpu_peak
 from vitdeploy.optional import is_installed
 from vitdeploy.runners import onnxruntime_problem
 from vitdeploy.runners.torch import TorchRunner

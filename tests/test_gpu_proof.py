@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from conftest import RECIPES, requires
 from vitdeploy.cli import main
 from vitdeploy.errors import VitdeployError
-from vitdeploy.gpu_proof import ESTIMATE_S, RESERVE_S, Proof, ProofOptions, _pytest
-from vitdeploy.gpu_proof_report import render_markdown
-from vitdeploy.hardware import no_gpu_reason
+from vitdeploy.tools.gpu_proof import ESTIMATE_S, RESERVE_S, Proof, ProofOptions, _pytest
+from vitdeploy.tools.gpu_proof_report import render_markdown
+from vitdeploy.tools.hardware import no_gpu_reason
 from vitdeploy.progress import Progress
 
 BUDGET_S = 120  # fits export, TensorRT-RTX and the baselines of a tiny model; not torch.compile's estimate

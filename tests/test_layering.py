@@ -18,12 +18,12 @@ from vitdeploy import families
 HEAVY = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors", "ray", "onnx", "ml_dtypes")
 EXPORT_SIDE = ("vitdeploy.export", "vitdeploy.models", "vitdeploy.families.", "vitdeploy.adapters", "vitdeploy.pyramid",
                "vitdeploy.checkpoints", "vitdeploy.sam2_encoder", "vitdeploy.verify", "vitdeploy.bench",
-               "vitdeploy.bench_report", "vitdeploy.coverage", "vitdeploy.gpu_proof", "vitdeploy.quantize",
+               "vitdeploy.tools.bench_report", "vitdeploy.tools.coverage", "vitdeploy.tools.gpu_proof", "vitdeploy.quantize",
                "vitdeploy.runners.torch", "vitdeploy.engine.precision")
 RUNTIME_PACKAGES = ("vitdeploy.engine", "vitdeploy.runners", "vitdeploy.serve", "vitdeploy.cli")
 RUNTIME = ("vitdeploy", "vitdeploy.api", "vitdeploy.artifact", "vitdeploy.description", "vitdeploy.inputs",
            "vitdeploy.integrity", "vitdeploy.preprocess", "vitdeploy.calibration", "vitdeploy.atomic",
-           "vitdeploy.progress", "vitdeploy.recipes", "vitdeploy.hardware", "vitdeploy.doctor", "vitdeploy.optional",
+           "vitdeploy.progress", "vitdeploy.recipes", "vitdeploy.tools.hardware", "vitdeploy.tools.doctor", "vitdeploy.optional",
            "vitdeploy.errors")
 
 # Imports each module in turn in a fresh interpreter; names the first that brings in a heavy or export-side module.

@@ -11,7 +11,7 @@ from conftest import RECIPES
 from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.cli import main
 from vitdeploy.description import Tolerance
-from vitdeploy.doctor import environment
+from vitdeploy.tools.doctor import environment
 from vitdeploy.verify import VerifyReport, verification_sizes, verify_onnx
 
 

@@ -26,11 +26,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitdeploy.artifact import Artifact, load_artifact
-from vitdeploy.doctor import environment
+from vitdeploy.tools.doctor import environment
 from vitdeploy.engine import find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import export_artifact
-from vitdeploy.hardware import gpu_peak
+from vitdeploy.tools.hardware import gpu_peak
 from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
@@ -93,7 +93,7 @@ class BenchResult:
     rows: list[Row] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # runner -> why it was not measured
     notes: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.doctor's facts, asked before timing
+    environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.tools.doctor's facts, asked before timing
 
 
 def flops_per_image(pyramid: torch.nn.Module, hw: tuple[int, int], device: str) -> float:

@@ -21,7 +21,7 @@ from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
 from vitdeploy.description import Description, InputSpec, Tolerance
-from vitdeploy.doctor import environment
+from vitdeploy.tools.doctor import environment
 from vitdeploy.engine import Engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.runners import create_runner, engine_runner
@@ -63,7 +63,7 @@ class VerifyReport:
     precision: str
     seed: int
     checks: list[OutputCheck]
-    environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.doctor's facts for this machine
+    environment: dict[str, Any] = field(default_factory=dict)  # vitdeploy.tools.doctor's facts for this machine
     reference: str = f"eager torch {torch.__version__} / timm {timm.__version__}"
 
     @property

@@ -44,7 +44,7 @@ def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int
     import torch
 
     from vitdeploy.bench import BenchOptions, artifact_or_recipe, run_bench
-    from vitdeploy.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
+    from vitdeploy.tools.bench_report import check_plot_available, format_table, write_csv, write_json, write_plot
 
     if plot_path:
         check_plot_available()

@@ -17,7 +17,7 @@ import click
 def doctor(as_json: bool, cpp_demo: Path | None) -> None:
     """Say what runs here and why not: torch and its CUDA, the GPU, ONNX Runtime, TensorRT, TensorRT-RTX,
     OpenVINO and the C++ demo, each with the extra to install when it is missing."""
-    from vitdeploy.doctor import CPP_DEMO, probe
+    from vitdeploy.tools.doctor import CPP_DEMO, probe
 
     environment = probe(cpp_demo or CPP_DEMO)
     click.echo(json.dumps(environment.to_dict(), indent=2) if as_json else "\n".join(environment.lines()))

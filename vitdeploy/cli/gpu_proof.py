@@ -39,7 +39,7 @@ def gpu_proof(output_dir: Path | None, recipes: str, batch_sizes: tuple[int, ...
     from vitdeploy.optional import ensure_installed
     for module in ("torch", "timm"):  # what a GPU machine with torch only is given (docs/gpu_proof/README.md)
         ensure_installed(module)
-    from vitdeploy.gpu_proof import ProofOptions, run_proof
+    from vitdeploy.tools.gpu_proof import ProofOptions, run_proof
 
     if device == "cpu" and output_dir is None:
         raise click.ClickException("--device cpu is a dry run: give --output-dir, so it does not replace "

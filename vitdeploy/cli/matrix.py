@@ -21,7 +21,7 @@ def matrix(recipes: str | None, small: bool, output: Path, gpu_results: Path | N
     """Export, verify (ONNX Runtime) and build (TensorRT-RTX) each recipe; write a markdown coverage matrix."""
     from vitdeploy.optional import ensure_export
     ensure_export()
-    from vitdeploy.coverage import run_matrix
+    from vitdeploy.tools.coverage import run_matrix
     from vitdeploy.recipes import available_recipes, load_recipe
 
     names = [name.strip() for name in recipes.split(",") if name.strip()] if recipes else available_recipes()

@@ -36,7 +36,7 @@ from vitdeploy.engine.monitor import make_progress_monitor
 from vitdeploy.engine.onnxruntime import int8_source
 from vitdeploy.engine.tensorrt_flavour import FLAVOURS, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
-from vitdeploy.hardware import compute_capability, format_capability, gpu_name
+from vitdeploy.tools.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.optional import is_installed
 from vitdeploy.progress import Progress
 

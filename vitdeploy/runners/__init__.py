@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from vitdeploy.artifact import Artifact
 from vitdeploy.engine import Engine, check_engine, find_engines
 from vitdeploy.errors import VitdeployError
-from vitdeploy.hardware import gpu_present
+from vitdeploy.tools.hardware import gpu_present
 from vitdeploy.optional import is_installed, missing
 from vitdeploy.runners.base import Runner
 from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner, available_providers

@@ -1,6 +1,6 @@
 """What this machine can run, and why not: one fact per runtime, for `vitdeploy doctor` and every report.
 
-Each fact comes from the checks the runtimes themselves make (vitdeploy.hardware for the GPU,
+Each fact comes from the checks the runtimes themselves make (vitdeploy.tools.hardware for the GPU,
 vitdeploy.optional for what is installed, the runners' availability checks, TensorRT-RTX's support
 matrix in vitdeploy.engine.tensorrt), so doctor says what `load`, `build`, `verify` and `bench` will
 do here rather than a second opinion. Bench and verify reports carry the same facts (`environment`),
@@ -23,13 +23,13 @@ from vitdeploy import __version__
 from vitdeploy.engine.openvino import version_of
 from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, rtx_unsupported
 from vitdeploy.errors import VitdeployError
-from vitdeploy.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability, gpu_name,
-                                gpu_peak, no_gpu_reason, torch_cuda)
+from vitdeploy.tools.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability,
+                                      gpu_name, gpu_peak, no_gpu_reason, torch_cuda)
 from vitdeploy.optional import EXTRAS, install_hint, is_installed, require
 from vitdeploy.runners import onnxruntime_problem
 from vitdeploy.runners.onnxruntime import available_providers
 
-CPP_DEMO = Path(__file__).resolve().parents[1] / "cpp_demo" / "build" / "vitdeploy_demo"  # in a source checkout
+CPP_DEMO = Path(__file__).resolve().parents[2] / "cpp_demo" / "build" / "vitdeploy_demo"  # in a source checkout
 CPP_BUILD = "cmake -S cpp_demo -B cpp_demo/build && cmake --build cpp_demo/build -j2"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitdeploy.doctor import Environment
+from vitdeploy.tools.doctor import Environment
 
 # (bench backend name, precision, the proof's bench group that times it), in table order
 RUNNERS = (("torch", "fp32", "baselines"), ("torch-autocast", "bf16", "baselines"),

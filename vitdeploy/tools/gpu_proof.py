@@ -31,20 +31,20 @@ from vitdeploy import engine
 from vitdeploy.artifact import load_artifact
 from vitdeploy.atomic import write_bytes_atomic, write_json_atomic
 from vitdeploy.bench import BenchOptions, run_bench
-from vitdeploy.bench_report import to_dict
-from vitdeploy.doctor import environment
+from vitdeploy.tools.bench_report import to_dict
+from vitdeploy.tools.doctor import environment
 from vitdeploy.engine import Engine
 from vitdeploy.engine.tensorrt import auto_flavour, rtx_unsupported
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
-from vitdeploy.gpu_proof_report import render_markdown
-from vitdeploy.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability,
+from vitdeploy.tools.gpu_proof_report import render_markdown
+from vitdeploy.tools.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability,
                                 no_gpu_reason)
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
 from vitdeploy.runners import engine_problem
 
-REPO = Path(__file__).resolve().parents[1]  # tests/ and pyproject.toml are here in a source checkout
+REPO = Path(__file__).resolve().parents[2]  # tests/ and pyproject.toml are here in a source checkout
 TIMING = {"cuda": (10, 40, 5), "cpu": (1, 3, 1)}  # warmup, iterations, rounds: seconds on an H200, a dry run on a CPU
 # Seconds each step is expected to take on an H200 machine (16 CPU cores), per recipe where it runs per recipe:
 # docs/gpu_proof/README.md gives the measurements on this project's CPU they are extrapolated from.

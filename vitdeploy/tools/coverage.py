@@ -29,7 +29,7 @@ from vitdeploy.atomic import write_json_atomic
 from vitdeploy.engine import Engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
-from vitdeploy.hardware import compute_capability, format_capability, gpu_name
+from vitdeploy.tools.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.models import meta_backbone
 from vitdeploy.engine.tensorrt_flavour import use_backend
 from vitdeploy.optional import is_installed, missing, require
