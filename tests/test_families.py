@@ -77,8 +77,9 @@ def test_swinv2_random_weights_reach_every_branch():
         torch.manual_seed(0)
         plain = timm.create_model("swinv2_tiny_window8_256", **kwargs).eval()
         assert all(float(b.norm1.weight.abs().max()) == 0 for stage in plain.layers for b in stage.blocks)
-        model, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family=families.get("swinv2"))
-        again, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family=families.get("swinv2"))
+        swinv2 = families.get("swinv2")
+        model, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family=swinv2)
+        again, _ = create_model("swinv2_tiny_window8_256", kwargs, Weights("random", seed=0), family=swinv2)
         norms = [norm.weight for stage in model.layers for b in stage.blocks for norm in (b.norm1, b.norm2)]
         assert all(float(w.abs().min()) > 0 for w in norms) and abs(float(torch.cat(norms).mean()) - 1) < 0.1
         assert state_dict_sha256(model) == state_dict_sha256(again)

@@ -23,8 +23,8 @@ from vitdeploy.integrity import check_files
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS}
 BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_flavour
 
-__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "builder", "check_engine", "check_engine_files", "describe_engine",
-           "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
+__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "builder", "check_engine", "check_engine_files",
+           "describe_engine", "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
 
 
 def builder(backend: str) -> Builder:

@@ -9,7 +9,7 @@ plus its engine builder (vitdeploy.engine), and its entry here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vitdeploy.artifact import Artifact
@@ -43,25 +43,29 @@ class Runtime:
             raise VitdeployError(f"{self.name} runs engines only: build one with `vitdeploy build`")
         return self.run_onnx(artifact, threads)
 
-    def engines(self, artifact: Artifact, precision: str | None = None) -> list[Engine]:
-        """The artifact's engines for this runtime, `precision` only if given, in order of preference."""
+    def engines(self, artifact: Artifact, precision: str | None = None,
+                found: Sequence[Engine] | None = None) -> list[Engine]:
+        """The artifact's engines (`found` there already, else looked for) for this runtime, `precision` only if
+        given, in order of preference."""
         precisions = (precision,) if precision else ENGINE_PRECISIONS
-        found = [engine for engine in find_engines(artifact.directory)
-                 if engine.backend in self.engine_backends and engine.precision in precisions]
-        return sorted(found, key=lambda engine: (precisions.index(engine.precision), engine.name))
+        found = find_engines(artifact.directory) if found is None else found
+        mine = [engine for engine in found if engine.backend in self.engine_backends and engine.precision in precisions]
+        return sorted(mine, key=lambda engine: (precisions.index(engine.precision), engine.name))
 
-    def choose(self, artifact: Artifact, precision: str | None = None) -> tuple[Engine | None, str | None]:
-        """(the engine to use or None, why this runtime cannot run the artifact here or None). ONNX Runtime runs
-        model.onnx at fp32 (the default) and the int8 graph when int8 is asked for."""
+    def choose(self, artifact: Artifact, precision: str | None = None,
+               found: Sequence[Engine] | None = None) -> tuple[Engine | None, str | None]:
+        """(the engine to use or None, why this runtime cannot run the artifact here or None); `found`: the
+        artifact's engines, if already looked for. ONNX Runtime runs model.onnx at fp32 (the default) and the
+        int8 graph when int8 is asked for."""
         if self.onnx_problem is not None:
             problem = self.onnx_problem()
             if problem or precision in (None, "fp32"):
                 return None, problem
-        engines = self.engines(artifact, precision)
+        found = find_engines(artifact.directory) if found is None else found
+        engines = self.engines(artifact, precision, found)
         if not engines:
             what = f"no {precision or ' or '.join(ENGINE_PRECISIONS)} {self.name} engine"
-            others = sorted({path.name.split(".")[2] for path in find_engines(artifact.directory)
-                             if path.name.split(".")[1] in self.engine_backends})
+            others = sorted({engine.precision for engine in found if engine.backend in self.engine_backends})
             if others:
                 return None, f"{what} in the artifact (it has {', '.join(others)}: ask for it with precision)"
             make = ("vitdeploy quantize ART --calibration FOLDER" if self.onnx_problem is not None
@@ -130,13 +134,14 @@ def select(artifact: Artifact, backend: str = "auto", precision: str | None = No
     candidates = ALIASES.get(backend, (backend,))
     if any(name not in RUNTIMES for name in candidates):
         raise VitdeployError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    found = find_engines(artifact.directory)  # each engine's description is read once, by the first who asks
     problems = {}
     for name in candidates:
-        engine, problems[name] = RUNTIMES[name].choose(artifact, precision)
+        engine, problems[name] = RUNTIMES[name].choose(artifact, precision, found)
         if problems[name] is None:
             return RUNTIMES[name], engine
     available = [name for name in AUTO if (problems[name] if name in problems
-                                          else RUNTIMES[name].choose(artifact, precision)[1]) is None]
+                                          else RUNTIMES[name].choose(artifact, precision, found)[1]) is None]
     why = "; ".join(f"{name}: {problems[name]}" for name in candidates)
     raise VitdeployError(f"backend {backend!r} is not available for {artifact.name} ({why}): "
                          f"available: {', '.join(available) or 'none'}")

@@ -39,7 +39,7 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.tools.gpu_proof_report import render_markdown
 from vitdeploy.tools.hardware import (compute_capability, cuda_driver_version, driver_release, format_capability,
-                                no_gpu_reason)
+                                      no_gpu_reason)
 from vitdeploy.progress import Progress
 from vitdeploy.recipes import load_recipe
 from vitdeploy.runners import engine_problem
