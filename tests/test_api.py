@@ -13,6 +13,7 @@ from PIL import Image
 
 import vitdeploy.api as api
 from vitdeploy.artifact import load_artifact
+from vitdeploy.engine import Engine, find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.preprocess import preprocess
 from vitdeploy.runners import RUNTIMES
@@ -134,6 +135,14 @@ def test_engine_preference_and_precision_filter(vit_small_artifact: Path, tmp_pa
     # bf16 changes the numbers: only when asked for
     assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact, "bf16")] == ["model.tensorrt.bf16.engine"]
     assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact, "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
+    (tmp_path / "model.tensorrt.fp32.old.engine").write_bytes(b"")
+    (tmp_path / "model.tensorrt.fp32.old.engine.json").write_text("{}")  # not an engine's name: not found, refused
+    assert [(e.backend, e.precision) for e in find_engines(tmp_path)] == [
+        ("tensorrt", "bf16"), ("tensorrt", "fp32"), ("tensorrt_rtx", "fp16"), ("tensorrt_rtx", "fp32")]
+    with pytest.raises(VitdeployError) as error:
+        Engine.at(tmp_path / "model.tensorrt.fp32.old.engine")
+    assert str(error.value) == ("model.tensorrt.fp32.old.engine is not an engine's file name: expected "
+                                "model.<backend>.<precision>.<ext> as `vitdeploy build` and `vitdeploy quantize` write it")
 
 
 def test_closed_model_says_so(vit_small_artifact: Path):
