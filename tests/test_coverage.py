@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import RECIPES, export_for_test, requires
+from vitdeploy import families
 from vitdeploy.cli.matrix import matrix
 from vitdeploy.tools.coverage import small_variant, try_mode
 from vitdeploy.errors import VitdeployError
@@ -64,12 +65,12 @@ def test_small_variant_of_every_shipped_recipe_is_valid(name: str):
     """--small keeps the family and size rule: its sizes pass the rule and the model describes a pyramid."""
     full, recipe = load_recipe(name), small_variant(load_recipe(name))
     assert recipe.family == full.family
-    family = recipe.family
+    family = families.get(recipe.family)
     assert family.small_kwargs.items() <= recipe.timm_kwargs.items()
     if family.unreduced is None:  # fewer blocks, so fewer weights
         assert parameter_count(recipe.timm_name, recipe.timm_kwargs) < parameter_count(full.timm_name, full.timm_kwargs)
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      recipe.pyramid, family=recipe.family)
+                                      recipe.pyramid, family=family)
     assert outputs and all(o.stride for o in outputs)
     assert max(recipe.input.size) <= 96
 

@@ -20,7 +20,7 @@ from vitdeploy.engine import build as build_engine
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import describe_recipe_pyramid
 from vitdeploy.progress import Progress
-from vitdeploy.pyramid import PyramidSpec
+from vitdeploy.description import PyramidSpec
 from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.verify import verify_onnx
@@ -91,7 +91,7 @@ def test_one_block_feeds_every_stride(tmp_path: Path):
 def test_list_describes_the_shipped_pyramid_recipe():
     recipe = load_recipe("vit_base_sfp")
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      recipe.pyramid, family=recipe.family)
+                                      recipe.pyramid, family=families.get(recipe.family))
     assert [(o.name, o.index, o.channels, o.stride) for o in outputs] == [
         ("stride4", 2, 768, 4), ("stride8", 5, 768, 8), ("stride16", 8, 768, 16), ("stride32", 11, 768, 32)]
 
@@ -149,12 +149,13 @@ def test_cli_pyramid_none_drops_the_recipes_pyramid_and_errors_are_one_line(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
 
 
-@pytest.mark.parametrize("name", [n for n in available_recipes() if load_recipe(n).family.name in ("vit", "eva", "beit",
+@pytest.mark.parametrize("name", [n for n in available_recipes() if load_recipe(n).family in ("vit", "eva", "beit",
                                                                                               "samvit")])
 def test_every_single_scale_recipe_takes_the_simple_pyramid(name: str):
     recipe = load_recipe(name)
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      PyramidSpec(kind="simple", strides=()), family=recipe.family)
+                                      PyramidSpec(kind="simple", strides=()),
+                                      family=families.get(recipe.family))
     patch = 14 if "patch14" in recipe.timm_name else 16
     expected = (7, 14, 28, 56) if patch == 14 else (4, 8, 16, 32)
     assert [(o.name, o.stride) for o in outputs if o.kind == "feature"] == [(f"stride{s}", s) for s in expected]

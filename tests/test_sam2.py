@@ -182,9 +182,9 @@ def test_fixed_sam2_export_builds_with_tensorrt_rtx(tmp_path: Path, sam2_checkpo
 def test_shipped_sam2_recipes_describe_strides_4_8_16():
     for name in SAM2_RECIPES:
         recipe = load_recipe(name)
-        assert (recipe.family.name, recipe.input.size, recipe.input.mode) == ("sam2", (1024, 1024), "fixed")
+        assert (recipe.family, recipe.input.size, recipe.input.mode) == ("sam2", (1024, 1024), "fixed")
         outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                          recipe.pyramid, family=recipe.family, position_encodings=True)
+                                          recipe.pyramid, family=families.get(recipe.family), position_encodings=True)
         assert [(o.name, o.channels, o.stride) for o in outputs] == [
             ("stride4", 256, 4), ("stride8", 256, 8), ("stride16", 256, 16),
             ("pos_stride4", 256, 4), ("pos_stride8", 256, 8), ("pos_stride16", 256, 16)]

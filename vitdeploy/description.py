@@ -140,6 +140,18 @@ class OutputLevel:
         return [batch, self.channels, height // self.feature_stride(), width // self.feature_stride()]
 
 
+PYRAMID_KINDS = ("simple",)
+
+
+@dataclass(frozen=True)
+class PyramidSpec:
+    """What a recipe's `[pyramid]` (or `--pyramid`) asks for: single-scale outputs resampled to `strides` in the
+    graph (vitdeploy.pyramid); the export describes what it made as the `SimplePyramid` section below."""
+
+    kind: str
+    strides: tuple[int, ...]
+
+
 @dataclass(frozen=True)
 class SimplePyramid:
     """A simple feature pyramid built in the graph from a single-scale backbone (vitdeploy.pyramid)."""

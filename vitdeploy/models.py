@@ -14,10 +14,10 @@ import timm
 import torch
 from torch import nn
 
-from vitdeploy.description import Description, OutputLevel, WeightsRecord
+from vitdeploy.description import Description, OutputLevel, PyramidSpec, WeightsRecord
 from vitdeploy.errors import VitdeployError
-from vitdeploy.families import Family
-from vitdeploy.pyramid import PyramidSpec, describe_outputs
+from vitdeploy.families.base import Family
+from vitdeploy.pyramid import describe_outputs
 ModelForSize = Callable[[tuple[int, int]], nn.Module]
 
 

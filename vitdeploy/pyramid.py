@@ -19,28 +19,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitdeploy.description import OutputLevel, SimplePyramid
+from vitdeploy.description import OutputLevel, PyramidSpec, SimplePyramid
 from vitdeploy.errors import VitdeployError
 
-PYRAMID_KINDS = ("simple",)
 EMBEDDING_NAME = "embedding"
 UPSAMPLE = "bilinear interpolation (align_corners=False, no antialias)"
 DOWNSAMPLE = "max pooling (kernel = stride = factor)"
-
-
-@dataclass(frozen=True)
-class PyramidSpec:
-    """A recipe's `[pyramid]` (or `--pyramid`): resample single-scale outputs to `strides` in the graph."""
-
-    kind: str
-    strides: tuple[int, ...]
 
 
 PositionOutputs = Callable[[list[OutputLevel]], list[OutputLevel]]  # feature levels -> their position encodings

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vitdeploy import families
-from vitdeploy.description import PRECISIONS, Tolerance, size_within
+from vitdeploy.description import PRECISIONS, PYRAMID_KINDS, PyramidSpec, Tolerance, size_within
 from vitdeploy.errors import VitdeployError
-from vitdeploy.families import Family
-from vitdeploy.pyramid import PYRAMID_KINDS, PyramidSpec
 
 RESOLUTION_MODES = ("fixed", "dynamic")
 
@@ -51,7 +49,7 @@ class Recipe:
     name: str
     path: Path
     timm_name: str
-    family: Family
+    family: str  # a name (reading a recipe imports no family module): families.get gives the Family where it is used
     description: str
     outputs: tuple[int, ...] | None
     embedding: bool
@@ -202,7 +200,7 @@ def parse_recipe(name: str, data: dict[str, Any], path: Path) -> Recipe:
         name=name,
         path=path,
         timm_name=top.get("timm_name", str),
-        family=families.get(family),
+        family=family,
         description=top.get("description", str, ""),
         outputs=outputs,
         embedding=top.get("embedding", bool, False),

@@ -9,7 +9,7 @@ import click
 
 from vitdeploy.cli.options import BUILDERS, IntList, Size, backend_option, precision_option, seed_option
 from vitdeploy.errors import VitdeployError
-from vitdeploy.pyramid import PYRAMID_KINDS, PyramidSpec
+from vitdeploy.description import PYRAMID_KINDS, PyramidSpec
 
 if TYPE_CHECKING:
     from vitdeploy.models import Weights

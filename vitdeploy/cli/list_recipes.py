@@ -17,12 +17,13 @@ def _resolution(recipe: Recipe) -> str:
 
 def _pyramid(recipe: Recipe) -> str:
     """name:channels@stride per output, from the backbone built on torch's meta device (no weights)."""
+    from vitdeploy import families
     from vitdeploy.models import describe_recipe_pyramid
 
     if recipe.unsupported:
         return f"not exportable: {recipe.unsupported}"
     outputs = describe_recipe_pyramid(recipe.timm_name, recipe.timm_kwargs, recipe.outputs, recipe.embedding,
-                                      recipe.pyramid, family=recipe.family,
+                                      recipe.pyramid, family=families.get(recipe.family),
                                       position_encodings=recipe.position_encodings)
     return " ".join(f"{o.name}:{o.channels}" + (f"@{o.stride}" if o.stride and not o.name.startswith("stride")
                                                 else "") for o in outputs)

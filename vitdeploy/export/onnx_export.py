@@ -18,13 +18,13 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from vitdeploy import __version__, families
 from vitdeploy.artifact import DESCRIPTION_FILE, METADATA_KEY, ONNX_FILE
 from vitdeploy.atomic import staged_directory, write_bytes_atomic
-from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec, size_within
+from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec, PyramidSpec, size_within
 from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.export.normalise import NormaliseInGraph
 from vitdeploy.integrity import describe_files
 from vitdeploy.models import Weights, create_model, nonfinite_tensors, weights_record
 from vitdeploy.progress import Progress
-from vitdeploy.pyramid import PyramidSpec, describe_outputs, pyramid_size_multiple
+from vitdeploy.pyramid import describe_outputs, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
 
 OPSET = 20  # LayerNormalization (17) and Gelu (20) are single nodes, which ONNX Runtime and TensorRT fuse
@@ -91,7 +91,7 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     """The rewritten module to export and the artifact's description (without its export record)."""
     if recipe.unsupported:
         raise VitdeployError(f"recipe '{recipe.name}' ({recipe.timm_name}) cannot be exported: {recipe.unsupported}")
-    family = recipe.family
+    family = families.get(recipe.family)  # the recipe names it; from here on it is the Family
     dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
     size = options.size or recipe.input.size
     model, loaded = create_model(recipe.timm_name, recipe.timm_kwargs, options.weights, img_size=size, family=family)

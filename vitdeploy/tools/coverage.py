@@ -23,7 +23,7 @@ from typing import Any
 import timm
 import torch
 
-from vitdeploy import engine
+from vitdeploy import engine, families
 from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.engine import Engine
@@ -78,7 +78,7 @@ def _round_up(value: int, multiple: int) -> int:
 
 def small_variant(recipe: Recipe) -> Recipe:
     """The recipe with fewer blocks (its family's small_kwargs) and inputs near 64 px: same family, same code paths."""
-    family = recipe.family
+    family = families.get(recipe.family)
     kwargs = {**recipe.timm_kwargs, **family.small_kwargs}
     model = meta_backbone(recipe.timm_name, kwargs, family)
     multiple = pyramid_size_multiple(family.size_multiple(model), recipe.pyramid.strides if recipe.pyramid else ())
@@ -95,7 +95,7 @@ def _tested_at(recipe: Recipe, small: bool) -> str:
     if spec.min != spec.max:
         text += f" (dynamic {spec.min[0]}x{spec.min[1]}..{spec.max[0]}x{spec.max[1]})"
     if small:
-        reduced = ", ".join(f"{k}={v}" for k, v in recipe.family.small_kwargs.items())
+        reduced = ", ".join(f"{k}={v}" for k, v in families.get(recipe.family).small_kwargs.items())
         text += f"; --small{': ' + reduced if reduced else ''}"
     return text
 
@@ -161,13 +161,13 @@ def measure_recipe(recipe: Recipe, small: bool, work: Path, gpu: str | None,
                    note: Callable[[str], None] = lambda message: None) -> RecipeResult:
     if small and not recipe.unsupported:
         recipe = small_variant(recipe)
-    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family.name,
+    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family,
                           tested_at="-" if recipe.unsupported else _tested_at(recipe, small))
     if recipe.unsupported:
         result.note = f"unsupported: {recipe.unsupported}"
         return result
     if recipe.input.min == recipe.input.max:
-        result.note = f"fixed size only: {recipe.family.fixed_only or 'the recipe has no size range'}"
+        result.note = f"fixed size only: {families.get(recipe.family).fixed_only or 'the recipe has no size range'}"
     modes = MODES if recipe.input.min != recipe.input.max else MODES[:1]
     for mode in modes:
         result.modes[mode] = try_mode(recipe, mode, work / f"{recipe.name}_{mode}", gpu, note)
