@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ import click
 
 from vitdeploy.cli.group import Terminated
 from vitdeploy.cli.options import IntList, Size, backend_option, precision_option, threads_option
+from vitdeploy.errors import VitdeployError
 
 STOP_MARGIN_S = 15  # after the application's drain: deleting it, then the local cluster
 
@@ -29,11 +31,15 @@ STOP_MARGIN_S = 15  # after the application's drain: deleting it, then the local
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=32.0, show_default=True,
               help="Larger requests are refused (413).")
+@click.option("--body-timeout-s", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
+              help="A request body that pauses longer is refused (408).")
+@click.option("--token", envvar="VITDEPLOY_TOKEN", show_envvar=True,  # vitdeploy.serve.client.TOKEN_ENV
+              help="Require 'Authorization: Bearer TOKEN' on every request (401 without) [default: none].")
 @click.option("--address", help="Join the Ray cluster at this address (auto, HOST:PORT, ray://HOST:10001) "
                                 "[default: start a local one on loopback].")
 def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: float, backend: str,
           precision: str | None, threads: int | None, host: str, port: int, max_body_mb: float,
-          address: str | None) -> None:
+          body_timeout_s: float, token: str | None, address: str | None) -> None:
     """Serve ARTIFACT over HTTP on Ray Serve until SIGINT or SIGTERM (README, "Serving")."""
     from vitdeploy.artifact import load_artifact
     from vitdeploy.runners import select
@@ -41,6 +47,13 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
     from vitdeploy.serve.batching import serving_batch
     from vitdeploy.serve.cluster import local_cpus, ray_cluster
 
+    if token is not None and not token.strip():
+        raise VitdeployError(f"--token is empty: expected a secret of one character or more (or unset "
+                             f"{app.TOKEN_ENV})")
+    if not _loopback(host) and token is None:
+        click.echo(f"Warning: --host {host} exposes the HTTP API beyond this machine without authentication: anyone "
+                   f"who reaches port {port} can use it; set --token or {app.TOKEN_ENV} to require a bearer token "
+                   "(docs/security.md)", err=True)
     loaded = load_artifact(artifact)
     runtime, _ = select(loaded, backend, precision)  # an unavailable backend fails here, not in every replica
     max_batch = serving_batch(loaded.input.batch, max_batch, "--max-batch")
@@ -49,7 +62,8 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
     cpus = local_cpus(replicas)
     options = app.ServeOptions(artifact=str(artifact.resolve()), backend=backend, precision=precision,
                                replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                               threads=threads or max(1, cpus // replicas), max_body_bytes=int(max_body_mb * 2**20))
+                               threads=threads or max(1, cpus // replicas), max_body_bytes=int(max_body_mb * 2**20),
+                               body_timeout_s=body_timeout_s, token=token and token.strip())
     with ray_cluster(address, cpus) as ray:
         app.start(host, port)
         app.deploy(options)
@@ -68,6 +82,16 @@ def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: f
             watchdog.start()
             app.stop()
     click.echo("stopped: Ray Serve is shut down", err=True)
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (a loopback address or `localhost`)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another host name: it may resolve to anything
+        return False
 
 
 def _give_up(timeout_s: float) -> None:

@@ -7,6 +7,11 @@ wire format (vitdeploy.serve.wire); `GET /v1/metadata` gives the artifact descri
 served; `GET /v1/health` answers 200 while the replica serves. Every refused request is a 4xx with
 `{"error": "<one line>"}`, and the replica goes on serving.
 
+Hostile input (docs/security.md): a request is refused from its cheapest facts first (token, route, content
+type, body size and pace, the declared image size or array shape, dtype and batch), before any array is built
+or image decoded; a replica decodes and preprocesses one request at a time, so its peak memory per request is
+bounded by the limits (`request_memory_bound`).
+
 Batching: a replica preprocesses each request as `Model.infer` does, then hands it to Ray Serve's
 `serve.batch`, which gathers requests until `max_batch` images wait or `batch_wait_ms` has passed since
 the first. A gathered batch runs as one runtime call per preprocessed input size: requests of another
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hmac
 import io
 import logging
 import socket
@@ -30,9 +36,10 @@ from vitdeploy.api import load
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import check_feed
 from vitdeploy.optional import require
-from vitdeploy.preprocess import load_image
+from vitdeploy.preprocess import load_image, resize_buffer_pixels
 from vitdeploy.serve import wire
 from vitdeploy.serve.batching import SERVING_BATCH
+from vitdeploy.serve.client import TOKEN_ENV
 
 if TYPE_CHECKING:  # starlette comes with ray[serve]
     from starlette.requests import Request
@@ -44,6 +51,8 @@ MAX_IMAGE_PIXELS = 40_000_000  # decoding more would take gigabytes (a small PNG
 DRAIN_TIMEOUT_S = 10  # on shutdown, how long a replica may finish its requests in flight
 QUIET = {"log_level": "WARNING", "enable_access_log": False}  # Serve's logs: warnings and errors only
 _DRAIN_FACTOR = 8  # an oversized body is read (and dropped) up to this many limits, so the 413 reaches the client
+BODY_DEADLINE_S = 60.0  # the whole body of a request must arrive within this
+READS_PER_CLIENT = 4  # bodies one client address may be sending to a replica at a time; more get 429
 logger = logging.getLogger("ray.serve")
 
 
@@ -59,6 +68,8 @@ class ServeOptions:
     batch_wait_ms: float = 10.0
     threads: int | None = None  # runtime threads per replica
     max_body_bytes: int = 32 * 2**20
+    body_timeout_s: float = 10.0  # longest pause while a body is received (a stalled client gets 408)
+    token: str | None = None  # requests must carry `Authorization: Bearer <token>`; None: no authentication
 
 
 class RequestError(Exception):
@@ -75,9 +86,26 @@ def _path(request: Request) -> str:
     return (path[len(root):] if root and path.startswith(root) else path) or "/"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, pause_s: float) -> bytes:
+    """The body, refused as soon as its declared or received size is over `limit` (413) or it pauses longer than
+    `pause_s` or takes longer than BODY_DEADLINE_S (408: a stalled client frees its place)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and len(declared) < 20 and int(declared) > _DRAIN_FACTOR * limit:
+        raise RequestError(413, f"request body is declared as {int(declared)} bytes: this server takes at most "
+                                f"{limit} bytes (vitdeploy serve --max-body-mb)")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BODY_DEADLINE_S
     size, chunks, cut = 0, [], False
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        wait = min(pause_s, deadline - loop.time())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(wait, 0.0))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RequestError(408, f"request body stalled after {size} bytes: this server waits at most "
+                                    f"{pause_s:g} s for more and {BODY_DEADLINE_S:g} s in all") from None
         size += len(chunk)
         if size <= limit:
             chunks.append(chunk)
@@ -93,19 +121,55 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _check_pixels(height: int, width: int, what: str) -> None:
+    if height * width > MAX_IMAGE_PIXELS:
+        raise RequestError(413, f"{what} is {width}x{height} ({height * width} pixels): this server decodes at most "
+                                f"{MAX_IMAGE_PIXELS} pixels per image; resize it first")
+
+
 def _decode_image(body: bytes) -> np.ndarray:
+    """A PNG or JPEG body as uint8 HxWx3, its size checked from its header before a pixel is decoded."""
     try:
         with Image.open(io.BytesIO(body)) as probe:  # reads the header only
             width, height = probe.size
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
+        raise RequestError(413, f"image is a decompression bomb ({exc}): this server decodes at most "
+                                f"{MAX_IMAGE_PIXELS} pixels per image") from None
     except Exception:  # not an image at all: load_image below says what it is
         width = height = 0
-    if width * height > MAX_IMAGE_PIXELS:
-        raise RequestError(413, f"image is {width}x{height} ({width * height} pixels): this server decodes at most "
-                                f"{MAX_IMAGE_PIXELS} pixels; resize it first")
+    _check_pixels(height, width, "image")
     try:
         return load_image(io.BytesIO(body), name="request body")
     except VitdeployError as exc:
         raise RequestError(400, str(exc)) from None
+
+
+def _check_array(array: np.ndarray, max_batch: int) -> None:
+    """An array request's declared dtype, shape and batch against the server's limits, before it is touched."""
+    shape = list(array.shape)
+    if 0 in shape:
+        raise RequestError(422, f"array has shape {shape}: expected no zero-size dimension")
+    images = array.dtype == np.uint8 and array.ndim in (3, 4)
+    if array.ndim != 4 and not images:
+        raise RequestError(422, f"array has dtype {array.dtype} and shape {shape}: expected a uint8 [height, width, "
+                                "3] image, a uint8 [n, height, width, 3] batch or a float32 [n, 3, height, width] "
+                                "batch")
+    count = shape[0] if array.ndim == 4 else 1
+    if count > max_batch:
+        raise RequestError(422, f"request holds {count} images: this server runs at most {max_batch} per call "
+                                "(vitdeploy serve --max-batch); send fewer")
+    if images:
+        _check_pixels(shape[-3], shape[-2], "image array")
+
+
+def request_memory_bound(options: ServeOptions, input_hw: tuple[int, int]) -> int:
+    """Bytes one request may make a replica hold beyond the runtime's own working memory (docs/security.md):
+    its body twice (received chunks and joined), the decoded image three times (Pillow's, its RGB copy,
+    numpy's), two resize intermediates and the resized image in float32, and the batch it becomes."""
+    pixels = MAX_IMAGE_PIXELS
+    out = input_hw[0] * input_hw[1]
+    resize = resize_buffer_pixels((pixels, 1), input_hw) if pixels else 0
+    return 2 * options.max_body_bytes + 3 * 3 * pixels + 3 * 12 * max(resize, out) + 3 * 12 * options.max_batch * out
 
 
 class Replica:
@@ -117,6 +181,8 @@ class Replica:
         self.options = options
         self.model = load(options.artifact, options.backend, options.precision, options.threads)
         self.replica = serve.get_replica_context().replica_id.unique_id
+        self._preparing = asyncio.Semaphore(1)  # one request decoded and preprocessed at a time: memory bound
+        self._reading: dict[str, int] = {}  # client address -> bodies being received from it
         self._batched = serve.batch(max_batch_size=options.max_batch, batch_wait_timeout_s=options.batch_wait_ms / 1e3,
                                     batch_size_fn=lambda batches: sum(batch.shape[0] for batch in batches))(self._run)
 
@@ -131,6 +197,7 @@ class Replica:
             return self._http.JSONResponse({"error": message}, status_code=500)
 
     async def _route(self, request: Request) -> Response:
+        self._authorise(request)
         path = _path(request)
         if path not in ROUTES:
             raise RequestError(404, f"no route {path}: expected POST /v1/infer, GET /v1/metadata or GET /v1/health")
@@ -144,10 +211,36 @@ class Replica:
         if media not in (*IMAGE_TYPES, wire.MEDIA_TYPE):
             raise RequestError(415, f"content type {media or 'none'!r}: expected image/png, image/jpeg or "
                                     f"{wire.MEDIA_TYPE}")
-        body = await _read_body(request, self.options.max_body_bytes)
-        batch = await asyncio.to_thread(self._prepare, media, body)
+        body = await self._receive(request)
+        async with self._preparing:
+            batch = await asyncio.to_thread(self._prepare, media, body)
+        del body
         outputs, info = await self._batched(batch)
         return self._http.Response(wire.encode(outputs, {**info, "replica": self.replica}), media_type=wire.MEDIA_TYPE)
+
+    def _authorise(self, request: Request) -> None:
+        token = self.options.token
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise RequestError(401, "missing or wrong bearer token: expected the header 'Authorization: Bearer "
+                                    f"TOKEN' with the server's token (vitdeploy serve --token or {TOKEN_ENV})")
+
+    async def _receive(self, request: Request) -> bytes:
+        """The body, with at most READS_PER_CLIENT bodies received from one client address at a time: a client
+        that stalls many uploads holds a few places, each for `body_timeout_s` at most."""
+        client = request.client.host if request.client else "unknown"
+        if self._reading.get(client, 0) >= READS_PER_CLIENT:
+            raise RequestError(429, f"{client} is already sending {READS_PER_CLIENT} request bodies to this replica: "
+                                    "send the next when one has been answered")
+        self._reading[client] = self._reading.get(client, 0) + 1
+        try:
+            return await _read_body(request, self.options.max_body_bytes, self.options.body_timeout_s)
+        finally:
+            self._reading[client] -= 1
+            if not self._reading[client]:
+                del self._reading[client]
 
     def metadata(self) -> dict[str, Any]:
         options = self.options
@@ -155,6 +248,7 @@ class Replica:
                 "engine": self.model.engine.name if self.model.engine else None, "replica": self.replica,
                 "max_batch": options.max_batch, "batch_wait_ms": options.batch_wait_ms,
                 "max_body_bytes": options.max_body_bytes, "max_image_pixels": MAX_IMAGE_PIXELS,
+                "body_timeout_s": options.body_timeout_s, "token": options.token is not None,
                 "wire": wire.MEDIA_TYPE, "description": self.model.artifact.description.to_dict()}
 
     def _prepare(self, media: str, body: bytes) -> np.ndarray:
@@ -169,14 +263,12 @@ class Replica:
             if len(arrays) != 1:
                 raise RequestError(400, f"request holds {len(arrays)} arrays: expected one (an image or a batch)")
             (images,) = arrays.values()
+            _check_array(images, self.options.max_batch)
         try:
             batch = self.model.batch(images)
             check_feed(self.model.input, {self.model.input.name: batch})
         except VitdeployError as exc:
             raise RequestError(422, str(exc)) from None
-        if batch.shape[0] > self.options.max_batch:
-            raise RequestError(422, f"request holds {batch.shape[0]} images: this server runs at most "
-                                    f"{self.options.max_batch} per call (vitdeploy serve --max-batch); send fewer")
         return batch
 
     async def _run(self, batches: list[np.ndarray]) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:

@@ -9,6 +9,9 @@ Retries: inference is idempotent, so a request that fails with a connection erro
 status (a replica that died, one being replaced) is sent again up to `retries` times, waiting
 `backoff_s`, then twice as long each time (0.25 + 0.5 + 1 + 2 s by default). A 4xx is the request's
 fault and raises at once with the server's one-line reason.
+
+A server started with a token (`vitdeploy serve --token`) needs it in every request: `token`, by default
+the environment variable VITDEPLOY_TOKEN, is sent as `Authorization: Bearer TOKEN`.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from vitdeploy.serve import wire
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 _RETRIED = (OSError, http.client.HTTPException)  # refused, reset, timed out, cut short
 MAX_CONCURRENT = 16  # requests in flight for one `infer` of a list
+TOKEN_ENV = "VITDEPLOY_TOKEN"  # the bearer token, where `vitdeploy serve --token` and this client find it
 
 
 class Client:
     """A served artifact at `url` (e.g. http://127.0.0.1:8000). Thread-safe: one connection per thread."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", retries: int = 4, backoff_s: float = 0.25,
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, token: str | None = None):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise VitdeployError(f"server URL {url!r}: expected http://HOST:PORT")
@@ -50,6 +54,8 @@ class Client:
         self._local = threading.local()
         self._metadata: dict[str, Any] | None = None
         self._description: Description | None = None
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._authorization = {"Authorization": f"Bearer {token}"} if token else {}
         self.retried = 0  # requests sent again so far (after a connection error, time-out or 5xx)
         self._count = threading.Lock()
 
@@ -101,7 +107,7 @@ class Client:
         return self._local.connection
 
     def _request(self, method: str, path: str, body: bytes | None = None, media: str | None = None) -> bytes:
-        headers = {"Content-Type": media} if media else {}
+        headers = {"Content-Type": media, **self._authorization} if media else dict(self._authorization)
         failure = ""
         for attempt in range(self.retries + 1):
             if attempt:
