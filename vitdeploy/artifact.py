@@ -5,11 +5,11 @@ See docs/ARTIFACT_FORMAT.md for the format; vitdeploy.atomic writes every file o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from vitdeploy import description_rules
 from vitdeploy.description import Description, ExportRecord, InputSpec, OutputLevel
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import check_files
@@ -78,7 +78,8 @@ def read_onnx_description(path: Path) -> Description:
     props = {prop.key: prop.value for prop in model.metadata_props}
     if METADATA_KEY not in props:
         raise VitdeployError(f"{path} has no '{METADATA_KEY}' metadata: expected an ONNX file exported by vitdeploy")
-    return Description.from_dict(json.loads(props[METADATA_KEY]), path)
+    return Description.from_dict(description_rules.decode(props[METADATA_KEY], f"{path}'s {METADATA_KEY} metadata"),
+                                 path)
 
 
 def load_artifact(path: Path) -> Artifact:

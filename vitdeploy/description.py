@@ -9,10 +9,13 @@ description plus an `engine` section. docs/ARTIFACT_FORMAT.md is the specificati
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from vitdeploy import description_rules
 from vitdeploy.errors import VitdeployError
 
 FORMAT = "vitdeploy.pyramid"
@@ -296,21 +299,26 @@ class Description:
             raise VitdeployError(f"{where} is format version {data.get('format_version')!r}, this vitdeploy reads "
                                  f"version {FORMAT_VERSION}: re-export the artifact with this vitdeploy")
         try:
-            return parse(cls, {k: v for k, v in data.items() if k not in ("format", "format_version")})
+            description = parse(cls, {k: v for k, v in data.items() if k not in ("format", "format_version")})
         except (KeyError, TypeError, ValueError) as exc:
-            raise VitdeployError(f"{where} is not a valid vitdeploy description ({type(exc).__name__}: {exc}): "
-                                 "re-export the artifact") from None
+            reason = f"no field {exc.args[0]}" if isinstance(exc, KeyError) else str(exc)
+            raise VitdeployError(f"{where} is not a valid vitdeploy description ({reason}): re-export the "
+                                 "artifact") from None
+        problems = description_rules.problems(description)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise VitdeployError(f"{where} is not a valid vitdeploy description ({problems[0]}){more}: re-export the "
+                                 "artifact")
+        return description
 
     @classmethod
     def read(cls, path: Path) -> Description:
         try:
-            data = json.loads(path.read_text())
+            with open(path, "rb") as handle:  # at most one byte more than a description may hold
+                raw = handle.read(description_rules.MAX_BYTES + 1)
         except OSError as exc:
             raise VitdeployError(f"cannot read {path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise VitdeployError(f"{path} is not valid JSON ({exc}): re-export the artifact or rebuild the "
-                                 "engine") from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(description_rules.decode(raw, path), path)
 
 
 @dataclass(frozen=True)
@@ -340,23 +348,42 @@ _NESTED: dict[tuple[type, str], Any] = {
 }
 
 
-def parse(cls: type, data: dict[str, Any]) -> Any:
-    """One of this module's dataclasses from its JSON form (without format checks: see Description.from_dict)."""
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def parse(cls: type, data: Any, at: str = "") -> Any:
+    """One of this module's dataclasses from its JSON form (without format checks: see Description.from_dict).
+    Every field must have its annotated JSON type (description_rules.type_problem); `at` is the JSON path of
+    `data`, which each error names."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{at or 'the description'} is a {type(data).__name__}: expected an object")
     values: dict[str, Any] = {}
     for spec in fields(cls):
+        path = f"{at}.{spec.name}" if at else spec.name
         if spec.name not in data:
             if spec.default is not MISSING or spec.default_factory is not MISSING:
                 continue  # optional, and absent
-            raise KeyError(f"{cls.__name__}.{spec.name}")
+            raise KeyError(path)
         value, nested = data[spec.name], _NESTED.get((cls, spec.name))
+        hint = _hints(cls)[spec.name]
         if value is None:
+            if type(None) not in typing.get_args(hint):
+                raise ValueError(f"{path} is null: expected a value")
             values[spec.name] = None
         elif isinstance(nested, tuple) and nested[0] is tuple:
-            values[spec.name] = tuple(parse(nested[1], item) for item in value)
+            if not isinstance(value, list):
+                raise ValueError(f"{path} is a {type(value).__name__}: expected a list")
+            values[spec.name] = tuple(parse(nested[1], item, f"{path}[{i}]") for i, item in enumerate(value))
         elif isinstance(nested, tuple):
-            values[spec.name] = {key: parse(nested[1], item) for key, item in value.items()}
+            if not isinstance(value, dict):
+                raise ValueError(f"{path} is a {type(value).__name__}: expected an object")
+            values[spec.name] = {key: parse(nested[1], item, f"{path}[{key[:40]!r}]") for key, item in value.items()}
         elif nested is not None:
-            values[spec.name] = parse(nested, value)
+            values[spec.name] = parse(nested, value, path)
+        elif problem := description_rules.type_problem(value, hint):
+            raise ValueError(f"{path} {problem}")
         elif isinstance(value, list):
             values[spec.name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:

@@ -3,6 +3,10 @@
 A record covers every file a runtime reads: `model.onnx` and its external data (models over 2 GB),
 an engine, an OpenVINO IR's .xml and .bin. The size is checked first (a truncated copy is told apart
 from a corrupt one), then the sha256, each as one line naming the file and what to do.
+
+The directory is a closed world: a recorded name must be a plain file name that resolves inside it (`inside`),
+or it is refused before it is looked at, so a tampered description cannot make vitdeploy open, hash or size a
+file elsewhere.
 """
 
 from __future__ import annotations
@@ -28,11 +32,25 @@ def describe_files(paths: Iterable[Path]) -> dict[str, FileRecord]:
     return {path.name: FileRecord(size_bytes=path.stat().st_size, sha256=sha256_file(path)) for path in paths}
 
 
+def inside(directory: Path, name: str) -> Path:
+    """`directory / name`, refused in one line unless `name` is one plain path component that does not resolve
+    (through a symlink) to a place outside `directory`; nothing is opened."""
+    path = directory / name
+    if not name or Path(name).name != name or name in (".", "..") or "\\" in name or "\0" in name:
+        raise VitdeployError(f"the description of {directory} names the file {name[:80]!r}: expected a plain file name inside the "
+                             "artifact directory (no path, no '..'); the description was tampered with")
+    if path.is_symlink() and not path.resolve().is_relative_to(directory.resolve()):
+        raise VitdeployError(f"{path} is a symbolic link out of {directory}: expected the file itself inside the "
+                             "artifact directory; copy it in place of the link")
+    return path
+
+
 def check_files(directory: Path, files: dict[str, FileRecord], remedy: str, contents: bool = True) -> None:
-    """Every recorded file exists in `directory` with its recorded size and (if `contents`) sha256; `remedy`
-    ends each error. Sizes alone are for choosing among engines: the bytes are hashed once, by the loader."""
+    """Every recorded file exists in `directory` (`inside` it) with its recorded size and (if `contents`)
+    sha256; `remedy` ends each error. Sizes alone are for choosing among engines: the bytes are hashed once, by
+    the loader."""
     for name, record in files.items():
-        path = directory / name
+        path = inside(directory, name)
         if not path.is_file():
             raise VitdeployError(f"{path} is missing: expected {record.size_bytes} bytes; {remedy}")
         size, expected = path.stat().st_size, record.size_bytes

@@ -87,17 +87,12 @@ def _axis_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.
     return lo, hi, np.float32(1.0) - w_hi, w_hi
 
 
-def resize_buffer_pixels(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
-    """Pixels of the intermediate image `resize_bilinear` builds: one axis resized, the other not yet (it
-    resizes the axis that leaves the smaller one first), at most max(in pixels, out pixels)."""
-    return min(in_hw[0] * out_hw[1], out_hw[0] * in_hw[1])
-
-
 def resize_bilinear(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """Resize an HxWxC array (uint8 or float32) to float32; the C++ port performs the same float32 operations in
     the same order. Pixels are gathered before they are converted, and the axis resized first is the one that
-    leaves the smaller intermediate (`resize_buffer_pixels`): a 1 x 1,000,000 image costs kilobytes, not a
-    224 x 1,000,000 buffer. Either order computes each output value by the same operations."""
+    leaves the smaller intermediate, min(in_h x out_w, out_h x in_w) <= sqrt(in pixels x out pixels) pixels:
+    a 1 x 1,000,000 image costs kilobytes, not a 224 x 1,000,000 buffer. Either order computes each output
+    value by the same operations."""
     if image.shape[:2] == tuple(out_hw):
         return image.astype(np.float32, copy=False)
     y0, y1, wy0, wy1 = _axis_taps(image.shape[0], out_hw[0])

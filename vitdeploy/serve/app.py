@@ -25,6 +25,7 @@ import errno
 import hmac
 import io
 import logging
+import math
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from vitdeploy.api import load
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import check_feed
 from vitdeploy.optional import require
-from vitdeploy.preprocess import load_image, resize_buffer_pixels
+from vitdeploy.preprocess import load_image
 from vitdeploy.serve import wire
 from vitdeploy.serve.batching import SERVING_BATCH
 from vitdeploy.serve.client import TOKEN_ENV
@@ -162,14 +163,15 @@ def _check_array(array: np.ndarray, max_batch: int) -> None:
         _check_pixels(shape[-3], shape[-2], "image array")
 
 
-def request_memory_bound(options: ServeOptions, input_hw: tuple[int, int]) -> int:
-    """Bytes one request may make a replica hold beyond the runtime's own working memory (docs/security.md):
-    its body twice (received chunks and joined), the decoded image three times (Pillow's, its RGB copy,
-    numpy's), two resize intermediates and the resized image in float32, and the batch it becomes."""
-    pixels = MAX_IMAGE_PIXELS
+def request_memory_bound(max_body_bytes: int, max_batch: int, input_hw: tuple[int, int]) -> int:
+    """Bytes one request may make a replica hold beyond its steady state (the model and the runtime's working
+    memory for a full batch), by docs/security.md's formula: the body 3 times (Serve's messages, the chunks,
+    joined), a decoded image of MAX_IMAGE_PIXELS 3 times in RGB (Pillow's, its RGB copy, numpy's), 4 float32
+    RGB copies of the resize's intermediate (at most sqrt(pixels x input pixels), the axis kept first being the
+    smaller), and 4 float32 copies of the batch at the artifact's largest input size."""
     out = input_hw[0] * input_hw[1]
-    resize = resize_buffer_pixels((pixels, 1), input_hw) if pixels else 0
-    return 2 * options.max_body_bytes + 3 * 3 * pixels + 3 * 12 * max(resize, out) + 3 * 12 * options.max_batch * out
+    return (3 * max_body_bytes + 9 * MAX_IMAGE_PIXELS + 4 * 12 * math.isqrt(MAX_IMAGE_PIXELS * out)
+            + 4 * 12 * max_batch * out)
 
 
 class Replica:
@@ -249,6 +251,8 @@ class Replica:
                 "max_batch": options.max_batch, "batch_wait_ms": options.batch_wait_ms,
                 "max_body_bytes": options.max_body_bytes, "max_image_pixels": MAX_IMAGE_PIXELS,
                 "body_timeout_s": options.body_timeout_s, "token": options.token is not None,
+                "request_memory_bound_bytes": request_memory_bound(options.max_body_bytes, options.max_batch,
+                                                                   self.model.input.max_hw),
                 "wire": wire.MEDIA_TYPE, "description": self.model.artifact.description.to_dict()}
 
     def _prepare(self, media: str, body: bytes) -> np.ndarray:
