@@ -25,6 +25,7 @@ C++ demo reads too.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -38,10 +39,30 @@ FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a camera JPEG with extra frames; the fi
 _MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def check_regular(path: str | os.PathLike[str], label: object) -> None:
+    """Refuse, without opening it, a path that is not a regular file: reading a FIFO or a device would block
+    or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise VitdeployError(f"image {label} does not exist: expected a PNG or JPEG file") from None
+    except OSError as exc:
+        raise VitdeployError(f"cannot read image {label}: {exc.strerror}") from None
+    kind = next((kind for test, kind in _NOT_REGULAR if test(mode)), None if stat.S_ISREG(mode) else "special file")
+    if kind:
+        raise VitdeployError(f"{label} is a {kind}, not a regular file (not opened): expected a PNG or JPEG file")
+
+
 def load_image(path: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> np.ndarray:
     """Read a PNG or JPEG file as a uint8 HxWx3 RGB array; `path` may be a binary file object (a served
-    request's body), which errors call `name`."""
+    request's body), which errors call `name`. A path must name a regular file (`check_regular`)."""
     label = name or path
+    if isinstance(path, (str, os.PathLike)):
+        check_regular(path, label)
     try:
         with Image.open(path) as image:
             image_format, mode = image.format, image.mode

@@ -1,10 +1,11 @@
 #include "description.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +20,46 @@ using json = nlohmann::ordered_json;
 
 const std::set<std::string> kBackends = {"openvino", "tensorrt", "tensorrt_rtx"};
 
+// The bounds vitdeploy/description_rules.py applies: a description is untrusted input (docs/security.md).
+constexpr size_t kMaxBytes = 16u << 20;
+constexpr int kMaxDepth = 32;
+constexpr int64_t kMaxSide = 16384, kMaxBatch = 4096, kMaxChannels = 65536, kMaxStride = 4096, kMaxOutputs = 256;
+constexpr int64_t kMaxFileBytes = int64_t{1} << 44, kMaxDim = (int64_t{1} << 31) - 1;
+
+// Objects and lists nested deeper than kMaxDepth are refused before parsing (nlohmann recurses while it builds
+// and destroys values).
+void check_depth(const std::string& text, const std::string& where) {
+    int depth = 0;
+    bool in_string = false, escaped = false;
+    for (const char c : text) {
+        if (in_string) {
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxDepth)
+                throw Error(where + " nests objects and lists more than " + std::to_string(kMaxDepth) +
+                            " deep: expected a vitdeploy description");
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+}
+
+// A file or tensor name usable as a plain file name: 1 to 128 of [A-Za-z0-9_.+-], not starting with a dot.
+bool safe_name(const std::string& name) {
+    static const std::regex pattern("[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}");
+    return std::regex_match(name, pattern);
+}
+
+void check_name(const std::string& name, const std::string& what) {
+    if (!safe_name(name))
+        throw Error(what + " '" + name.substr(0, 60) + "' is not a plain name: expected 1 to 128 letters, digits "
+                    "and _.+- not starting with a dot (no path)");
+}
+
 const json& field(const json& object, const char* key, const std::string& where) {
     if (!object.is_object() || !object.contains(key))
         throw Error(where + " has no '" + key + "' field: expected a vitdeploy pyramid description");
@@ -27,25 +68,60 @@ const json& field(const json& object, const char* key, const std::string& where)
 
 template <typename T>
 T get(const json& object, const char* key, const std::string& where) {
+    const json& value = field(object, key, where);
+    const Error wrong(where + ": field '" + key + "' has the wrong type (" + value.dump().substr(0, 60) + ")");
+    // nlohmann converts booleans to numbers silently: a number field must hold a JSON number.
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
+        if (!value.is_number()) throw wrong;
     try {
-        return field(object, key, where).get<T>();
+        return value.get<T>();
     } catch (const json::exception&) {
-        throw Error(where + ": field '" + key + "' has the wrong type (" + object.at(key).dump() + ")");
+        throw wrong;
     }
+}
+
+// An integer field within low..high (a float, a boolean or a number out of range is refused, never cast).
+int64_t integer(const json& value, const std::string& what, int64_t low, int64_t high) {
+    if (!value.is_number_integer() || (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(high)) ||
+        value.get<int64_t>() < low || value.get<int64_t>() > high)
+        throw Error(what + " is " + value.dump().substr(0, 40) + ": expected an integer " + std::to_string(low) +
+                    ".." + std::to_string(high));
+    return value.get<int64_t>();
+}
+
+int64_t integer(const json& object, const char* key, const std::string& where, int64_t low, int64_t high) {
+    return integer(field(object, key, where), where + " " + key, low, high);
+}
+
+std::vector<int64_t> dims(const json& object, const char* key, const std::string& where, int64_t low) {
+    const json& value = field(object, key, where);
+    if (!value.is_array() || value.size() > 8)
+        throw Error(where + " " + key + " is " + value.dump().substr(0, 40) + ": expected a list of up to 8 integers");
+    std::vector<int64_t> result;
+    for (const json& d : value) result.push_back(integer(d, where + " " + key, low, kMaxDim));
+    return result;
+}
+
+std::array<int, 2> hw(const json& object, const char* key, const std::string& where) {
+    const std::vector<int64_t> sides = dims(object, key, where, 1);
+    if (sides.size() != 2 || sides[0] > kMaxSide || sides[1] > kMaxSide)
+        throw Error(where + " " + key + ": expected [height, width], each 1.." + std::to_string(kMaxSide));
+    return {static_cast<int>(sides[0]), static_cast<int>(sides[1])};
 }
 
 InputSpec parse_input(const json& input, const std::string& where) {
     const std::string at = where + " input";
     InputSpec spec;
     spec.name = get<std::string>(input, "name", at);
+    check_name(spec.name, at + " name");
     spec.mode = get<std::string>(input, "mode", at);
-    spec.channels = get<int>(input, "channels", at);
-    spec.size_multiple = get<int>(input, "size_multiple", at);
-    spec.min_hw = get<std::array<int, 2>>(input, "min_hw", at);
-    spec.max_hw = get<std::array<int, 2>>(input, "max_hw", at);
+    spec.channels = static_cast<int>(integer(input, "channels", at, 1, 64));
+    spec.size_multiple = static_cast<int>(integer(input, "size_multiple", at, 1, kMaxSide));
+    spec.min_hw = hw(input, "min_hw", at);
+    spec.max_hw = hw(input, "max_hw", at);
     const json& batch = field(input, "batch", at);
-    spec.batch_min = get<int>(batch, "min", at + " batch");
-    spec.batch_max = get<int>(batch, "max", at + " batch");
+    spec.batch_min = static_cast<int>(integer(batch, "min", at + " batch", 1, kMaxBatch));
+    spec.batch_max = static_cast<int>(integer(batch, "max", at + " batch", spec.batch_min, kMaxBatch));
     // JSON numbers are doubles; rounding them to float matches numpy's float32 cast in Python.
     const auto mean = get<std::array<double, 3>>(input, "mean", at);
     const auto std_dev = get<std::array<double, 3>>(input, "std", at);
@@ -64,9 +140,11 @@ InputSpec parse_input(const json& input, const std::string& where) {
                     "true), 3 channels");
     if (spec.mode != "fixed" && spec.mode != "dynamic")
         throw Error(at + " mode '" + spec.mode + "': expected 'fixed' or 'dynamic'");
-    if (spec.size_multiple < 1 || spec.pixel_scale <= 0.0f || spec.std[0] <= 0.0f || spec.std[1] <= 0.0f ||
-        spec.std[2] <= 0.0f)
-        throw Error(at + ": size_multiple, pixel_scale and std must be positive");
+    for (int c = 0; c < 3; ++c)
+        if (!std::isfinite(spec.mean[c]) || !std::isfinite(spec.std[c]) || !(spec.std[c] > 0.0f))
+            throw Error(at + ": mean and std must be finite and std positive");
+    if (!std::isfinite(spec.pixel_scale) || !(spec.pixel_scale > 0.0f))
+        throw Error(at + ": pixel_scale must be positive and finite");
     if (spec.min_hw[0] < 1 || spec.min_hw[1] < 1 || spec.min_hw[0] > spec.max_hw[0] || spec.min_hw[1] > spec.max_hw[1])
         throw Error(at + ": min_hw must be positive and not above max_hw");
     return spec;
@@ -75,12 +153,13 @@ InputSpec parse_input(const json& input, const std::string& where) {
 OutputSpec parse_output(const json& output, const std::string& where) {
     OutputSpec spec;
     spec.name = get<std::string>(output, "name", where + " output");
+    check_name(spec.name, where + " output name");
     const std::string at = where + " output '" + spec.name + "'";
     spec.kind = get<std::string>(output, "kind", at);
     spec.layout = get<std::string>(output, "layout", at);
-    spec.channels = get<int>(output, "channels", at);
+    spec.channels = static_cast<int>(integer(output, "channels", at, 1, kMaxChannels));
     if (spec.kind == "feature" || spec.kind == "position") {
-        spec.stride = get<int>(output, "stride", at);
+        spec.stride = static_cast<int>(integer(output, "stride", at, 1, kMaxStride));
         if (spec.layout != "NCHW" || spec.stride < 1)
             throw Error(at + " is a " + (spec.kind == "feature" ? "feature" : "position encoding") +
                         ": expected layout NCHW and a positive stride");
@@ -96,7 +175,7 @@ TensorSpec parse_tensor(const json& io, const std::string& name, const std::stri
     const std::string at = where + " io '" + name + "'";
     const json& tensor = field(io, name.c_str(), where + " io");
     return {name, get<std::string>(tensor, "mode", at), get<std::string>(tensor, "dtype", at),
-            get<std::vector<int64_t>>(tensor, "shape", at)};
+            dims(tensor, "shape", at, -1)};
 }
 
 // The built model's tensors: exactly the description's input and outputs, with their dtypes, and the input's
@@ -135,14 +214,14 @@ std::vector<EngineFile> parse_files(const json& engine, const std::string& file,
     std::vector<EngineFile> result;
     for (const auto& [name, entry] : files.items()) {
         const std::string where = at + " files '" + name + "'";
-        EngineFile spec{name, get<int64_t>(entry, "size_bytes", where), get<std::string>(entry, "sha256", where)};
+        EngineFile spec{name, integer(entry, "size_bytes", where, 0, kMaxFileBytes),
+                        get<std::string>(entry, "sha256", where)};
         const bool hex = spec.sha256.size() == 64 &&
                          std::all_of(spec.sha256.begin(), spec.sha256.end(), [](char c) {
                              return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
                          });
         // Names are plain file names beside the engine, never paths.
-        if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
-            spec.size_bytes < 0 || !hex)
+        if (!safe_name(name) || !hex)
             throw Error(where + ": expected a file name beside the engine, size_bytes >= 0 and a sha256 of 64 "
                                 "lower-case hex digits");
         result.push_back(spec);
@@ -157,6 +236,7 @@ EngineSpec parse_engine(const json& engine, const InputSpec& input, const std::v
     const std::string at = where + " engine";
     EngineSpec spec;
     spec.file = get<std::string>(engine, "file", at);
+    check_name(spec.file, at + " file");
     spec.backend = get<std::string>(engine, "backend", at);
     spec.backend_version = get<std::string>(engine, "backend_version", at);
     spec.precision = get<std::string>(engine, "precision", at);
@@ -171,8 +251,8 @@ EngineSpec parse_engine(const json& engine, const InputSpec& input, const std::v
         spec.compute_capability = get<std::string>(engine, "compute_capability", at);
     }
     const json& profile = field(field(engine, "profile", at), input.name.c_str(), at + " profile");
-    spec.profile_min = get<std::vector<int64_t>>(profile, "min", at + " profile");
-    spec.profile_max = get<std::vector<int64_t>>(profile, "max", at + " profile");
+    spec.profile_min = dims(profile, "min", at + " profile", 0);
+    spec.profile_max = dims(profile, "max", at + " profile", 0);
     const size_t channel_axis = input.normalised_in_graph ? 3 : 1;
     for (const auto& shape : {spec.profile_min, spec.profile_max})
         if (shape.size() != 4 || shape[channel_axis] != input.channels)
@@ -186,15 +266,21 @@ EngineSpec parse_engine(const json& engine, const InputSpec& input, const std::v
 }  // namespace
 
 Description parse_description(const std::string& json_text, const std::string& where) {
+    if (json_text.size() > kMaxBytes)
+        throw Error(where + " is " + std::to_string(json_text.size()) + " bytes: expected a description of at most " +
+                    std::to_string(kMaxBytes) + " bytes");
+    check_depth(json_text, where);
     json root;
     try {
         root = json::parse(json_text);
     } catch (const json::parse_error& exc) {
         throw Error(where + " is not valid JSON (syntax error at byte " + std::to_string(exc.byte) + ")");
+    } catch (const json::exception&) {  // out_of_range: a number too large for a double
+        throw Error(where + " is not valid JSON (a number out of range)");
     }
     if (get<std::string>(root, "format", where) != "vitdeploy.pyramid")
         throw Error(where + " is not a vitdeploy.pyramid description: expected a vitdeploy.json or engine description");
-    const int version = get<int>(root, "format_version", where);
+    const int version = static_cast<int>(integer(root, "format_version", where, 0, 1000000));
     if (version != kFormatVersion)
         throw Error(where + " is format_version " + std::to_string(version) + ": this demo reads version " +
                     std::to_string(kFormatVersion) + "; re-export the artifact (and rebuild its engines) with a "
@@ -203,7 +289,8 @@ Description parse_description(const std::string& json_text, const std::string& w
     description.recipe = get<std::string>(root, "recipe", where);
     description.input = parse_input(field(root, "input", where), where);
     const json& outputs = field(root, "outputs", where);
-    if (!outputs.is_array() || outputs.empty()) throw Error(where + ": 'outputs' must be a non-empty list");
+    if (!outputs.is_array() || outputs.empty() || outputs.size() > kMaxOutputs)
+        throw Error(where + ": 'outputs' must be a list of 1.." + std::to_string(kMaxOutputs) + " outputs");
     for (const json& output : outputs) description.outputs.push_back(parse_output(output, where));
     if (root.contains("engine"))
         description.engine = parse_engine(root.at("engine"), description.input, description.outputs, where);
@@ -213,9 +300,10 @@ Description parse_description(const std::string& json_text, const std::string& w
 Description load_description(const std::string& path) {
     std::ifstream file(path, std::ios::binary);
     if (!file) throw Error("cannot open " + path + ": expected a vitdeploy JSON description");
-    std::ostringstream text;
-    text << file.rdbuf();
-    return parse_description(text.str(), path);
+    std::string text(kMaxBytes + 1, '\0');  // at most one byte more than a description may hold
+    file.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(file.gcount()));
+    return parse_description(text, path);
 }
 
 const TensorSpec& EngineSpec::tensor(const std::string& name) const {

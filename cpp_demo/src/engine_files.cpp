@@ -1,5 +1,6 @@
 #include "engine_files.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -47,6 +48,14 @@ void check_engine_files(const EngineSpec& engine, const std::string& directory, 
     for (const EngineFile& file : engine.files) {
         const fs::path path = fs::path(directory) / file.name;
         std::error_code error;
+        // A closed world: the description's plain names (description.cpp) may still be symlinks out.
+        if (fs::is_symlink(path, error)) {
+            const fs::path target = fs::weakly_canonical(path, error), root = fs::weakly_canonical(directory, error);
+            const auto [end, _] = std::mismatch(root.begin(), root.end(), target.begin(), target.end());
+            if (error || end != root.end())
+                throw Error(path.string() + " is a symbolic link out of " + directory + ": expected the file itself "
+                            "beside the engine; copy it in place of the link");
+        }
         const auto size = fs::file_size(path, error);
         if (error)
             throw Error(path.string() + " does not exist: " + where + " lists it as part of the engine; copy it "

@@ -269,6 +269,39 @@ void test_consumers() {
 
 }  // namespace
 
+// Hostile descriptions (docs/security.md): each is one line, never a crash, a cast or an allocation it names.
+void test_hostile_description() {
+    CHECK_THROWS(vd::parse_description(std::string(100000, '[') + std::string(100000, ']'), "t.json"),
+                 "nests objects and lists more than 32 deep");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"recipe\": \"test\"", "\"recipe\": \"t\xff\""), "t.json"),
+                 "not valid JSON");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"channels\": 3", "\"channels\": \"3\""), "t.json"),
+                 "t.json input channels is \"3\": expected an integer 1..64");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"channels\": 3", "\"channels\": true"), "t.json"),
+                 "expected an integer 1..64");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "[256, 192]", "[100000, 100000]"), "t.json"),
+                 "max_hw: expected [height, width], each 1..16384");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"pixel_scale\": 255.0", "\"pixel_scale\": " +
+                                                std::string(5000, '9')), "t.json"),
+                 "not valid JSON (a number out of range)");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"stride8\", \"kind\"", "\"../x\", \"kind\""), "t.json"),
+                 "t.json output name '../x' is not a plain name");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"size_bytes\": 3", "\"size_bytes\": 1e30"), "t.json"),
+                 "size_bytes is 1e+30: expected an integer 0..17592186044416");
+    CHECK_THROWS(vd::parse_description(replaced(kDescription, "\"m.bin\"", "\"/etc/passwd\""), "t.json"),
+                 "t.json engine files '/etc/passwd': expected a file name beside the engine");
+    // A plain name that is a symlink out of the directory is refused before it is sized or hashed.
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / "vitdeploy_demo_hostile";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    std::ofstream(dir / "m.xml") << "abc";
+    fs::create_symlink("/etc/hostname", dir / "m.bin");
+    const vd::EngineSpec engine = *vd::parse_description(kDescription, "t.json").engine;
+    CHECK_THROWS(vd::check_engine_files(engine, dir.string(), "t.json"), "is a symbolic link out of");
+    fs::remove_all(dir);
+}
+
 int main() {
     test_description();
     test_baked_description();
@@ -280,6 +313,7 @@ int main() {
     test_baked_preprocess();
     test_files();
     test_consumers();
+    test_hostile_description();
     if (vitdeploy_demo_tests::failures) std::fprintf(stderr, "%d check(s) failed\n", vitdeploy_demo_tests::failures);
     else std::puts("all core checks passed");
     return vitdeploy_demo_tests::failures ? 1 : 0;

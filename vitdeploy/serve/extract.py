@@ -76,12 +76,13 @@ class Summary:
 
 
 def collect_images(sources: Sequence[Path], lists: Sequence[Path] = ()) -> list[str]:
-    """Image paths in order, each once: a folder's PNG and JPEG files (recursively, sorted), a file as given,
-    and the lines of each list file (a listed path that is missing becomes an error in the index)."""
+    """Image paths in order, each once: a folder's entries named as PNG and JPEG files (recursively, sorted), a
+    file as given, and the lines of each list file. A listed path that is missing, and an entry that is not a
+    regular file (a FIFO, socket, device or broken link), becomes an error in the index: it is never opened."""
     paths: list[str] = []
     for source in sources:
         if source.is_dir():
-            paths += sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            paths += sorted(str(p) for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         elif source.exists():
             paths.append(str(source))
         else:
