@@ -57,6 +57,23 @@ def check_regular(path: str | os.PathLike[str], label: object) -> None:
         raise VitdeployError(f"{label} is a {kind}, not a regular file (not opened): expected a PNG or JPEG file")
 
 
+_BAND_PIXELS = 1 << 20
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """The decoded pixels as uint8 HxWx3, converted to RGB in bands of rows: converting the whole image and
+    Pillow's `tobytes` would hold three more copies of it (Pillow keeps RGB in 4 bytes a pixel). Conversion is
+    per pixel, so the bands give the whole image's values."""
+    image.load()
+    width, height = image.size
+    pixels = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(top + rows, height))).convert("RGB")
+        pixels[top:top + band.height] = np.asarray(band)
+    return pixels
+
+
 def load_image(path: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> np.ndarray:
     """Read a PNG or JPEG file as a uint8 HxWx3 RGB array; `path` may be a binary file object (a served
     request's body), which errors call `name`. A path must name a regular file (`check_regular`)."""
@@ -71,7 +88,7 @@ def load_image(path: str | os.PathLike[str] | BinaryIO, name: str | None = None)
             if mode not in _MODES:
                 raise VitdeployError(f"{label} has pixel mode {mode}: expected an 8-bit grey, palette, "
                                      "RGB or RGBA image (16-bit grey and CMYK are not supported)")
-            return np.array(image.convert("RGB"), dtype=np.uint8)
+            return _rgb_array(image)
     except FileNotFoundError:
         raise VitdeployError(f"image {label} does not exist: expected a PNG or JPEG file") from None
     except UnidentifiedImageError:
