@@ -219,7 +219,8 @@ def test_bearer_token(server):
 
 def test_stalled_uploads_do_not_stop_honest_clients(server):
     """16 connections declare a 1 MB body, send 1 KB and stall: honest requests from another address are
-    answered meanwhile; each stalled one gets 408 after the 1 s body timeout or 429 at once (4 per client)."""
+    answered meanwhile; each stalled one gets 408 after the 1 s body timeout or 429 at once (a client address
+    may be sending --max-batch bodies, 3, at a time)."""
     port = server["port"]
     stalled = []
     for _ in range(STALLED):
@@ -239,7 +240,7 @@ def test_stalled_uploads_do_not_stop_honest_clients(server):
         answers.append(connection.recv(64).split(b"\r\n")[0].decode())
         connection.close()
     assert set(answers) <= {"HTTP/1.1 408 Request Timeout", "HTTP/1.1 429 Too Many Requests"}, answers
-    assert answers.count("HTTP/1.1 408 Request Timeout") >= 4
+    assert answers.count("HTTP/1.1 408 Request Timeout") >= 3
 
 
 def test_non_loopback_host_warns_before_anything_starts(tmp_path: Path):

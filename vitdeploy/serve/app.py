@@ -53,7 +53,6 @@ DRAIN_TIMEOUT_S = 10  # on shutdown, how long a replica may finish its requests 
 QUIET = {"log_level": "WARNING", "enable_access_log": False}  # Serve's logs: warnings and errors only
 _DRAIN_FACTOR = 8  # an oversized body is read (and dropped) up to this many limits, so the 413 reaches the client
 BODY_DEADLINE_S = 60.0  # the whole body of a request must arrive within this
-READS_PER_CLIENT = 4  # bodies one client address may be sending to a replica at a time; more get 429
 logger = logging.getLogger("ray.serve")
 
 
@@ -146,20 +145,16 @@ def _decode_image(body: bytes) -> np.ndarray:
 
 
 def _check_array(array: np.ndarray, max_batch: int) -> None:
-    """An array request's declared dtype, shape and batch against the server's limits, before it is touched."""
+    """An array request's declared shape against the server's limits, before it is touched (dtype, layout and
+    the size rule are the artifact's, which `Model.batch` and `check_feed` report as cheaply)."""
     shape = list(array.shape)
     if 0 in shape:
         raise RequestError(422, f"array has shape {shape}: expected no zero-size dimension")
-    images = array.dtype == np.uint8 and array.ndim in (3, 4)
-    if array.ndim != 4 and not images:
-        raise RequestError(422, f"array has dtype {array.dtype} and shape {shape}: expected a uint8 [height, width, "
-                                "3] image, a uint8 [n, height, width, 3] batch or a float32 [n, 3, height, width] "
-                                "batch")
     count = shape[0] if array.ndim == 4 else 1
     if count > max_batch:
         raise RequestError(422, f"request holds {count} images: this server runs at most {max_batch} per call "
                                 "(vitdeploy serve --max-batch); send fewer")
-    if images:
+    if array.dtype == np.uint8 and array.ndim in (3, 4):
         _check_pixels(shape[-3], shape[-2], "image array")
 
 
@@ -230,12 +225,13 @@ class Replica:
                                     f"TOKEN' with the server's token (vitdeploy serve --token or {TOKEN_ENV})")
 
     async def _receive(self, request: Request) -> bytes:
-        """The body, with at most READS_PER_CLIENT bodies received from one client address at a time: a client
-        that stalls many uploads holds a few places, each for `body_timeout_s` at most."""
-        client = request.client.host if request.client else "unknown"
-        if self._reading.get(client, 0) >= READS_PER_CLIENT:
-            raise RequestError(429, f"{client} is already sending {READS_PER_CLIENT} request bodies to this replica: "
-                                    "send the next when one has been answered")
+        """The body, with at most `max_batch` bodies received from one client address at a time (half the
+        requests Serve gives a replica): a client that stalls many uploads holds half the places at most, each
+        for `body_timeout_s` at most; 429 tells it to retry later (the Client does)."""
+        client, limit = (request.client.host if request.client else "unknown"), self.options.max_batch
+        if self._reading.get(client, 0) >= limit:
+            raise RequestError(429, f"{client} is already sending {limit} request bodies to this replica: send the "
+                                    "next when one has been received")
         self._reading[client] = self._reading.get(client, 0) + 1
         try:
             return await _read_body(request, self.options.max_body_bytes, self.options.body_timeout_s)

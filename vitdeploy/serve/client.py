@@ -5,10 +5,10 @@ a float32 NCHW batch (sent in the wire format; a batch larger than the server's 
 requests), or a list of those, sent as concurrent requests (the server batches them) and joined. Needs
 only the standard library and numpy: no Ray.
 
-Retries: inference is idempotent, so a request that fails with a connection error, a time-out or a 5xx
-status (a replica that died, one being replaced) is sent again up to `retries` times, waiting
-`backoff_s`, then twice as long each time (0.25 + 0.5 + 1 + 2 s by default). A 4xx is the request's
-fault and raises at once with the server's one-line reason.
+Retries: inference is idempotent, so a request that fails with a connection error, a time-out, a 5xx
+status (a replica that died, one being replaced) or 429 (too many bodies sent to one replica at once) is
+sent again up to `retries` times, waiting `backoff_s`, then twice as long each time (0.25 + 0.5 + 1 + 2 s
+by default). Another 4xx is the request's fault and raises at once with the server's one-line reason.
 
 A server started with a token (`vitdeploy serve --token`) needs it in every request: `token`, by default
 the environment variable VITDEPLOY_TOKEN, is sent as `Authorization: Bearer TOKEN`.
@@ -125,7 +125,7 @@ class Client:
             if response.status < 400:
                 return data
             reason = _reason(data) or response.reason
-            if response.status < 500:
+            if response.status < 500 and response.status != 429:
                 raise VitdeployError(f"{self.url}{path} refused the request (HTTP {response.status}): {reason}")
             failure = f"HTTP {response.status}: {reason}"
         raise VitdeployError(f"{self.url}{path} failed {self.retries + 1} times (last: {failure}): is the server "
