@@ -196,7 +196,8 @@ def test_hostile_requests_are_cheap_and_bounded(server):
     for what, body, media, status, reason in hostile_cases():
         got, answer, seconds = request(port, body, media)
         error = json.loads(answer)["error"] if got != 200 else ""
-        report.append(f"{what}: {got} {error[:110]} ({seconds:.2f} s, peak +{(peak_rss(pid) - before) / 2**20:.0f} MiB)")
+        grown = (peak_rss(pid) - before) / 2**20
+        report.append(f"{what}: {got} {error[:110]} ({seconds:.2f} s, peak +{grown:.0f} MiB)")
         assert got == status and error.startswith(reason) and "\n" not in error, report[-1]
         assert seconds < HOSTILE_ANSWER_S, report[-1]
     grown = peak_rss(pid) - before

@@ -37,8 +37,8 @@ def inside(directory: Path, name: str) -> Path:
     (through a symlink) to a place outside `directory`; nothing is opened."""
     path = directory / name
     if not name or Path(name).name != name or name in (".", "..") or "\\" in name or "\0" in name:
-        raise VitdeployError(f"the description of {directory} names the file {name[:80]!r}: expected a plain file name inside the "
-                             "artifact directory (no path, no '..'); the description was tampered with")
+        raise VitdeployError(f"the description of {directory} names the file {name[:80]!r}: expected a plain file "
+                             "name inside the artifact directory (no path, no '..'); the description was tampered with")
     if path.is_symlink() and not path.resolve().is_relative_to(directory.resolve()):
         raise VitdeployError(f"{path} is a symbolic link out of {directory}: expected the file itself inside the "
                              "artifact directory; copy it in place of the link")

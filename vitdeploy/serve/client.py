@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from vitdeploy import description_rules
 from vitdeploy.api import Images, Pyramid
 from vitdeploy.description import Description
 from vitdeploy.errors import VitdeployError
@@ -62,7 +63,8 @@ class Client:
     def metadata(self) -> dict[str, Any]:
         """`GET /v1/metadata`: the artifact description (`description`) and how it is served."""
         if self._metadata is None:
-            self._metadata = json.loads(self._request("GET", "/v1/metadata"))
+            answer = self._request("GET", "/v1/metadata")
+            self._metadata = description_rules.decode(answer, f"{self.url}/v1/metadata")
         return self._metadata
 
     @property
@@ -72,7 +74,7 @@ class Client:
         return self._description
 
     def health(self) -> dict[str, Any]:
-        return json.loads(self._request("GET", "/v1/health"))
+        return description_rules.decode(self._request("GET", "/v1/health"), f"{self.url}/v1/health")
 
     def infer(self, images: Images) -> Pyramid:
         """The pyramid of `images` (see the module docstring), as `vitdeploy.load(...).infer(images)` returns it."""
@@ -135,7 +137,7 @@ class Client:
 def _reason(data: bytes) -> str:
     try:
         return str(json.loads(data)["error"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return " ".join(data[:200].decode(errors="replace").split())
 
 

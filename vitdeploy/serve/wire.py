@@ -89,8 +89,8 @@ def _entry(item: Any, data_size: int) -> tuple[str, np.dtype, tuple[int, ...], i
         raise _malformed(f"array {name!r:.60} has offset {str(offset):.40} and nbytes {str(nbytes):.40}: expected an "
                          f"integer offset >= 0, a multiple of {ALIGN}, and {expected} bytes for {dtype} {shape}")
     if offset + expected > data_size:
-        raise _malformed(f"array {name!r:.60} ends at byte {offset + expected} of data, but only {data_size} bytes follow "
-                         "the header (truncated?)")
+        raise _malformed(f"array {name!r:.60} ends at byte {offset + expected} of data, but only {data_size} bytes "
+                         "follow the header (truncated?)")
     return name, np.dtype(dtype).newbyteorder("<"), tuple(shape), offset
 
 
