@@ -9,6 +9,7 @@ the server states in /v1/metadata. Stalled uploads do not stop honest clients. B
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import signal
@@ -105,7 +106,7 @@ def server(vit_tiny_dynamic_artifact: Path):
         env={**os.environ, "PYTHONUNBUFFERED": "1", "VITDEPLOY_TOKEN": TOKEN})
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # Ray starts in about 20 s; far longer on a loaded machine
     while not any(line.startswith("serving ") for line in lines):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -242,6 +243,44 @@ def test_stalled_uploads_do_not_stop_honest_clients(server):
         connection.close()
     assert set(answers) <= {"HTTP/1.1 408 Request Timeout", "HTTP/1.1 429 Too Many Requests"}, answers
     assert answers.count("HTTP/1.1 408 Request Timeout") >= 3
+
+
+def listening(pids: list[int]) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of the TCP sockets these processes listen on (from /proc)."""
+    owners = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    owners[int(link[8:-1])] = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:  # a process that ended meanwhile
+            continue
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[9]) in owners:  # LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
+                found.append((owners[int(fields[9])], socket.inet_ntop(family, raw), int(port, 16)))
+    return found
+
+
+def _loopback(address: str) -> bool:
+    parsed = ipaddress.ip_address(address)
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return parsed.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def test_what_listens_where(server):
+    """docs/security.md's table: the HTTP API on 127.0.0.1:--port, every other Ray port on loopback but each
+    replica's inter-deployment gRPC server, which Ray Serve binds on all interfaces."""
+    sockets = listening([server["pid"], *descendants(server["pid"])])
+    assert ("ray::ProxyActor", "127.0.0.1", server["port"]) in sockets
+    exposed = {(name, address) for name, address, _ in sockets if not _loopback(address)}
+    assert exposed == {("ray::ServeRepli", "::")}, sockets
 
 
 def test_non_loopback_host_warns_before_anything_starts(tmp_path: Path):
