@@ -162,9 +162,8 @@ def request_memory_bound(max_body_bytes: int, max_batch: int, input_hw: tuple[in
     """Bytes one request may make a replica hold beyond its steady state (the model and the runtime's working
     memory for a full batch), by docs/security.md's formula: the body 4 times (Serve's message and its copy,
     the chunks, joined); a decoded image of MAX_IMAGE_PIXELS 7 times (Pillow's, up to 4 bytes a pixel, and the
-    RGB array);
-    4 float32 RGB copies of the resize's intermediate, at most sqrt(image pixels x input pixels) (the axis
-    kept first leaves the smaller); and 4 float32 copies of a full batch at the artifact's largest input."""
+    RGB array); 4 float32 RGB copies of the resize's intermediate, at most sqrt(image pixels x input pixels)
+    (the axis kept first leaves the smaller); and 4 float32 copies of a full batch at the largest input."""
     out = input_hw[0] * input_hw[1]
     return (4 * max_body_bytes + 7 * MAX_IMAGE_PIXELS + 4 * 12 * math.isqrt(MAX_IMAGE_PIXELS * out)
             + 4 * 12 * max_batch * out)
