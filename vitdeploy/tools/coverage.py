@@ -28,6 +28,7 @@ from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.engine import Engine
 from vitdeploy.errors import VitdeployError
+from vitdeploy.families.base import Family
 from vitdeploy.export import ExportOptions, export_artifact
 from vitdeploy.tools.hardware import compute_capability, format_capability, gpu_name
 from vitdeploy.models import meta_backbone
@@ -76,9 +77,8 @@ def _round_up(value: int, multiple: int) -> int:
     return multiple * max(1, math.ceil(value / multiple))
 
 
-def small_variant(recipe: Recipe) -> Recipe:
+def small_variant(recipe: Recipe, family: Family) -> Recipe:
     """The recipe with fewer blocks (its family's small_kwargs) and inputs near 64 px: same family, same code paths."""
-    family = families.get(recipe.family)
     kwargs = {**recipe.timm_kwargs, **family.small_kwargs}
     model = meta_backbone(recipe.timm_name, kwargs, family)
     multiple = pyramid_size_multiple(family.size_multiple(model), recipe.pyramid.strides if recipe.pyramid else ())
@@ -89,13 +89,13 @@ def small_variant(recipe: Recipe) -> Recipe:
     return replace(recipe, timm_kwargs=kwargs, input=spec, outputs=None)
 
 
-def _tested_at(recipe: Recipe, small: bool) -> str:
+def _tested_at(recipe: Recipe, family: Family, small: bool) -> str:
     (h, w), spec = recipe.input.size, recipe.input
     text = f"{h}x{w}"
     if spec.min != spec.max:
         text += f" (dynamic {spec.min[0]}x{spec.min[1]}..{spec.max[0]}x{spec.max[1]})"
     if small:
-        reduced = ", ".join(f"{k}={v}" for k, v in families.get(recipe.family).small_kwargs.items())
+        reduced = ", ".join(f"{k}={v}" for k, v in family.small_kwargs.items())
         text += f"; --small{': ' + reduced if reduced else ''}"
     return text
 
@@ -159,15 +159,16 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
 
 def measure_recipe(recipe: Recipe, small: bool, work: Path, gpu: str | None,
                    note: Callable[[str], None] = lambda message: None) -> RecipeResult:
-    if small and not recipe.unsupported:
-        recipe = small_variant(recipe)
-    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family,
-                          tested_at="-" if recipe.unsupported else _tested_at(recipe, small))
     if recipe.unsupported:
-        result.note = f"unsupported: {recipe.unsupported}"
-        return result
+        return RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family, tested_at="-",
+                            note=f"unsupported: {recipe.unsupported}")
+    family = families.get(recipe.family)  # the recipe names it; from here on it is the Family
+    if small:
+        recipe = small_variant(recipe, family)
+    result = RecipeResult(recipe=recipe.name, timm_name=recipe.timm_name, family=recipe.family,
+                          tested_at=_tested_at(recipe, family, small))
     if recipe.input.min == recipe.input.max:
-        result.note = f"fixed size only: {families.get(recipe.family).fixed_only or 'the recipe has no size range'}"
+        result.note = f"fixed size only: {family.fixed_only or 'the recipe has no size range'}"
     modes = MODES if recipe.input.min != recipe.input.max else MODES[:1]
     for mode in modes:
         result.modes[mode] = try_mode(recipe, mode, work / f"{recipe.name}_{mode}", gpu, note)
