@@ -2,9 +2,10 @@
 
 Builders: `tensorrt` and `tensorrt_rtx` (vitdeploy.engine.tensorrt), `openvino`
 (vitdeploy.engine.openvino). Each writes `model.<backend>.<precision>.<ext>` (plus the files it
-needs) and `<engine file>.json`, the engine's description: the artifact's description plus an
-`engine` section. Adding a runtime is one builder module here, added to BUILDERS, plus its runner
-in vitdeploy.runners.
+needs) and, through `write_engine_description`, `<engine file>.json`, the engine's description: the
+artifact's description plus an `engine` section. An engine travels as an `Engine` value (its path,
+the backend and precision its name gives, its description read once). Adding a runtime is one
+builder module here, added to BUILDERS, plus its runner in vitdeploy.runners.
 """
 
 from __future__ import annotations
