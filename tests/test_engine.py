@@ -174,7 +174,7 @@ def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
         sizes[precision] = description["files"][engine.name]["size_bytes"]
     assert sizes["fp16"] < 0.8 * sizes["fp32"]
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
-    half = reduced_precision_onnx(hiera_fixed / "model.onnx", "fp16")
+    half, _ = reduced_precision_onnx(hiera_fixed / "model.onnx", "fp16")
     cpu = ["CPUExecutionProvider"]
     ref = ort.InferenceSession(str(hiera_fixed / "model.onnx"), providers=cpu).run(None, {"image": x})
     got = ort.InferenceSession(half.SerializeToString(), providers=cpu).run(None, {"image": x})
@@ -184,7 +184,7 @@ def test_hiera_pyramid_engines(hiera_fixed: Path) -> None:
 
 def test_fp16_onnx_keeps_io_and_fp32_ops_and_runs_in_onnxruntime(vit_dynamic: Path) -> None:
     onnx_path = vit_dynamic / "model.onnx"
-    half = reduced_precision_onnx(onnx_path, "fp16")
+    half, _ = reduced_precision_onnx(onnx_path, "fp16")
     onnx.checker.check_model(half)
     types = {v.name: v.type.tensor_type.elem_type
              for v in onnx.shape_inference.infer_shapes(half).graph.value_info}
@@ -228,7 +228,7 @@ def test_bf16_engine_builds(vit_dynamic: Path) -> None:
     description = description_json(engine)["engine"]
     assert engine.name == "model.tensorrt_rtx.bf16.engine" and description["precision"] == "bf16"
     assert description["io"]["block1"]["dtype"] == "float32"
-    bf16 = reduced_precision_onnx(vit_dynamic / "model.onnx", "bf16")
+    bf16, _ = reduced_precision_onnx(vit_dynamic / "model.onnx", "bf16")
     dtypes = {t.data_type for t in bf16.graph.initializer}
     assert onnx.TensorProto.BFLOAT16 in dtypes and onnx.TensorProto.FLOAT16 not in dtypes
 

@@ -38,7 +38,8 @@ from vitdeploy.runners import engine_problem, engine_runner, onnxruntime_problem
 from vitdeploy.runners.base import Runner
 from vitdeploy.runners.onnxruntime import CPU, CUDA, OnnxRuntimeRunner
 from vitdeploy.runners.torch import AUTOCAST, TorchRunner
-from vitdeploy.verify import per_sample_max_rel_l2, per_sample_min_cosine, verification_feeds, within
+from vitdeploy.inputs import verification_feeds
+from vitdeploy.verify import per_sample_max_rel_l2, per_sample_min_cosine, within
 
 
 @dataclass(frozen=True)

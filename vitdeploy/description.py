@@ -246,6 +246,7 @@ class EngineSection:
     fp32_ops: tuple[str, ...] = ()  # TensorRT: ONNX op types kept in float32 at fp16/bf16
     inference_precision: str | None = None  # OpenVINO: the CPU plugin's INFERENCE_PRECISION_HINT
     quantization: dict[str, Any] | None = None  # int8: how it was quantised and what it measured (quantize.py)
+    kept_fp32: dict[str, Any] | None = None  # fp16/bf16: nodes kept fp32 for their range (engine/precision.py)
 
     @property
     def size_bytes(self) -> int:

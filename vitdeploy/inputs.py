@@ -1,4 +1,5 @@
-"""The one check of an input batch, made before any runtime sees it (every runner calls it once).
+"""The one check of an input batch, made before any runtime sees it (every runner calls it once), and the
+seeded image-like batches that verify, bench and the fp16 range check feed.
 
 The exported graph does not check sizes itself: a ViT given 230 px would silently drop pixels and a
 Hiera would fail deep inside a reshape. Engines add their optimisation profile: TensorRT's own answer
@@ -92,3 +93,21 @@ def check_normalised_values(spec: InputSpec, array: np.ndarray) -> None:
                 f"input '{spec.name}' channel {channel} spans {channel_min[channel]:.4g}..{channel_max[channel]:.4g}: "
                 f"expected normalised pixels, (pixel / {spec.pixel_scale} - mean) / std, within "
                 f"{low[channel]:.3g}..{high[channel]:.3g} (raw 0..255 pixels? use vitdeploy.preprocess)")
+
+
+def verification_feeds(spec: InputSpec, sizes: list[tuple[int, int]], batch_sizes: list[int],
+                       seed: int) -> list[dict[str, np.ndarray]]:
+    """Seeded image-like inputs: uniform pixels, normalised with the artifact's own mean and std unless
+    the artifact normalises them itself (then uint8 NHWC)."""
+    rng = np.random.default_rng(seed)
+    mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+    feeds = []
+    for height, width in sizes:
+        for batch in batch_sizes:
+            if spec.normalised_in_graph:
+                image = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+            else:
+                image = ((rng.random((batch, 3, height, width), dtype=np.float32) - mean) / std).astype(np.float32)
+            feeds.append({spec.name: image})
+    return feeds

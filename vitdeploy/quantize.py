@@ -32,6 +32,7 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 from vitdeploy.progress import Progress
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
+from vitdeploy.smoothing import MIN_PHOTOS, Smoothing, check_function, check_photo_count, smooth_graph
 from vitdeploy.verify import VerifyReport, compare_runners
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -100,6 +101,21 @@ def _quantize(pre: Path, out: Path, feeds: list[dict[str, Any]] | None, method: 
                        "ActivationSymmetric": activations == "s8", "QuantizeBias": False})
 
 
+def _smooth(pre: Path, excluded: list[str], feeds: list[dict[str, Any]], smoothing: Smoothing,
+            large: bool) -> tuple[Path, dict[str, Any]]:
+    """The graph to quantise: `pre`, or beside it `smoothed.onnx` (vitdeploy.smoothing), checked to compute the
+    same in fp32; and the smoothing record for the description."""
+    model = onnx.load(str(pre))
+    quantized = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name not in excluded]
+    record = smooth_graph(model, quantized, feeds, smoothing, pre.parent)
+    if not record.get("smoothed"):
+        return pre, record
+    smoothed = pre.with_name("smoothed.onnx")
+    onnx.save(model, str(smoothed), save_as_external_data=large)
+    record["fp32_max_rel_l2"] = float(f"{check_function(pre, smoothed, feeds[:MIN_PHOTOS]):.2e}")
+    return smoothed, record
+
+
 def gate_failures(report: VerifyReport) -> list[str]:
     """One phrase per output that missed its gate on some photo: `block11 (cosine 0.9871, rel_l2 0.16)`."""
     worst: dict[str, Any] = {}
@@ -110,7 +126,8 @@ def gate_failures(report: VerifyReport) -> list[str]:
 
 
 def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, samples: int = 32, held_out: int = 4,
-                      method: str = "minmax", activations: str = "s8", exclude: Sequence[str] = (), dynamic: bool = False,
+                      method: str = "minmax", activations: str = "s8", exclude: Sequence[str] = (),
+                      dynamic: bool = False, smooth: str = "auto",
                       progress: Progress | None = None) -> tuple[Path, VerifyReport | None]:
     """Write `model.onnxruntime.int8.onnx` and its description into the artifact; returns its path and the
     held-out gate report (None for a dynamic graph quantised without photos)."""
@@ -120,10 +137,16 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
     if calibration is None and not dynamic:
         raise VitdeployError("static int8 needs calibration photos: pass --calibration FOLDER (or --dynamic, which "
                              "needs none)")
+    smoothing = Smoothing.parse(smooth)
+    if dynamic and smoothing.mode == "alpha":
+        raise VitdeployError(f"--smooth {smooth} with --dynamic: smoothing is measured on calibration photos, which "
+                             "dynamic int8 does not use; drop --smooth or quantize statically")
     artifact = load_artifact_directory(artifact_dir)
     ort = require("onnxruntime")
     split = split_photos(calibration, 0 if dynamic else samples, held_out) if calibration else None
     photos = split.calibration if split and not dynamic else ()
+    if photos and smoothing.mode != "off":
+        check_photo_count(len(photos))
     progress = progress or Progress(total=2 if split else 1)
     out = artifact.directory / INT8_FILE
     large = sum(f.size_bytes for f in artifact.export.files.values()) > LARGE_BYTES
@@ -131,12 +154,15 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
     started = time.perf_counter()
     with staged_files(artifact.directory, out.name) as staging:
         pre = staging / "pre.onnx"
-        what = "dynamic int8" if dynamic else f"static int8 ({method}, {len(photos)} photos, {activations})"
+        what = "dynamic int8" if dynamic else (f"static int8 ({method}, {len(photos)} photos, {activations}, smoothing "
+                                               f"{smooth})")
         with progress.step(f"quantising {artifact.onnx_path.name} to {what} with ONNX Runtime {ort.__version__}"):
             _pre_process(source, pre, large)
             excluded = float_nodes(pre, exclude)
             feeds = None if dynamic else photo_feeds(artifact.input, photos)
-            _quantize(pre, staging / out.name, feeds, method, activations, excluded, large)
+            source_graph, smoothed = (pre, {"mode": "off"}) if feeds is None else _smooth(pre, excluded, feeds,
+                                                                                           smoothing, large)
+            _quantize(source_graph, staging / out.name, feeds, method, activations, excluded, large)
             for scratch in staging.iterdir():  # the pre-pass's files and any dump of its shape inference
                 if not scratch.name.startswith(out.name):
                     scratch.unlink()
@@ -151,7 +177,7 @@ def quantize_artifact(artifact_dir: Path, *, calibration: Path | None = None, sa
                 "mode": "dynamic" if dynamic else "static", "format": "QOperator (dynamic)" if dynamic else "QDQ",
                 "method": None if dynamic else method, "activations": "dynamic" if dynamic else activations,
                 "weights": "s8 per channel", "quantized_ops": list(QUANTIZED_OPS),
-                "float_nodes": len(excluded), "exclude": list(exclude),
+                "float_nodes": len(excluded), "exclude": list(exclude), "smoothing": smoothed,
                 "calibration": photo_records(split.calibration) if split and not dynamic else [],
                 "held_out": photo_records(split.held_out) if split else [],
                 "gates": gate_summary(report)})
@@ -167,8 +193,8 @@ def _gate(artifact: Artifact, path: Path, photos: tuple[Path, ...]) -> VerifyRep
         tolerance = artifact.description.tolerance["int8"]
         raise VitdeployError(f"the int8 graph misses its accuracy gate (cosine >= {tolerance.min_cosine}, rel_l2 <= "
                              f"{tolerance.max_rel}) on held-out photos at {', '.join(gate_failures(report))}: keep "
-                             "more nodes float with --exclude, calibrate on more photos, or relax [tolerance.int8]; "
-                             "nothing was written")
+                             "more nodes float with --exclude, smooth activation outliers with --smooth 0.5, calibrate "
+                             "on more photos, or relax [tolerance.int8]; nothing was written")
     return report
 
 

@@ -6,12 +6,14 @@ what a pyramid consumer also needs to know: per-sample cosine similarity and non
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import timm
 import torch
 from polygraphy.comparator import Comparator, SimpleCompareFunc
@@ -23,9 +25,12 @@ from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
 from vitdeploy.description import Description, InputSpec, Tolerance
 from vitdeploy.tools.doctor import environment
 from vitdeploy.engine import Engine
+from vitdeploy.engine.precision import DEFAULT_FP32_OPS, bf16_on_cpu, reduced_precision_onnx
 from vitdeploy.errors import VitdeployError
+from vitdeploy.inputs import verification_feeds
 from vitdeploy.runners import create_runner, engine_runner
 from vitdeploy.runners.base import Runner
+from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.runners.torch import TorchRunner
 
 REFERENCE = "torch"
@@ -110,24 +115,6 @@ def verification_sizes(spec: InputSpec) -> list[tuple[int, int]]:
         return [spec.opt_hw]
     (min_h, min_w), (max_h, max_w) = spec.min_hw, spec.max_hw
     return list(dict.fromkeys([spec.opt_hw, (min_h, min_w), (max_h, max_w), (min_h, max_w), (max_h, min_w)]))
-
-
-def verification_feeds(spec: InputSpec, sizes: list[tuple[int, int]], batch_sizes: list[int],
-                       seed: int) -> list[dict[str, np.ndarray]]:
-    """Seeded image-like inputs: uniform pixels, normalised with the artifact's own mean and std unless
-    the artifact normalises them itself (then uint8 NHWC)."""
-    rng = np.random.default_rng(seed)
-    mean = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
-    feeds = []
-    for height, width in sizes:
-        for batch in batch_sizes:
-            if spec.normalised_in_graph:
-                image = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-            else:
-                image = ((rng.random((batch, 3, height, width), dtype=np.float32) - mean) / std).astype(np.float32)
-            feeds.append({spec.name: image})
-    return feeds
 
 
 def per_sample_min_cosine(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -233,3 +220,31 @@ def verify_engine(engine: Engine, batch_sizes: list[int] | None = None, sizes: l
                              batch_sizes, sizes, seed, checkpoint, feeds)
     write_json_atomic(engine.path.with_name(engine.name + ".verify.json"), report.to_dict())
     return report
+
+
+def verify_reduced_precision(artifact: Artifact, precision: str, batch_sizes: list[int] | None = None,
+                             sizes: list[tuple[int, int]] | None = None, seed: int = 0,
+                             checkpoint: Path | None = None) -> tuple[VerifyReport, dict[str, Any]]:
+    """The fp16 or bf16 graph that the TensorRT builders parse (vitdeploy.engine.precision), run by ONNX Runtime
+    on the CPU, vs eager PyTorch at the recipe's fp16/bf16 tolerance: an fp16 failure found on any machine before
+    an engine is built. bf16 runs as float32 arithmetic on values rounded to bf16 (the CPU provider has few bf16
+    kernels). Returns the report (also written as verify_report.<precision>.json) and the range record (the
+    nodes kept fp32)."""
+    if precision not in ("fp16", "bf16"):
+        raise VitdeployError(f"--precision {precision}: expected fp16 or bf16 (fp32 is the default check)")
+    spec = artifact.input
+    feeds = verification_feeds(spec, sizes or verification_sizes(spec), verification_batches(spec, batch_sizes), seed)
+    half, kept_fp32 = reduced_precision_onnx(artifact.onnx_path, precision, DEFAULT_FP32_OPS,
+                                              verification_feeds(spec, [spec.opt_hw], [1], seed))
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / f"model.{precision}.onnx"
+        onnx.save(bf16_on_cpu(half) if precision == "bf16" else half, str(path), save_as_external_data=True,
+                  location=f"{path.name}.data")
+        runner = OnnxRuntimeRunner(artifact.description, path, name=f"onnxruntime-{precision}", precision=precision)
+        report = compare_runners(artifact.description, artifact.directory or artifact.onnx_path, runner,
+                                 f"onnxruntime (CPU) running the {precision} graph", seed=seed,
+                                 checkpoint=checkpoint, feeds=feeds)
+    if artifact.directory is not None:
+        write_json_atomic(artifact.directory / f"verify_report.{precision}.json",
+                          {**report.to_dict(), "kept_fp32": kept_fp32})
+    return report, kept_fp32

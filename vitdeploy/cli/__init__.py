@@ -26,6 +26,7 @@ COMMANDS = {  # name -> module:attribute
     "serve-bench": "vitdeploy.cli.serve:serve_bench",
     "extract": "vitdeploy.cli.extract:extract",
     "triton": "vitdeploy.cli.triton:triton",
+    "fixture": "vitdeploy.cli.fixture:fixture",
     "bench-cli": "vitdeploy.cli.bench_cli:bench_cli",
 }
 

@@ -24,8 +24,11 @@ from vitdeploy.cli.options import LazyChoice
               help="Keep float every node of this op type, or whose name matches this glob (repeat).")
 @click.option("--dynamic", is_flag=True,
               help="Dynamic int8 (no calibration; ONNX Runtime only); --calibration then only supplies held-out photos.")
+@click.option("--smooth", default="auto", show_default=True, metavar="auto|off|ALPHA",
+              help="SmoothQuant: migrate activation outlier channels into the weights. auto: where calibration finds "
+                   "outlier channels (alpha 0.5); ALPHA (0..1): on every quantised MatMul's input; off.")
 def quantize(artifact_dir: Path, calibration: Path | None, samples: int, held_out: int, method: str, activations: str,
-             exclude: tuple[str, ...], dynamic: bool) -> None:
+             exclude: tuple[str, ...], dynamic: bool, smooth: str) -> None:
     """Quantise ARTIFACT_DIR's ONNX to int8 (model.onnxruntime.int8.onnx + its .json description); prints the
     held-out gate per level and the file. Needs vitdeploy[export] (the eager reference of the gate)."""
     from vitdeploy.optional import ensure_export
@@ -33,7 +36,8 @@ def quantize(artifact_dir: Path, calibration: Path | None, samples: int, held_ou
     from vitdeploy.quantize import gate_summary, quantize_artifact
 
     path, report = quantize_artifact(artifact_dir, calibration=calibration, samples=samples, held_out=held_out,
-                                     method=method, activations=activations, exclude=exclude, dynamic=dynamic)
+                                     method=method, activations=activations, exclude=exclude, dynamic=dynamic,
+                                     smooth=smooth)
     if report is not None:
         summary, first = gate_summary(report), report.checks[0]
         click.echo(f"held out: {len(report.checks) // len(summary)} photos, every level passed its gate "

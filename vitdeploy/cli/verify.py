@@ -18,18 +18,28 @@ from vitdeploy.cli.options import batch_sizes_option, seed_option
 @click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="int8: photos not used for calibration to judge it on [default: those held out by quantize].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="fp16/bf16: the reduced-precision graph TensorRT builds from, run by ONNX Runtime on the CPU, "
+                   "at the recipe's fp16/bf16 tolerance.")
 def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool,
-           images: Path | None) -> None:
+           images: Path | None, precision: str) -> None:
     """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with
     eager PyTorch, output by output. Needs vitdeploy[export] (the eager reference)."""
     from vitdeploy.optional import ensure_export
     ensure_export()
     from vitdeploy.artifact import REPORT_FILE, load_artifact
     from vitdeploy.engine import Engine, engine_description_path
-    from vitdeploy.verify import verify_engine, verify_onnx
+    from vitdeploy.verify import verify_engine, verify_onnx, verify_reduced_precision
 
     batches = None if batch_sizes is None else list(batch_sizes)
-    if engine_description_path(artifact).is_file():
+    if precision != "fp32":
+        loaded = load_artifact(artifact)
+        report, kept_fp32 = verify_reduced_precision(loaded, precision, batches, seed=seed, checkpoint=checkpoint)
+        name = loaded.name
+        where = f"; report: {loaded.directory / f'verify_report.{precision}.json'}" if loaded.directory else ""
+        for kept in kept_fp32["nodes"]:
+            click.echo(f"kept fp32: {kept['node']} ({kept['op']}): {kept['why']}, max |value| {kept['max_abs']:.4g}")
+    elif engine_description_path(artifact).is_file():
         report = verify_engine(Engine.at(artifact), batches, seed=seed, checkpoint=checkpoint, images=images)
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:

@@ -29,7 +29,7 @@ from polygraphy.logger import G_LOGGER
 
 from vitdeploy.artifact import load_artifact_directory
 from vitdeploy.atomic import staged_files
-from vitdeploy.description import EngineSection, Profile, TensorIO
+from vitdeploy.description import EngineSection, InputSpec, Profile, TensorIO
 from vitdeploy.engine.descriptions import (Builder, Engine, check_io, engine_file_name, engine_profile,
                                            write_engine_description)
 from vitdeploy.engine.monitor import make_progress_monitor
@@ -37,6 +37,7 @@ from vitdeploy.engine.onnxruntime import int8_source
 from vitdeploy.engine.tensorrt_flavour import FLAVOURS, LABELS, use_backend
 from vitdeploy.errors import VitdeployError
 from vitdeploy.tools.hardware import compute_capability, format_capability, gpu_name
+from vitdeploy.inputs import verification_feeds
 from vitdeploy.optional import is_installed
 from vitdeploy.progress import Progress
 
@@ -57,20 +58,24 @@ def network_io(network: Any) -> dict[str, TensorIO]:
             for mode, t in tensors}
 
 
-def _parse(source: Path, precision: str, fp32_ops: Sequence[str], scratch: Path) -> Any:
+def _parse(source: Path, precision: str, fp32_ops: Sequence[str], scratch: Path,
+           spec: InputSpec) -> tuple[Any, dict[str, Any] | None]:
     """(builder, network, parser) for `source` at `precision`: the exported graph (fp32), the int8 QDQ graph
     (int8: explicit quantisation), or a reduced-precision graph of the exported one written to `scratch` with
-    external data first (models over 2 GB have no single-buffer form)."""
+    external data first (models over 2 GB have no single-buffer form); and for fp16/bf16 the range record (ranges
+    measured on the seeded image-like inputs that `verify` uses)."""
     if precision in ("fp32", "int8"):
-        return network_from_onnx_path(str(source), strongly_typed=True)
+        return network_from_onnx_path(str(source), strongly_typed=True), None
     import onnx  # here, with the converter: `vitdeploy doctor` and `load` import this module and need neither
 
     from vitdeploy.engine.precision import reduced_precision_onnx
+
     path = scratch / f"model.{precision}.onnx"
-    onnx.save(reduced_precision_onnx(source, precision, fp32_ops), str(path),
-              save_as_external_data=True, location=f"{path.name}.data")
+    half, kept_fp32 = reduced_precision_onnx(source, precision, fp32_ops,
+                                              verification_feeds(spec, [spec.opt_hw], [1], seed=0))
+    onnx.save(half, str(path), save_as_external_data=True, location=f"{path.name}.data")
     try:
-        return network_from_onnx_path(str(path), strongly_typed=True)
+        return network_from_onnx_path(str(path), strongly_typed=True), kept_fp32
     finally:
         path.unlink()
         path.with_name(f"{path.name}.data").unlink()
@@ -149,7 +154,7 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
     with G_LOGGER.verbosity(G_LOGGER.WARNING), staged_files(artifact.directory, engine_path.name) as staging:
         with progress.step(f"parsing {artifact.onnx_path.name} ({precision}) for {label}"):
             with _user_error(f"{label} cannot parse {artifact.onnx_path} ({precision})"):
-                network = _parse(source, precision, fp32_ops, staging)
+                network, kept_fp32 = _parse(source, precision, fp32_ops, staging, artifact.input)
             io = network_io(network[1])
             check_io(io, artifact, label)
         cache = _timing_cache(timing_cache, backend, progress)
@@ -163,7 +168,7 @@ def build_tensorrt(artifact_dir: Path, backend: str, precision: str = "fp32", *,
                 staging, engine_path, artifact, backend=backend, backend_version=trt.__version__,
                 precision=precision, device="cuda", io=io, files=[staging / engine_path.name], started=started,
                 compute_capability=target, fp32_ops=tuple(fp32_ops) if precision in ("fp16", "bf16") else (),
-                quantization=int8.section.quantization if int8 else None)
+                quantization=int8.section.quantization if int8 else None, kept_fp32=kept_fp32)
     return engine
 
 
