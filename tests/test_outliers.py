@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from conftest import RECIPES, description_json, export_for_test, requires
 from vitdeploy import families
 from vitdeploy.cli import main
-from vitdeploy.engine import build
+from vitdeploy.engine import Engine, build
 from vitdeploy.engine.precision import reduced_precision_onnx
 from vitdeploy.errors import VitdeployError
 from vitdeploy.fixtures.outliers import write_fixture
@@ -75,7 +75,7 @@ def test_the_outlier_channel_fixture_computes_the_same_function(tmp_path: Path):
     channels, massive = tmp_path / "channels.safetensors", tmp_path / "massive.safetensors"
     recipe = load_recipe(VIT)
     model, _ = create_model(recipe.timm_name, recipe.timm_kwargs, Weights("random", 0), recipe.input.size,
-                            family=families.get(recipe.family))  # the plain checkpoint that `vitdeploy export` makes
+                            family=families.get(recipe.family))  # the plain checkpoint `vitdeploy export` makes
     assert write_fixture(VIT, "channels", channels) == ["blocks.0.norm1", "blocks.0.norm2"]
     assert write_fixture(VIT, "massive", massive) == ["blocks.1.mlp.fc2.bias"]
     before, after = model.state_dict(), load_file(str(channels))
@@ -105,11 +105,11 @@ def test_smoothing_rescues_int8_on_outlier_channels(vit_channels: Path, photos: 
     assert smoothing["mode"] == "auto" and smoothing["alpha"] == 0.5 and smoothing["fp32_max_rel_l2"] <= 1e-4
     assert len(smoothing["smoothed"]) == 2  # block0's qkv and fc1 inputs, folded into their LayerNorms
     assert all(s["via"].startswith("node_layer_norm") and s["channel_ratio"] > 20 for s in smoothing["smoothed"])
-    assert verify_engine(artifact / INT8).passed
+    assert verify_engine(Engine.at(artifact / INT8)).passed
     pytest.importorskip("openvino")
     assert verify_engine(build(artifact, "openvino", "int8")).passed  # the same QDQ graph
     pytest.importorskip("tensorrt_rtx")
-    assert description_json(build(artifact, "tensorrt_rtx", "int8"))["engine"]["quantization"]["smoothing"][
+    assert description_json(build(artifact, "tensorrt_rtx", "int8").path)["engine"]["quantization"]["smoothing"][
         "smoothed"]
 
 
@@ -198,6 +198,6 @@ def test_bf16_verifies_on_the_cpu(vit_massive: Path):
 @requires("tensorrt_rtx")
 def test_tensorrt_rtx_builds_the_range_checked_fp16_graph(vit_massive: Path, tmp_path: Path):
     artifact = _copy(vit_massive, tmp_path)
-    kept = description_json(build(artifact, "tensorrt_rtx", "fp16"))["engine"]["kept_fp32"]
+    kept = description_json(build(artifact, "tensorrt_rtx", "fp16").path)["engine"]["kept_fp32"]
     assert kept["fp16_max"] == 65504.0 and kept["nodes"][0]["node"] == "node_linear_7"  # the bias Add, then its path
     assert {k["op"] for k in kept["nodes"][1:]} >= {"Add", "Reshape"}
