@@ -145,3 +145,15 @@ def sam2_artifact(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Pat
 
     return export_for_test(str(RECIPES / "sam2_dynamic.toml"), tmp_path_factory.mktemp("sam2") / "artifact",
                            weights=Weights("checkpoint", checkpoint=sam2_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def aoti_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path) -> Path:
+    """An AOTInductor fp32 package for the CPU, built in a copy of vit_tiny_dynamic (its engines change `auto`)."""
+    import shutil
+
+    from vitdeploy.engine import build
+
+    directory = tmp_path_factory.mktemp("aoti") / "vit"
+    shutil.copytree(vit_tiny_dynamic_artifact, directory)
+    return build(directory, "aoti", "fp32", device="cpu", progress=Progress(3, enabled=False)).path

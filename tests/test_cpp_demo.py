@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import vitdeploy
 from conftest import RECIPES, export_for_test
 from vitdeploy.description import Description, InputSpec, parse
 from vitdeploy.tools.doctor import cpp_demo_fact
@@ -551,3 +552,21 @@ def test_demo_matches_python_tensorrt_runner(build_dir: Path, images: dict[str, 
         assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max())), output["name"]
         if output["kind"] == "feature":
             assert (tmp_path / "demo" / f"{output['name']}_heatmap.png").is_file()
+
+
+def test_demo_aoti_matches_python_and_eager(build_dir: Path, aoti_engine: Path, photos: dict[str, Path],
+                                            tmp_path: Path) -> None:
+    """The demo's libtorch runtime on a real AOTInductor package, against vitdeploy.load and eager PyTorch."""
+    program = build_dir / "vitdeploy_demo"
+    if "aoti" not in compiled_runtimes(program):
+        pytest.skip("CMake found no torch for the AOTInductor runtime")
+    result = run_demo(program, aoti_engine, photos["chelsea.png"], tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    batch = np.load(tmp_path / "input.npy")
+    with vitdeploy.load(aoti_engine.parent, backend="aoti") as model:
+        python = model.infer(batch)
+    eager = eager_outputs(aoti_engine.parent, batch)
+    for name in python:
+        cpp = np.load(tmp_path / f"{name}.npy")
+        assert cpp.shape == python[name].shape == eager[name].shape
+        assert np.abs(cpp - python[name]).max() <= 1e-5 and np.abs(cpp - eager[name]).max() <= 1e-4, name

@@ -234,19 +234,20 @@ class EngineSection:
     """The `engine` section of an engine's description; fields past `build_seconds` belong to one builder."""
 
     file: str
-    backend: str  # tensorrt | tensorrt_rtx | openvino
+    backend: str  # tensorrt | tensorrt_rtx | openvino | onnxruntime (int8) | aoti
     backend_version: str
     precision: str
-    device: str  # cuda | CPU
+    device: str  # cuda | CPU (OpenVINO) | cpu (AOTInductor)
     profile: dict[str, Profile]
     io: dict[str, TensorIO]
     files: dict[str, FileRecord]
     build_seconds: float
-    compute_capability: str | None = None  # TensorRT: the GPU it was built for; None: portable (RTX)
+    compute_capability: str | None = None  # TensorRT, AOTInductor: the GPU it was built for; None: portable (RTX)
     fp32_ops: tuple[str, ...] = ()  # TensorRT: ONNX op types kept in float32 at fp16/bf16
     inference_precision: str | None = None  # OpenVINO: the CPU plugin's INFERENCE_PRECISION_HINT
     quantization: dict[str, Any] | None = None  # int8: how it was quantised and what it measured (quantize.py)
     kept_fp32: dict[str, Any] | None = None  # fp16/bf16: nodes kept fp32 for their range (engine/precision.py)
+    cpu_capability: str | None = None  # AOTInductor on a CPU: the instruction set its code is for (AVX512+AMX)
 
     @property
     def size_bytes(self) -> int:

@@ -2,10 +2,10 @@
 
 The export side (torch, timm, onnxscript, onnx-ir, safetensors: `export`, `verify`, `bench`, `quantize`),
 TensorRT, TensorRT-RTX, OpenVINO, ONNX Runtime, matplotlib, Ray (with the starlette and tqdm it brings),
-tritonclient and Meta's sam2 (the SAM2 parity reference) are extras. The runtime's own dependencies (numpy,
-Pillow, click, polygraphy) are imported at module top, onnx where a graph is read or converted; the export
-side's modules import torch and timm at their top too, and the runtime side never imports them
-(tests/test_layering.py): a command imports an export module only inside itself, after `ensure_export`.
+tritonclient, Meta's sam2 (the SAM2 parity reference) and torchao (bench's int8 torch peer) are extras. The
+runtime's own dependencies (numpy, Pillow, click, polygraphy) are imported at module top, onnx where a graph is
+read or converted; the export side's modules import torch and timm at their top too, and the runtime side never
+imports them (tests/test_layering.py): a command imports an export module only inside itself, after `ensure_export`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from vitdeploy.errors import VitdeployError
 EXPORT = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors")  # the export extra's modules
 EXTRAS = {**{module: "export" for module in EXPORT}, "tensorrt": "trt", "tensorrt_rtx": "trt-rtx", "openvino": "openvino",
           "onnxruntime": "ort", "matplotlib": "plot", "ray": "serve", "starlette": "serve", "tqdm": "serve", "tritonclient": "triton",
-          "sam2": "sam2"}
+          "sam2": "sam2", "torchao": "torchao"}
 
 
 def is_installed(module: str) -> bool:

@@ -18,7 +18,7 @@ namespace {
 // Ordered: `files` keeps the order the description lists it in.
 using json = nlohmann::ordered_json;
 
-const std::set<std::string> kBackends = {"openvino", "tensorrt", "tensorrt_rtx"};
+const std::set<std::string> kBackends = {"aoti", "openvino", "tensorrt", "tensorrt_rtx"};
 
 // The bounds vitdeploy/description_rules.py applies: a description is untrusted input (docs/security.md).
 constexpr size_t kMaxBytes = 16u << 20;
@@ -242,7 +242,7 @@ EngineSpec parse_engine(const json& engine, const InputSpec& input, const std::v
     spec.precision = get<std::string>(engine, "precision", at);
     spec.device = get<std::string>(engine, "device", at);
     if (!kBackends.count(spec.backend))
-        throw Error(at + " backend '" + spec.backend + "' is unknown: expected openvino, tensorrt or tensorrt_rtx");
+        throw Error(at + " backend '" + spec.backend + "' is unknown: expected aoti, openvino, tensorrt or tensorrt_rtx");
     if (spec.backend == "openvino") {
         spec.inference_precision = get<std::string>(engine, "inference_precision", at);
         if (spec.inference_precision != "f32" && spec.inference_precision != "bf16")

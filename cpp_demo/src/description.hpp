@@ -54,10 +54,10 @@ struct TensorSpec {
 
 struct EngineSpec {
     std::string file;     // the engine file the demo is given: the TensorRT engine or the OpenVINO .xml
-    std::string backend;  // "tensorrt", "tensorrt_rtx" or "openvino"
+    std::string backend;  // "tensorrt", "tensorrt_rtx", "openvino" or "aoti"
     std::string backend_version;
     std::string precision;
-    std::string device;               // "cuda" (TensorRT) or an OpenVINO device ("CPU")
+    std::string device;               // "cuda" (TensorRT, AOTInductor), an OpenVINO device ("CPU") or "cpu" (AOTI)
     std::string inference_precision;  // OpenVINO's inference_precision hint ("f32" or "bf16"); empty for TensorRT
     std::optional<std::string> compute_capability;  // TensorRT: the GPU it was built for; none = portable
     std::vector<int64_t> profile_min;  // shapes of the input's optimisation profile, in the input's layout

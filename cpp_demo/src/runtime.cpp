@@ -13,6 +13,9 @@ const std::vector<Backend>& compiled_backends() {
 #ifdef VITDEPLOY_WITH_TENSORRT
         all.push_back(tensorrt_backend());
 #endif
+#ifdef VITDEPLOY_WITH_AOTI
+        all.push_back(aoti_backend());
+#endif
         return all;
     }();
     return backends;
@@ -29,7 +32,9 @@ const Backend& backend_for(const EngineSpec& engine) {
     }
     throw Error("the engine is a " + engine.backend + " engine but this vitdeploy_demo was built with " +
                 (names.empty() ? "no runtime" : names + " only") + ": rebuild the demo with " + engine.backend +
-                (engine.backend == "openvino" ? " (-DOpenVINO_DIR=<openvino>/cmake)" : " (-DTENSORRT_ROOT=...)"));
+                (engine.backend == "openvino" ? " (-DOpenVINO_DIR=<openvino>/cmake)"
+                 : engine.backend == "aoti" ? " (a python3 with torch on PATH, or -DTORCH_PYTHON=<python>)"
+                                            : " (-DTENSORRT_ROOT=...)"));
 }
 
 }  // namespace vitdeploy_demo

@@ -1,5 +1,5 @@
 // The inference runtimes vitdeploy_demo can be built with, behind one interface. Which ones are compiled in
-// is decided by CMake (VITDEPLOY_WITH_OPENVINO, VITDEPLOY_WITH_TENSORRT); the factory picks one by the engine
+// is decided by CMake (VITDEPLOY_WITH_OPENVINO, VITDEPLOY_WITH_TENSORRT, VITDEPLOY_WITH_AOTI); the factory picks one by the engine
 // description's `backend`.
 #pragma once
 
@@ -22,7 +22,7 @@ public:
 
 // One runtime compiled into this program.
 struct Backend {
-    std::string name;     // the engine descriptions' `backend`: "openvino", "tensorrt" or "tensorrt_rtx"
+    std::string name;     // the engine descriptions' `backend`: "openvino", "tensorrt", "tensorrt_rtx" or "aoti"
     std::string version;  // the runtime library's X.Y.Z
     std::string detail;   // the rest of `--version`'s line (build number, headers)
     // Throws if this runtime cannot load engines from `engine` (version), before anything is read.
@@ -31,7 +31,7 @@ struct Backend {
     std::unique_ptr<Runtime> (*open)(const Description& description, const std::string& engine_path, bool verbose);
 };
 
-// The runtimes compiled in, in a fixed order (openvino, then TensorRT); may be empty.
+// The runtimes compiled in, in a fixed order (openvino, TensorRT, AOTInductor); may be empty.
 const std::vector<Backend>& compiled_backends();
 
 // The compiled-in runtime for the engine's backend, with its version checked; throws if there is none.
@@ -40,5 +40,6 @@ const Backend& backend_for(const EngineSpec& engine);
 // Each runtime's entry, defined in its own source file when CMake compiles that runtime in.
 Backend openvino_backend();
 Backend tensorrt_backend();
+Backend aoti_backend();
 
 }  // namespace vitdeploy_demo

@@ -58,7 +58,7 @@ void test_engine_section() {
                  "t.json is format_version 1: this demo reads version 2; re-export the artifact (and rebuild its "
                  "engines) with a current vitdeploy");
     CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("backend": "openvino")", R"("backend": "onnx")"), "t.json"),
-                 "t.json engine backend 'onnx' is unknown: expected openvino, tensorrt or tensorrt_rtx");
+                 "t.json engine backend 'onnx' is unknown: expected aoti, openvino, tensorrt or tensorrt_rtx");
     CHECK_THROWS(vd::parse_description(replaced(kDescription, R"("inference_precision": "f32")",
                                             R"("inference_precision": "f16")"), "t.json"),
                  "inference_precision 'f16': expected f32 or bf16");

@@ -1,11 +1,12 @@
 """Engines: built from an artifact's ONNX, described, and checked before anything loads them.
 
 Builders: `tensorrt` and `tensorrt_rtx` (vitdeploy.engine.tensorrt), `openvino`
-(vitdeploy.engine.openvino). Each writes `model.<backend>.<precision>.<ext>` (plus the files it
-needs) and, through `write_engine_description`, `<engine file>.json`, the engine's description: the
-artifact's description plus an `engine` section. An engine travels as an `Engine` value (its path,
-the backend and precision its name gives, its description read once). Adding a runtime is one
-builder module here, added to BUILDERS, plus its runner in vitdeploy.runners.
+(vitdeploy.engine.openvino), `aoti` (vitdeploy.engine.aoti: torch.export + AOTInductor). Each writes
+`model.<backend>.<precision>.<ext>` (plus the files it needs) and, through `write_engine_description`,
+`<engine file>.json`, the engine's description: the artifact's description plus an `engine` section. An
+engine travels as an `Engine` value (its path, the backend and precision its name gives, its description
+read once). Adding a runtime is one builder module here, added to BUILDERS, plus its runner in
+vitdeploy.runners.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from vitdeploy.description import EngineDescription
-from vitdeploy.engine import onnxruntime, openvino, tensorrt
+from vitdeploy.engine import aoti, onnxruntime, openvino, tensorrt
 from vitdeploy.engine.descriptions import (Builder, Engine, engine_description_path, engine_profile, find_engines,
                                            read_engine_description)
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import profile_table
 from vitdeploy.integrity import check_files
 
-BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS}
+BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS, **aoti.BUILDERS}
 BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_flavour
 
 __all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "builder", "check_engine", "check_engine_files",
@@ -36,7 +37,7 @@ def builder(backend: str) -> Builder:
 
 def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Engine:
     """Build an engine of `backend` into the artifact directory; returns the engine. `options` go to
-    the builder (TensorRT: timing_cache, fp32_ops, target_gpu; all: progress)."""
+    the builder (TensorRT: timing_cache, fp32_ops, target_gpu; AOTInductor: device; all: progress)."""
     backend = tensorrt.auto_flavour() if backend == "auto" else backend
     chosen = builder(backend)
     if chosen.build is None:

@@ -22,7 +22,7 @@ from vitdeploy.description import BatchRange, Description, ExportRecord, InputSp
 from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.export.normalise import NormaliseInGraph
 from vitdeploy.integrity import describe_files
-from vitdeploy.models import Weights, create_model, nonfinite_tensors, weights_record
+from vitdeploy.models import Weights, create_model, nonfinite_tensors, reference_models, weights_record
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import describe_outputs, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
@@ -74,7 +74,7 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
     return spec
 
 
-def _dynamic_shapes(spec: InputSpec) -> tuple[dict[int, Any]]:
+def dynamic_shapes(spec: InputSpec) -> tuple[dict[int, Any]]:
     """Batch is always dynamic; height and width are multiples of the size rule when the input is dynamic."""
     dim = torch.export.Dim
     shapes: dict[int, Any] = {0: dim("batch", min=spec.batch.min, max=max(spec.batch.max, EXAMPLE_BATCH))}
@@ -126,6 +126,16 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     return wrapped, description
 
 
+def rebuild_export_module(description: Description) -> torch.nn.Module:
+    """The module an artifact was exported from, rebuilt from its description (its weights checked by their
+    sha256): what other compilers of the artifact (AOTInductor) compile, so they compute what the ONNX does."""
+    family = families.get(description.family)  # from the JSON, once
+    model = reference_models(description, family)(description.input.opt_hw)
+    wrapped = family.pyramid_module(family.adapt(model, description.input.dynamic), description.outputs,
+                                    description.pyramid).eval()
+    return NormaliseInGraph(wrapped, description.input).eval() if description.input.normalised_in_graph else wrapped
+
+
 def _name_dimensions(graph: Any, description: Description) -> None:
     """Readable symbolic dims on the graph's inputs and outputs: `height/16` instead of torch's `s39`."""
     spec = description.input
@@ -157,7 +167,7 @@ def export_onnx(module: torch.nn.Module, description: Description, path: Path, e
     with torch.no_grad():
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, input_names=[spec.name],
-            output_names=description.output_names, dynamic_shapes=_dynamic_shapes(spec), verbose=False)
+            output_names=description.output_names, dynamic_shapes=dynamic_shapes(spec), verbose=False)
     if program is None:  # only the legacy exporter (dynamo=False) returns None
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     _name_dimensions(program.model.graph, description)

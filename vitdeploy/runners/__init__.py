@@ -1,9 +1,12 @@
 """The runtimes `vitdeploy.load`, `verify` and `bench` run an artifact on, each with why it cannot run here.
 
 A runtime either runs the artifact's ONNX file (ONNX Runtime) or engines built into the artifact by
-some builders (TensorRT: tensorrt and tensorrt_rtx engines; OpenVINO: openvino engines). `auto`
-tries them by `auto_rank`: GPU runtimes first, then OpenVINO, faster than ONNX Runtime on the CPUs
-measured (README, "Benchmark"), then ONNX Runtime on the CPU. Adding a runtime is one runner module
+some builders (TensorRT: tensorrt and tensorrt_rtx engines; OpenVINO: openvino engines;
+AOTInductor: aoti packages). `auto` tries them by `auto_rank`: the GPU runtimes TensorRT and ONNX
+Runtime CUDA first, then AOTInductor (its engine is for the device it was built on), OpenVINO, and
+ONNX Runtime on the CPU: on a CPU this is the order of the isolated measurement (docs/benchmark.md:
+torch.compile'd code, which an AOTInductor package is, ahead of OpenVINO, ahead of ONNX Runtime at the
+same precision). Adding a runtime is one runner module
 plus its engine builder (vitdeploy.engine), and its entry here.
 """
 
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from vitdeploy.artifact import Artifact
+from vitdeploy.description import Description
 from vitdeploy.engine import Engine, check_engine, find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.tools.hardware import gpu_present
@@ -33,7 +38,8 @@ class Runtime:
     engine_backends: tuple[str, ...]  # builders whose engines it runs (ONNX Runtime: the int8 graphs)
     run_engine: Callable[[Engine, int | None], Runner]  # (engine, threads)
     onnx_problem: Callable[[], str | None] | None = None  # ONNX Runtime, which also runs model.onnx: why not here
-    run_onnx: Callable[[Artifact, int | None], Runner] | None = None  # ... and its runner for model.onnx
+    run_onnx: Callable[[Description, Path, int | None], Runner] | None = None  # ... and its runner for an ONNX graph
+    # of the artifact (model.onnx, or bench's optimised form of it)
 
     def create(self, artifact: Artifact, engine: Engine | None, threads: int | None = None) -> Runner:
         """A runner for `engine`, or for the artifact's model.onnx where `choose` gave no engine (ONNX Runtime)."""
@@ -41,7 +47,7 @@ class Runtime:
             return self.run_engine(engine, threads)
         if self.run_onnx is None:
             raise VitdeployError(f"{self.name} runs engines only: build one with `vitdeploy build`")
-        return self.run_onnx(artifact, threads)
+        return self.run_onnx(artifact.description, artifact.checked_onnx, threads)
 
     def engines(self, artifact: Artifact, precision: str | None = None,
                 found: Sequence[Engine] | None = None) -> list[Engine]:
@@ -113,16 +119,23 @@ def _onnxruntime(name: str, auto_rank: int, cuda: bool) -> Runtime:
         return OnnxRuntimeRunner(description, engine.path, providers, threads, name, precision=engine.precision)
 
     return Runtime(name, auto_rank, ("onnxruntime",), run_engine, onnx_problem=lambda: onnxruntime_problem(cuda),
-                   run_onnx=lambda artifact, threads: OnnxRuntimeRunner(artifact.description, artifact.checked_onnx,
-                                                                        providers, threads, name))
+                   run_onnx=lambda description, path, threads: OnnxRuntimeRunner(description, path, providers, threads,
+                                                                                 name))
+
+
+def _aoti(engine: Engine, threads: int | None) -> Runner:
+    from vitdeploy.runners.aoti import AOTIRunner  # imports torch, this runtime's only dependency
+
+    return AOTIRunner(engine, threads, name="aoti")
 
 
 RUNTIMES = {runtime.name: runtime for runtime in (
     Runtime("tensorrt", 0, ("tensorrt", "tensorrt_rtx"),
             lambda engine, threads: TensorRTRunner(engine, name="tensorrt")),
     _onnxruntime("onnxruntime-cuda", 1, cuda=True),
-    Runtime("openvino", 2, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
-    _onnxruntime("onnxruntime-cpu", 3, cuda=False),
+    Runtime("aoti", 2, ("aoti",), _aoti),
+    Runtime("openvino", 3, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
+    _onnxruntime("onnxruntime-cpu", 4, cuda=False),
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
 ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}

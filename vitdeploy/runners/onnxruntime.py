@@ -7,12 +7,15 @@ inference alone and no host copy.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
+from vitdeploy.artifact import Artifact
 from vitdeploy.description import Description
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
@@ -41,6 +44,26 @@ def create_session(path: Path, providers: list[str] | None = None, threads: int 
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise VitdeployError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+
+
+def optimized_onnx(artifact: Artifact, out_dir: Path, cuda: bool) -> tuple[Path, dict[str, int]]:
+    """The artifact's graph after onnxruntime.transformers' optimiser (model_type 'vit': attention, LayerNorm and
+    GELU fusions), written to `out_dir`, and how many of each op it fused. The heads and width it needs are read
+    from the backbone built on the meta device (no weights)."""
+    from vitdeploy import families  # the export side (bench's), needed for this graph rewrite only
+    from vitdeploy.models import meta_backbone
+
+    optimizer = require("onnxruntime.transformers.optimizer")
+    description = artifact.description
+    family = families.get(description.family)
+    num_heads, hidden_size = family.attention_shape(meta_backbone(description.timm_name, description.timm_kwargs,
+                                                                  family))
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its shape-inference failures (Hiera) to stdout
+        model = optimizer.optimize_model(str(artifact.checked_onnx), model_type="vit", num_heads=num_heads,
+                                         hidden_size=hidden_size, use_gpu=cuda)
+    path = out_dir / "model.ort_optimized.onnx"
+    model.save_model_to_file(str(path))
+    return path, {op: count for op, count in model.get_fused_operator_statistics().items() if count}
 
 
 class OnnxRuntimeRunner(Runner):

@@ -16,25 +16,41 @@ def _cell(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_table(result: BenchResult) -> str:
-    """The rows as aligned text, with a header saying what was measured where."""
+def _load(row: Row, limit: float) -> str:
+    """CPUs other processes kept busy while the row was timed, `!` past --max-load."""
+    if row.other_load is None:
+        return "?"
+    return f"{row.other_load:.2f}" + ("!" if row.other_load > limit else "")
+
+
+def describe_run(result: BenchResult) -> str:
+    """What was measured where, how, and under which load: the table's first line."""
     options = result.options
     flops = ", ".join(f"{size}: {gflops:.2f}" for size, gflops in result.gflops_per_image.items())
-    lines = [f"{result.artifact} ({result.model}) on {result.device}, {result.threads} threads, "
-             f"{options.rounds} rounds of {options.warmup} warmup + {options.iterations} timed calls per backend; "
-             f"GFLOP/image {flops}; "
-             f"load average {result.load_average} on {result.cpu_count} CPUs at start"]
+    mode = "each backend in a process of its own" if options.isolated else "all backends in one process"
+    before = "?" if result.other_load_before is None else f"{result.other_load_before:.2f}"
+    during = "?" if result.other_load_during is None else f"{result.other_load_during:.2f}"
+    return (f"{result.artifact} ({result.model}) on {result.device}, {result.threads} threads, {mode}, "
+            f"{options.rounds} rounds of {options.warmup} warmup + {options.iterations} timed calls per backend; "
+            f"GFLOP/image {flops}; load average {result.load_average} on {result.cpu_count} CPUs at start; "
+            f"other processes' load {before} CPUs before, up to {during} during (--max-load {options.max_load:g})")
+
+
+def format_table(result: BenchResult) -> str:
+    """The rows as aligned text, with a header saying what was measured where; a loaded run says so."""
+    lines = [describe_run(result)]
     gpu = result.options.device == "cuda"
     header = (f"{'backend':<22} {'prec':<5} {'batch':>5} {'size':>9} {'median ms':>10} {'p90 ms':>9} "
               f"{'img/s':>9} {'speedup':>8} {'(rounds)':>11} {'max_abs':>9} {'cosine':>9} {'parity':>6} "
-              f"{'TFLOP/s':>8}")
+              f"{'TFLOP/s':>8} {'load':>6}")
     lines.append(header + (f" {'%peak':>6}" if gpu else ""))
     for row in result.rows:
         parity = {True: "ok", False: "FAIL", None: "-"}[row.parity]
         line = (f"{row.backend:<22} {row.precision:<5} {row.batch:>5} {f'{row.height}x{row.width}':>9} "
                 f"{row.median_ms:>10.2f} {row.p90_ms:>9.2f} {row.images_per_s:>9.1f} {row.speedup:>7.2f}x "
                 f"{f'{row.speedup_range[0]:.2f}-{row.speedup_range[1]:.2f}':>11} "
-                f"{row.max_abs:>9.2e} {row.min_cosine:>9.6f} {parity:>6} {row.tflops:>8.3f}")
+                f"{row.max_abs:>9.2e} {row.min_cosine:>9.6f} {parity:>6} {row.tflops:>8.3f} "
+                f"{_load(row, result.options.max_load):>6}")
         if gpu:
             line += f" {_cell(None if row.peak_fraction is None else row.peak_fraction * 100, '.1f'):>6}"
         lines.append(line)
@@ -49,11 +65,39 @@ def format_table(result: BenchResult) -> str:
         lines.append(f"{name}: {fused}")
     for backend, reason in result.skipped.items():
         lines.append(f"skipped {backend}: {reason}")
+    problem = result.load_problem()
+    if problem:
+        lines.append(f"LOADED: {problem}: these timings are not what a quiet machine gives (not publishable)")
     return "\n".join(lines)
 
 
+def check_publishable(result: BenchResult) -> None:
+    """A table for README or docs comes from an isolated run on a quiet machine."""
+    if not result.options.isolated:
+        raise VitdeployError("--publish: an in-process run is not published: expected an isolated run "
+                             "(drop --in-process)")
+    problem = result.load_problem()
+    if problem:
+        raise VitdeployError(f"--publish: the machine was loaded ({problem}): expected a quiet machine; "
+                             "rerun when other work is done, or raise --max-load for a draft")
+
+
+def write_markdown(result: BenchResult, path: Path) -> None:
+    """The table as Markdown for docs/benchmark.md, under a line saying where and how it was measured."""
+    lines = [f"_{describe_run(result)}._", "",
+             "| backend | precision | batch | size | median ms | img/s | speedup vs eager fp32 | min cosine | parity |",
+             "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for row in result.rows:
+        parity = {True: "ok", False: "FAIL", None: "-"}[row.parity]
+        lines.append(f"| {row.backend} | {row.precision} | {row.batch} | {row.height}x{row.width} | "
+                     f"{row.median_ms:.1f} | {row.images_per_s:.1f} | {row.speedup:.2f}x "
+                     f"({row.speedup_range[0]:.2f}-{row.speedup_range[1]:.2f}) | {row.min_cosine:.6f} | {parity} |")
+    lines += [f"_skipped {backend}: {reason}_" for backend, reason in result.skipped.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def to_dict(result: BenchResult) -> dict[str, Any]:
-    return asdict(result)
+    return {**asdict(result), "other_load_during": result.other_load_during, "load_problem": result.load_problem()}
 
 
 def write_json(result: BenchResult, path: Path) -> None:
