@@ -18,7 +18,7 @@ from vitdeploy.cli import main
 from vitdeploy.engine import Engine, engine_profile, read_engine_description
 from vitdeploy.engine.aoti import cpu_capability
 from vitdeploy.errors import VitdeployError
-from vitdeploy.hardware import gpu_present
+from vitdeploy.tools.hardware import gpu_present
 from vitdeploy.integrity import sha256_file
 from vitdeploy.runners import engine_problem
 from vitdeploy.verify import verify_engine

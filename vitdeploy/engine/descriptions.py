@@ -19,7 +19,8 @@ from vitdeploy.description import Description, EngineDescription, EngineSection,
 from vitdeploy.errors import VitdeployError
 from vitdeploy.integrity import describe_files
 
-ENGINE_NAME = re.compile(r"model\.(?P<backend>[a-z0-9_]+)\.(?P<precision>[a-z0-9]+)\.(?P<extension>[a-z]+)")
+# The extension may hold digits: AOTInductor's packages are .pt2.
+ENGINE_NAME = re.compile(r"model\.(?P<backend>[a-z0-9_]+)\.(?P<precision>[a-z0-9]+)\.(?P<extension>[a-z0-9]+)")
 
 
 @dataclass(frozen=True)
