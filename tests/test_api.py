@@ -102,7 +102,7 @@ def test_unavailable_backend_lists_the_available_ones(vit_small_artifact: Path):
                               "the artifact (make one with `vitdeploy build --backend tensorrt`)): available: ")
     assert "onnxruntime-cpu" in message.rsplit("available: ", 1)[1] and "\n" not in message
     with pytest.raises(VitdeployError, match=r"^unknown backend 'onnx': expected one of auto, onnxruntime, "
-                                             r"tensorrt, onnxruntime-cuda, openvino, onnxruntime-cpu$"):
+                                             r"tensorrt, onnxruntime-cuda, aoti, openvino, onnxruntime-cpu$"):
         api.load(vit_small_artifact, backend="onnx")
 
 
