@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from vitdeploy import __version__
+from vitdeploy.version import __version__
 from vitdeploy.cli.group import LazyGroup
 
 COMMANDS = {  # name -> module:attribute

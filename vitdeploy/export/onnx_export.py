@@ -15,7 +15,8 @@ import timm
 import torch
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from vitdeploy import __version__, families
+from vitdeploy import families
+from vitdeploy.version import __version__
 from vitdeploy.artifact import DESCRIPTION_FILE, METADATA_KEY, ONNX_FILE
 from vitdeploy.atomic import staged_directory, write_bytes_atomic
 from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec, PyramidSpec, size_within

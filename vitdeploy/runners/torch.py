@@ -63,7 +63,7 @@ class TorchRunner(Runner):
     def _quantized(self, hw: tuple[int, int]) -> torch.nn.Module:
         """torchao's recipe for x86: export, X86InductorQuantizer's default (static, per-channel weights), calibrate
         on seeded image-like inputs, convert; torch.compile with freezing then lowers it to int8 kernels."""
-        from vitdeploy.verify import verification_feeds  # verify runs this module's reference
+        from vitdeploy.inputs import verification_feeds
 
         pt2e = require("torchao.quantization.pt2e.quantize_pt2e")
         x86 = require("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")

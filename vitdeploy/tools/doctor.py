@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vitdeploy import __version__
+from vitdeploy.version import __version__
 from vitdeploy.engine.openvino import version_of
 from vitdeploy.engine.tensorrt import RTX_PORTABLE, RTX_SUPPORTED, rtx_unsupported
 from vitdeploy.errors import VitdeployError
