@@ -109,7 +109,7 @@ def sam2_state_dict(timm_kwargs: dict, seed: int = 5) -> dict:
     import timm
     import torch
 
-    from vitdeploy.sam2_encoder import Sam2ImageEncoder
+    from vitdeploy.sam2.encoder import Sam2ImageEncoder
 
     torch.manual_seed(seed)
     encoder = Sam2ImageEncoder(timm.create_model("sam2_hiera_tiny", **timm_kwargs))
@@ -157,3 +157,44 @@ def aoti_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artif
     directory = tmp_path_factory.mktemp("aoti") / "vit"
     shutil.copytree(vit_tiny_dynamic_artifact, directory)
     return build(directory, "aoti", "fp32", device="cpu", progress=Progress(3, enabled=False)).path
+
+
+SAM2_DECODER_SEEDS = {512: 1, 1024: 2}  # one checkpoint per size, so their decoders belong to different encoders
+
+
+def save_meta_sam2_checkpoint(path: Path, seed: int, image_size: int) -> None:
+    """Meta's SAM2.1 (build_sam2) with tests/recipes/sam2_dynamic.toml's trunk and seeded random weights (position
+    embeddings and no_mem_embed drawn at std 1: sam2 initialises them at or near zero), saved as Meta ships it."""
+    import timm
+    import torch
+
+    from vitdeploy.recipes import load_recipe_file
+    from vitdeploy.sam2.reference import meta_sam2
+
+    with torch.device("meta"):
+        trunk = timm.create_model("sam2_hiera_tiny", **load_recipe_file(RECIPES / "sam2_dynamic.toml").timm_kwargs)
+    torch.manual_seed(seed)
+    model = meta_sam2(trunk, None, image_size)
+    with torch.no_grad():
+        model.image_encoder.trunk.pos_embed.normal_(std=1.0)
+        model.image_encoder.trunk.pos_embed_window.normal_(std=1.0)
+        model.no_mem_embed.normal_(std=1.0)
+    torch.save({"model": model.state_dict()}, path)
+
+
+@pytest.fixture(scope="session")
+def sam2_decoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """size -> a SAM2 artifact exported with --decoder, fixed at that size (512 and 1024), each from a whole
+    SAM2 checkpoint of its own (Meta's build_sam2; needs the sam2 package)."""
+    from vitdeploy.models import Weights
+
+    pytest.importorskip("sam2", reason="the SAM2 decoder is exported from Meta's sam2 modules (vitdeploy[sam2])")
+    root = tmp_path_factory.mktemp("sam2_decoder")
+    made = {}
+    for size, seed in SAM2_DECODER_SEEDS.items():
+        checkpoint = root / f"sam2.1_test_{size}.pt"
+        save_meta_sam2_checkpoint(checkpoint, seed, size)
+        made[size] = export_for_test(str(RECIPES / "sam2_dynamic.toml"), root / f"artifact{size}", dynamic=False,
+                                     size=(size, size), position_encodings=False, decoder=True,
+                                     weights=Weights("checkpoint", checkpoint=checkpoint))
+    return made

@@ -406,6 +406,47 @@ def test_demo_openvino_runs_a_sam2_artifact(demo: Path, sam2_artifact: Path, pho
     assert [o["name"] for o in description["outputs"] if o["kind"] == "feature"] == ["stride4", "stride8", "stride16"]
 
 
+@pytest.mark.skipif(not is_installed("sam2"), reason="the SAM2 decoder is exported with Meta's sam2 (vitdeploy[sam2])")
+def test_demo_sam2_prompts_match_the_python_predictor(demo: Path, sam2_decoder_artifacts: dict[int, Path],
+                                                      photos: dict[str, Path], tmp_path: Path) -> None:
+    """--point/--box on a SAM2 artifact with its decoder (512): the encoder and decoder OpenVINO engines, masks at
+    the photo's size that agree with vitdeploy.sam2.Predictor's on >= 99.9% of pixels (SAM2's antialiased
+    resize is ported from Pillow), the same scores, PNG overlays; prompt mistakes are one line."""
+    from vitdeploy.sam2 import Predictor
+
+    artifact = tmp_path / "sam2"
+    shutil.copytree(sam2_decoder_artifacts[512], artifact)
+    engine = build_engine(artifact, "openvino", "fp32", progress=Progress(2, enabled=False))
+    photo = photos["coffee.png"]  # 400x600
+    cases = {"points": (["--point", "300,160", "--point", "200,300,0"],
+                        {"point_coords": [[300, 160], [200, 300]], "point_labels": [1, 0]}),
+             "box": (["--box", "150,100,450,380", "--single"], {"box": [150, 100, 450, 380], "multimask_output": False})}
+    with Predictor(artifact, backend="openvino") as predictor:
+        predictor.set_image(photo)
+        for name, (flags, prompt) in cases.items():
+            out = tmp_path / name
+            result = subprocess.run([str(demo), str(engine), str(photo), *flags, "--out", str(out)],
+                                    capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0 and result.stderr == "", result.stderr
+            assert "decoder.openvino.fp32.xml (OpenVINO, f32)" in result.stdout
+            masks, scores, low_res = predictor.predict(**prompt)
+            cpp = np.load(out / "masks.npy")
+            assert cpp.shape == masks.shape == (len(scores), 400, 600)
+            assert float((cpp.astype(bool) == masks).mean()) >= 0.999, name
+            assert np.abs(np.load(out / "scores.npy") - scores).max() <= 1e-3
+            assert np.load(out / "low_res_masks.npy").shape == low_res.shape
+            overlay = np.asarray(Image.open(out / "mask0.png"))
+            assert overlay.shape == (400, 600, 3) and (overlay != np.asarray(Image.open(photo))).any()
+    refused = {("--point", "700,10"): "prompt point (700, 10) is outside the image (600x400): expected 0 <= x <= 600 "
+                                      "and 0 <= y <= 400",
+               ("--point", "5"): "--point '5': expected X,Y or X,Y,LABEL (LABEL 1 foreground, 0 background)",
+               ("--box", "50,5,10,100"): "--box '50,5,10,100': expected X0,Y0,X1,Y1 with X0 <= X1 and Y0 <= Y1"}
+    for flags, message in refused.items():
+        result = subprocess.run([str(demo), str(engine), str(photo), *flags], capture_output=True, text=True,
+                                timeout=300)
+        assert (result.returncode, result.stderr) == (1, f"vitdeploy_demo: error: {message}\n")
+
+
 def test_demo_openvino_bf16_matches_python(demo: Path, openvino_engine, photos: dict[str, Path],
                                            tmp_path: Path) -> None:
     """bf16 inference precision: the same as Python's OpenVINO at bf16, and within the recipe's bf16 tolerance."""

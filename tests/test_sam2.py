@@ -31,7 +31,7 @@ from vitdeploy.models import Weights, create_model, describe_recipe_pyramid
 from vitdeploy.optional import missing
 from vitdeploy.recipes import available_recipes, load_recipe
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
-from vitdeploy.sam2_encoder import meta_trunk_config
+from vitdeploy.sam2.reference import meta_trunk_config
 from vitdeploy.verify import verify_onnx
 
 HAVE_SAM2 = importlib.util.find_spec("sam2") is not None

@@ -169,6 +169,37 @@ private:
 
 }  // namespace
 
+std::vector<Tensor> run_openvino_graph(const std::string& path, const std::string& inference_precision,
+                                       const std::vector<GraphInput>& inputs, const std::vector<std::string>& outputs) {
+    const std::string file = std::filesystem::path(path).filename();
+    ov::Core core;
+    ov::CompiledModel compiled = openvino("compiling " + file, [&] {
+        return core.compile_model(path, "CPU", ov::hint::inference_precision(ov::element::Type(inference_precision)));
+    });
+    ov::InferRequest request = openvino("creating an infer request", [&] { return compiled.create_infer_request(); });
+    for (const GraphInput& input : inputs) {
+        const bool ints = std::holds_alternative<std::vector<int32_t>>(input.data);
+        ov::Tensor tensor(ints ? ov::element::i32 : ov::element::f32, ov::Shape(input.shape.begin(), input.shape.end()));
+        if (ints) {
+            const auto& values = std::get<std::vector<int32_t>>(input.data);
+            std::memcpy(tensor.data(), values.data(), values.size() * sizeof(int32_t));
+        } else {
+            const auto& values = std::get<std::vector<float>>(input.data);
+            std::memcpy(tensor.data(), values.data(), values.size() * sizeof(float));
+        }
+        openvino("setting input '" + input.name + "'", [&] { request.set_tensor(input.name, tensor); });
+    }
+    openvino("inference of " + file, [&] { request.infer(); });
+    std::vector<Tensor> results;
+    for (const std::string& name : outputs) {
+        const ov::Tensor result = openvino("fetching output '" + name + "'", [&] { return request.get_tensor(name); });
+        const ov::Shape shape = result.get_shape();
+        const float* data = result.data<const float>();
+        results.push_back({std::vector<int64_t>(shape.begin(), shape.end()), std::vector<float>(data, data + result.get_size())});
+    }
+    return results;
+}
+
 Backend openvino_backend() {
     const std::string build = ov::get_openvino_version().buildNumber;
     const std::string headers = std::to_string(OPENVINO_VERSION_MAJOR) + "." + std::to_string(OPENVINO_VERSION_MINOR) +

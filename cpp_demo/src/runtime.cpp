@@ -37,4 +37,12 @@ const Backend& backend_for(const EngineSpec& engine) {
                                             : " (-DTENSORRT_ROOT=...)"));
 }
 
+#ifndef VITDEPLOY_WITH_OPENVINO
+std::vector<Tensor> run_openvino_graph(const std::string& path, const std::string&, const std::vector<GraphInput>&,
+                                       const std::vector<std::string>&) {
+    throw Error(path + " runs on OpenVINO, but this vitdeploy_demo was built without it: rebuild the demo with "
+                "-DOpenVINO_DIR=<openvino>/cmake");
+}
+#endif
+
 }  // namespace vitdeploy_demo

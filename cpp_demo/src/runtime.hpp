@@ -3,8 +3,10 @@
 // description's `backend`.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "description.hpp"
@@ -36,6 +38,18 @@ const std::vector<Backend>& compiled_backends();
 
 // The compiled-in runtime for the engine's backend, with its version checked; throws if there is none.
 const Backend& backend_for(const EngineSpec& engine);
+
+// One input of a graph with several (the SAM2 decoder: pyramid levels, prompt points and labels, a mask).
+struct GraphInput {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::variant<std::vector<float>, std::vector<int32_t>> data;
+};
+
+// Runs an OpenVINO IR (or an ONNX file) on the CPU at `inference_precision` ("f32", "bf16") with `inputs`;
+// returns the float32 `outputs`, by name, in that order. Without OpenVINO compiled in it throws.
+std::vector<Tensor> run_openvino_graph(const std::string& path, const std::string& inference_precision,
+                                       const std::vector<GraphInput>& inputs, const std::vector<std::string>& outputs);
 
 // Each runtime's entry, defined in its own source file when CMake compiles that runtime in.
 Backend openvino_backend();

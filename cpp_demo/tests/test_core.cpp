@@ -13,6 +13,7 @@
 #include "error.hpp"
 #include "npy.hpp"
 #include "preprocess.hpp"
+#include "sam2.hpp"
 #include "pyramid.hpp"
 
 namespace vd = vitdeploy_demo;
@@ -267,6 +268,35 @@ void test_consumers() {
                  "output 'embedding' has shape 1x4: expected 1x5");
 }
 
+// SAM2's prompts and image side (vitdeploy/sam2 in Python; the demo's masks are compared with it in
+// tests/test_cpp_demo.py).
+void test_sam2() {
+    const vd::Sam2Point point = vd::parse_point("12.5,7,0");
+    CHECK(point.x == 12.5f && point.y == 7.0f && point.label == 0);
+    CHECK(vd::parse_point("3,4").label == 1);
+    CHECK_THROWS(vd::parse_point("3,4,2"), "label 2, expected 1 (foreground) or 0 (background)");
+    CHECK_THROWS(vd::parse_point("3;4"), "expected X,Y or X,Y,LABEL");
+    CHECK_THROWS(vd::parse_box("1,2,3"), "expected X0,Y0,X1,Y1");
+    vd::Sam2Decoder decoder;
+    decoder.image_size = 64;
+    decoder.max_points = 4;
+    const vd::Sam2Prompt prompt = vd::sam2_prompt({{50, 10, 1}}, std::array<float, 4>{0, 0, 100, 20}, 20, 100, decoder);
+    CHECK((prompt.labels == std::vector<int32_t>{2, 3, 1}));  // box corners first, as SAM2 concatenates them
+    CHECK((prompt.coords == std::vector<float>{0, 0, 64, 64, 32, 32}));
+    CHECK_THROWS(vd::sam2_prompt({{101, 0, 1}}, std::nullopt, 20, 100, decoder), "outside the image (100x20)");
+    CHECK_THROWS(vd::sam2_prompt({}, std::nullopt, 20, 100, decoder), "no prompt");
+    // Pillow's bilinear: upscaling 2 -> 4 is plain interpolation, shrinking 4 -> 2 averages (antialiased).
+    const std::vector<float> up = vd::resize_antialiased({0.0f, 1.0f}, 1, 2, 1, 4);
+    CHECK_NEAR(up[0], 0.0f, 1e-7f);
+    CHECK_NEAR(up[1], 0.25f, 1e-7f);
+    CHECK_NEAR(up[3], 1.0f, 1e-7f);
+    const std::vector<float> down = vd::resize_antialiased({0.0f, 1.0f, 2.0f, 3.0f}, 1, 4, 1, 2);
+    CHECK_NEAR(down[0], 5.0f / 7.0f, 1e-6f);  // Pillow: taps 0, 1, 2 weighted 0.75, 0.75, 0.25 (normalised)
+    const vd::Tensor masks = vd::upsample_masks({{2, 1, 2}, {-1, 1, 3, 5}}, 1, 4);
+    CHECK((masks.shape == std::vector<int64_t>{2, 1, 4}));
+    CHECK((masks.data == std::vector<float>{-1, -0.5f, 0.5f, 1, 3, 3.5f, 4.5f, 5}));
+}
+
 }  // namespace
 
 // Hostile descriptions (docs/security.md): each is one line, never a crash, a cast or an allocation it names.
@@ -303,6 +333,7 @@ void test_hostile_description() {
 }
 
 int main() {
+    test_sam2();
     test_description();
     test_baked_description();
     test_engine_section();

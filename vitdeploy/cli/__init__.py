@@ -19,6 +19,7 @@ COMMANDS = {  # name -> module:attribute
     "quantize": "vitdeploy.cli.quantize:quantize",
     "verify": "vitdeploy.cli.verify:verify",
     "bench": "vitdeploy.cli.bench:bench",
+    "bench-sam2": "vitdeploy.cli.bench_sam2:bench_sam2_command",
     "matrix": "vitdeploy.cli.matrix:matrix",
     "doctor": "vitdeploy.cli.doctor:doctor",
     "gpu-proof": "vitdeploy.cli.gpu_proof:gpu_proof",

@@ -10,6 +10,7 @@ import click
 from vitdeploy.cli.options import BUILDERS, IntList, Size, backend_option, precision_option, seed_option
 from vitdeploy.errors import VitdeployError
 from vitdeploy.description import PYRAMID_KINDS, PyramidSpec
+from vitdeploy.sam2.graph import DECODER_DESCRIPTION, DECODER_FILE
 
 if TYPE_CHECKING:
     from vitdeploy.models import Weights
@@ -50,6 +51,9 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 @click.option("--embedding/--no-embedding", default=None, help="Add the pooled pre-logits embedding output.")
 @click.option("--position-encodings/--no-position-encodings", default=None,
               help="SAM2: add each level's position encoding as an output pos_stride{s} [default: the recipe's].")
+@click.option("--decoder", is_flag=True,
+              help="SAM2: also export its prompt encoder + mask decoder (decoder.onnx) from --checkpoint, for "
+                   "vitdeploy.sam2.Predictor, serve's /sam2 route and the C++ demo's prompts (needs vitdeploy[sam2]).")
 @click.option("--dynamic/--fixed", default=None, help="Dynamic height/width (recipe range) or the fixed size.")
 @click.option("--size", type=Size(), help="Export size HxW [default: the recipe's].")
 @click.option("--pyramid", type=click.Choice(["none", *PYRAMID_KINDS]),
@@ -70,7 +74,7 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 @backend_option(BUILDERS, help="Engine backend with --engine.")
 @precision_option(default="fp32", help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
-           position_encodings: bool | None, dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
+           position_encodings: bool | None, decoder: bool, dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
            pyramid_strides: tuple[int, ...] | None, checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
            bake_preprocessing: bool, external_data: bool, build_engine: bool, backend: str, precision: str) -> None:
     """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX. Needs vitdeploy[export]."""
@@ -90,7 +94,7 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
                             dynamic=dynamic, size=size,
                             weights=_weights(checkpoint, pretrained, seed), force=force,
                             bake_preprocessing=bake_preprocessing, external_data=external_data,
-                            pyramid=_pyramid(pyramid, pyramid_strides))
+                            pyramid=_pyramid(pyramid, pyramid_strides), decoder=decoder)
     export_artifact(loaded, out_dir, options)
     artifact = load_artifact_directory(out_dir)
     spec, files = artifact.input, artifact.export.files
@@ -107,5 +111,8 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
         shape = (f"[B, {output.channels}, H/{output.stride}, W/{output.stride}]" if output.spatial
                  else f"[B, {output.channels}]")
         click.echo(f"output {output.name}: {shape}")
+    if decoder:
+        click.echo(f"decoder {DECODER_FILE}: SAM2's prompt encoder + mask decoder at {spec.opt_hw[0]}x{spec.opt_hw[1]} "
+                   f"({DECODER_DESCRIPTION})")
     if build_engine:
         click.echo(f"engine {engine.build(out_dir, backend, precision).path}")

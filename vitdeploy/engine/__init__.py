@@ -21,6 +21,7 @@ from vitdeploy.engine.descriptions import (Builder, Engine, engine_description_p
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import profile_table
 from vitdeploy.integrity import check_files
+from vitdeploy.sam2.graph import DECODER_DESCRIPTION
 
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS, **aoti.BUILDERS}
 BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_flavour
@@ -45,7 +46,15 @@ def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **
     if precision not in chosen.precisions:
         raise VitdeployError(f"{chosen.label} cannot build precision {precision!r}: expected one of "
                              f"{', '.join(chosen.precisions)}")
-    return chosen.build(Path(artifact_dir), backend, precision, **options)
+    built = chosen.build(Path(artifact_dir), backend, precision, **options)
+    if (Path(artifact_dir) / DECODER_DESCRIPTION).is_file():  # a SAM2 artifact's decoder graph gets its engine too
+        from vitdeploy.artifact import load_artifact
+        from vitdeploy.sam2.engines import build_decoder_engine
+        from vitdeploy.sam2.graph import read_decoder
+
+        decoder = read_decoder(Path(artifact_dir), load_artifact(Path(artifact_dir)).description)
+        build_decoder_engine(Path(artifact_dir), backend, precision, decoder)
+    return built
 
 
 def check_engine_files(engine: Engine, contents: bool = True) -> EngineDescription:

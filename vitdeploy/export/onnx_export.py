@@ -48,6 +48,7 @@ class ExportOptions:
     external_data: bool = False  # weights in model.onnx.data even below 2 GB (above, always)
     pyramid: PyramidSpec | None = None  # None: the recipe's; NO_PYRAMID: none
     position_encodings: bool | None = None  # None: the recipe's; SAM2: pos_stride{s} outputs
+    decoder: bool = False  # SAM2: also its prompt encoder + mask decoder (decoder.onnx) from the checkpoint
 
 
 def _versions() -> dict[str, str]:
@@ -183,7 +184,16 @@ def export_onnx(module: torch.nn.Module, description: Description, path: Path, e
 def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = ExportOptions(),
                     progress: Progress | None = None) -> Path:
     """Export `recipe` into the artifact directory `out_dir`; nothing appears there unless it all succeeds."""
-    progress = progress or Progress(total=3)
+    progress = progress or Progress(total=4 if options.decoder else 3)
+    decoder_checkpoint = options.weights.checkpoint if options.decoder else None
+    if options.decoder and (recipe.family != "sam2" or decoder_checkpoint is None):
+        raise VitdeployError(f"--decoder for recipe '{recipe.name}' (family '{recipe.family}', "
+                             f"{options.weights.describe()}): expected a SAM2 recipe and --checkpoint with SAM2's "
+                             "whole checkpoint (the prompt encoder and mask decoder weights come from it)")
+    if decoder_checkpoint is not None:
+        from vitdeploy.sam2.decoder import check_decoder_checkpoint, export_decoder  # needs Meta's sam2 package
+
+        check_decoder_checkpoint(decoder_checkpoint)
     with staged_directory(Path(out_dir), options.force) as staging:
         with progress.step(f"building {recipe.timm_name} with {options.weights.describe()}"):
             module, description = build_export_model(recipe, options)
@@ -192,6 +202,9 @@ def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = Expo
         pixels = ", uint8 NHWC input normalised in the graph" if description.input.normalised_in_graph else ""
         with progress.step(f"exporting ONNX (opset {OPSET}, {description.input.mode} resolution{pixels})"):
             export_onnx(module, description, onnx_path, options.external_data)
+        if decoder_checkpoint is not None:
+            with progress.step("exporting SAM2's prompt encoder + mask decoder (decoder.onnx)"):
+                export_decoder(decoder_checkpoint, description, staging, OPSET)
         with progress.step("writing the description"):
             record = ExportRecord(opset=OPSET, exporter="torch.export", precision="fp32", onnx_file=ONNX_FILE,
                                   files=describe_files(onnx_files(onnx_path)),

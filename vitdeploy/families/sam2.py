@@ -1,6 +1,6 @@
 """SAM2's image encoder: timm's HieraDet trunk (`sam2_hiera_*`) + SAM2's FPN neck, outputs named by stride.
 
-The backbone is vitdeploy.sam2_encoder.Sam2ImageEncoder (the neck and position encoding written for
+The backbone is vitdeploy.sam2.encoder.Sam2ImageEncoder (the neck and position encoding written for
 export); the outputs are the neck's 256-channel levels (`stride4`, `stride8`, `stride16`) and, with
 `position_encodings`, their sine encodings (`pos_stride4` ..). Sizes: multiples of 32 (the trunk's rule),
 any within the recipe's range. The eager reference of verify, bench and the torch runner is Meta's own
@@ -18,12 +18,12 @@ import torch
 from timm.models.hieradet_sam2 import HieraDet
 from torch import nn
 
-from vitdeploy import sam2_encoder
 from vitdeploy.adapters.hiera import adapt_hiera, hiera_size_multiple
 from vitdeploy.description import Neck, OutputLevel, SimplePyramid
 from vitdeploy.errors import VitdeployError
 from vitdeploy.families.base import Family, register
-from vitdeploy.sam2_encoder import Sam2ImageEncoder
+from vitdeploy.sam2 import checkpoint, encoder, reference
+from vitdeploy.sam2.encoder import Sam2ImageEncoder
 
 
 def _encoder(model: nn.Module) -> Sam2ImageEncoder:
@@ -48,7 +48,7 @@ class Sam2(Family):
         return Sam2ImageEncoder(model)
 
     def load_checkpoint(self, model: nn.Module, path: Path) -> dict[str, Any]:
-        return sam2_encoder.load_sam2_checkpoint(_encoder(model), path)
+        return checkpoint.load_sam2_checkpoint(_encoder(model), path)
 
     def size_multiple(self, model: nn.Module) -> int:
         return hiera_size_multiple(_encoder(model).trunk)
@@ -58,19 +58,19 @@ class Sam2(Family):
         return model
 
     def neck(self, model: nn.Module) -> Neck | None:
-        return sam2_encoder.neck_description(_encoder(model))
+        return encoder.neck_description(_encoder(model))
 
     def position_outputs(self, model: nn.Module, features: Sequence[OutputLevel]) -> list[OutputLevel]:
-        return sam2_encoder.position_outputs(features)
+        return encoder.position_outputs(features)
 
     def pyramid_module(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
                        pyramid: SimplePyramid | None) -> nn.Module:
-        return sam2_encoder.Sam2Pyramid(_encoder(backbone), outputs)
+        return encoder.Sam2Pyramid(_encoder(backbone), outputs)
 
     def reference_pyramid(self, backbone: nn.Module, outputs: Sequence[OutputLevel],
                           pyramid: SimplePyramid | None) -> nn.Module:
         """Meta's ImageEncoder (sam2 package) with the artifact's weights, not vitdeploy's rewrite of it."""
-        return sam2_encoder.MetaSam2Pyramid(_encoder(backbone), outputs)
+        return reference.MetaSam2Pyramid(_encoder(backbone), outputs)
 
     def reference_label(self) -> str:
-        return f"Meta's sam2 {sam2_encoder.sam2_version()} ImageEncoder, eager torch {torch.__version__}"
+        return f"Meta's sam2 {reference.sam2_version()} ImageEncoder, eager torch {torch.__version__}"

@@ -5,7 +5,8 @@ HTTP API (README, "Serving"): `POST /v1/infer` takes an image file (`Content-Typ
 a uint8 NHWC batch or a float32 NCHW batch, as `Model.infer` takes them) and answers the pyramid in the
 wire format (vitdeploy.serve.wire); `GET /v1/metadata` gives the artifact description and how it is
 served; `GET /v1/health` answers 200 while the replica serves. Every refused request is a 4xx with
-`{"error": "<one line>"}`, and the replica goes on serving.
+`{"error": "<one line>"}`, and the replica goes on serving. A SAM2 artifact exported with --decoder also
+serves `POST /v1/sam2` (vitdeploy.serve.sam2: an image or a cached image id, and prompts -> masks, scores).
 
 Hostile input (docs/security.md): a request is refused from its cheapest facts first (token, route, content
 type, body size and pace, the declared image size or array shape, dtype and batch), before any array is built
@@ -28,6 +29,7 @@ import logging
 import math
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,15 +40,17 @@ from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import check_feed
 from vitdeploy.optional import require
 from vitdeploy.preprocess import load_image
+from vitdeploy.sam2.graph import DECODER_DESCRIPTION
 from vitdeploy.serve import wire
 from vitdeploy.serve.batching import SERVING_BATCH
 from vitdeploy.serve.client import TOKEN_ENV
+from vitdeploy.serve.sam2 import Sam2Route, parse_prompts
 
 if TYPE_CHECKING:  # starlette comes with ray[serve]
     from starlette.requests import Request
     from starlette.responses import Response
 
-ROUTES = {"/v1/infer": "POST", "/v1/metadata": "GET", "/v1/health": "GET"}
+ROUTES = {"/v1/infer": "POST", "/v1/metadata": "GET", "/v1/health": "GET", "/v1/sam2": "POST"}
 IMAGE_TYPES = ("image/png", "image/jpeg")
 MAX_IMAGE_PIXELS = 40_000_000  # decoding more would take gigabytes (a small PNG can hold a huge image)
 DRAIN_TIMEOUT_S = 10  # on shutdown, how long a replica may finish its requests in flight
@@ -176,7 +180,14 @@ class Replica:
         serve = require("ray.serve")
         self._http = require("starlette.responses")
         self.options = options
-        self.model = load(options.artifact, options.backend, options.precision, options.threads)
+        self.sam2: Sam2Route | None = None
+        if (Path(options.artifact) / DECODER_DESCRIPTION).is_file():  # SAM2 with its decoder: /v1/sam2 too
+            from vitdeploy.sam2.predictor import Predictor
+
+            predictor = Predictor(options.artifact, options.backend, options.precision, options.threads)
+            self.sam2, self.model = Sam2Route(predictor), predictor.encoder
+        else:
+            self.model = load(options.artifact, options.backend, options.precision, options.threads)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self._preparing = asyncio.Semaphore(1)  # one request decoded and preprocessed at a time: memory bound
         self._reading: dict[str, int] = {}  # client address -> bodies being received from it
@@ -197,7 +208,8 @@ class Replica:
         self._authorise(request)
         path = _path(request)
         if path not in ROUTES:
-            raise RequestError(404, f"no route {path}: expected POST /v1/infer, GET /v1/metadata or GET /v1/health")
+            raise RequestError(404, f"no route {path}: expected POST /v1/infer, GET /v1/metadata, GET /v1/health or "
+                                    "POST /v1/sam2")
         if request.method != ROUTES[path]:
             raise RequestError(405, f"{request.method} {path}: expected {ROUTES[path]} {path}")
         if path == "/v1/health":
@@ -205,6 +217,8 @@ class Replica:
         if path == "/v1/metadata":
             return self._http.JSONResponse(self.metadata())
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if path == "/v1/sam2":
+            return await self._sam2(request, media)
         if media not in (*IMAGE_TYPES, wire.MEDIA_TYPE):
             raise RequestError(415, f"content type {media or 'none'!r}: expected image/png, image/jpeg or "
                                     f"{wire.MEDIA_TYPE}")
@@ -239,6 +253,38 @@ class Replica:
             self._reading[client] -= 1
             if not self._reading[client]:
                 del self._reading[client]
+
+    async def _sam2(self, request: Request, media: str) -> Response:
+        if self.sam2 is None:
+            raise RequestError(404, f"no route /v1/sam2: {self.model.artifact.name} has no SAM2 decoder (a SAM2 "
+                                    "artifact exported with --decoder serves it)")
+        query = request.query_params
+        try:
+            prompt = parse_prompts(query.getlist("point"), query.getlist("box"), query.get("multimask"))
+        except VitdeployError as exc:
+            raise RequestError(400, str(exc)) from None
+        cached = query.get("image_id")
+        if cached is not None:
+            image_id = cached
+            try:
+                embedding = self.sam2.cached(image_id)
+            except KeyError:
+                raise RequestError(404, f"image_id {image_id} is not cached here: send the image (this replica keeps "
+                                        "the last images it embedded)") from None
+        else:
+            if media not in IMAGE_TYPES:
+                raise RequestError(415, f"content type {media or 'none'!r}: expected image/png or image/jpeg, or an "
+                                        "empty body with ?image_id=")
+            body = await self._receive(request)
+            async with self._preparing:  # decoded one at a time, as /v1/infer's: the memory bound holds
+                image = await asyncio.to_thread(_decode_image, body)
+            del body
+            image_id, embedding = await asyncio.to_thread(self.sam2.embed, image)
+        try:
+            arrays, meta = await asyncio.to_thread(self.sam2.predict, image_id, embedding, prompt)
+        except VitdeployError as exc:
+            raise RequestError(422, str(exc)) from None
+        return self._http.Response(wire.encode(arrays, {**meta, "replica": self.replica}), media_type=wire.MEDIA_TYPE)
 
     def metadata(self) -> dict[str, Any]:
         options = self.options

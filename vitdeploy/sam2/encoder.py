@@ -9,29 +9,20 @@ is a `Resize` that TensorRT-RTX's dynamic build rejects; and its export is minut
 builds the same computation from parts that export: the timm trunk (adapted by vitdeploy.adapters.hiera),
 `FpnNeck` (SAM2's state-dict keys, nearest x2 upsampling as Expand + Reshape, exact) and a stateless
 `SinePositionEncoding` (SAM2's formula, recomputed from each input's size). Parity is checked against
-SAM2's own `ImageEncoder` (`meta_image_encoder`, needs the `sam2` package): vitdeploy.families.sam2.
-
-Checkpoints are SAM2's own files (`{"model": state dict of the whole SAM2 model}`): only the image
-encoder's tensors are loaded (`load_sam2_checkpoint`), after checking that the trunk is the recipe's size.
+SAM2's own `ImageEncoder` (vitdeploy.sam2.reference, needs the `sam2` package): vitdeploy.families.sam2.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
-import re
-from collections import Counter
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from timm.models.hieradet_sam2 import HieraDet, MultiScaleBlock, checkpoint_filter_fn
+from timm.models.hieradet_sam2 import HieraDet
 from torch import Tensor, nn
 
-from vitdeploy.checkpoints import load_filtered, read_state_dict
 from vitdeploy.description import Neck, OutputLevel
 from vitdeploy.errors import VitdeployError
-from vitdeploy.optional import require
 
 D_MODEL = 256  # every SAM2 / SAM2.1 config
 TOP_DOWN_LEVELS = (2, 3)  # levels 0 and 1 (strides 4, 8) take the trunk's features alone
@@ -41,12 +32,9 @@ UPSAMPLE = "nearest x2 (Expand + Reshape; = F.interpolate(scale_factor=2, mode='
 POSITION_ENCODING = (f"sine, {D_MODEL} channels (y then x), temperature {TEMPERATURE:g}, positions normalised to "
                      "(0, 2*pi] (sam2 PositionEmbeddingSine(normalize=True)); computed from the level's size")
 REFERENCE = "sam2.modeling.backbones.image_encoder.ImageEncoder (Meta's sam2 package)"
-# Official SAM2.1 trunks: (blocks, embed width) -> recipe
-VARIANTS = {(12, 96): "sam2.1_hiera_tiny", (16, 96): "sam2.1_hiera_small", (24, 112): "sam2.1_hiera_base_plus",
-            (48, 144): "sam2.1_hiera_large"}
 
 
-def _pretrained_cfg(trunk: HieraDet) -> dict[str, Any]:
+def pretrained_cfg(trunk: HieraDet) -> dict[str, Any]:
     """timm's pretrained_cfg, which timm.create_model sets on the model (HieraDet declares no such attribute)."""
     cfg: dict[str, Any] = getattr(trunk, "pretrained_cfg")
     return cfg
@@ -132,7 +120,7 @@ class Sam2ImageEncoder(nn.Module):
         self.feature_info = [dict(num_chs=d_model, reduction=int(level["reduction"]),
                                   module=f"neck.convs.{len(trunk.feature_info) - 1 - i}")
                              for i, level in enumerate(trunk.feature_info[:kept])]
-        self.pretrained_cfg = {**_pretrained_cfg(trunk), "classifier": None}
+        self.pretrained_cfg = {**pretrained_cfg(trunk), "classifier": None}
 
     def forward_levels(self, image: Tensor) -> list[Tensor]:
         """Every neck level the encoder outputs (fine to coarse, after the scalp)."""
@@ -185,116 +173,3 @@ def position_outputs(features: Sequence[OutputLevel]) -> list[OutputLevel]:
     """`pos_stride{s}` for each chosen level: its sine encoding, [B, 256, H/s, W/s] (SAM2's vision_pos_enc)."""
     return [OutputLevel(name=f"pos_{o.name}", kind="position", index=o.index, channels=o.channels, stride=o.stride,
                         layout="NCHW") for o in features]
-
-
-# ---- SAM2 checkpoints ------------------------------------------------------------------------------------
-
-def _trunk_shape(state: dict[str, Tensor], prefix: str) -> tuple[int, int]:
-    """(block count, embed width) of the trunk under `prefix` in a state dict."""
-    blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))}
-    return (max(blocks) + 1 if blocks else 0), int(state[prefix + "patch_embed.proj.weight"].shape[0])
-
-
-def _grouped(keys: Sequence[str]) -> dict[str, int]:
-    """Key counts by top-level module (`memory_attention.`), or the key itself for a bare tensor."""
-    return dict(sorted(Counter(k.split(".")[0] + ("." if "." in k else "") for k in keys).items()))
-
-
-def load_sam2_checkpoint(encoder: Sam2ImageEncoder, path: Path) -> dict[str, Any]:
-    """Load the image encoder's tensors of a SAM2 checkpoint (a whole SAM2 model's state dict, under "model"
-    as Meta ships it, or an image encoder's own); returns the weights record's checkpoint fields."""
-    state, key = read_state_dict(path)
-    prefix = next((p for p in ("image_encoder.", "") if f"{p}trunk.patch_embed.proj.weight" in state), None)
-    if prefix is None:
-        raise VitdeployError(f"checkpoint {path} has no image_encoder.trunk.patch_embed.proj.weight (its keys start "
-                             f"e.g. {next(iter(state))}): expected a SAM2 checkpoint ({{'model': state dict of a SAM2 "
-                             "model}, keys image_encoder.trunk.* and image_encoder.neck.*)")
-    trunk_prefix, neck_prefix = f"{prefix}trunk.", f"{prefix}neck."
-    found = _trunk_shape(state, trunk_prefix)
-    expected = (len(encoder.trunk.blocks), int(encoder.trunk.patch_embed.proj.out_channels))
-    if found != expected:
-        model = _pretrained_cfg(encoder.trunk).get("architecture", "the recipe's model")
-        fits = f"; export it with recipe {VARIANTS[found]}" if found in VARIANTS else ""
-        raise VitdeployError(
-            f"checkpoint {path} holds a SAM2 trunk of {found[0]} blocks, embed width {found[1]} ({trunk_prefix}blocks.*, "
-            f"{trunk_prefix}patch_embed.proj.weight): expected {expected[0]} blocks of width {expected[1]} ({model})"
-            f"{fits}")
-    used = [k for k in state if k.startswith((trunk_prefix, neck_prefix))]
-    trunk = checkpoint_filter_fn(state, None, prefix=trunk_prefix)  # timm's own mapping of SAM2 trunk keys
-    neck = {k[len(neck_prefix):]: v for k, v in state.items() if k.startswith(neck_prefix)}
-    if not neck:
-        raise VitdeployError(f"checkpoint {path} has a SAM2 trunk but no {neck_prefix}* tensors: expected SAM2's "
-                             "image encoder with its FPN neck (timm's sam2_hiera_* weights hold the trunk only)")
-    filtered = {**{f"trunk.{k}": v for k, v in trunk.items()}, **{f"neck.{k}": v for k, v in neck.items()}}
-    record = {"checkpoint_key": key, "filter": "vitdeploy.sam2_encoder.load_sam2_checkpoint (trunk through "
-              f"timm.models.hieradet_sam2.checkpoint_filter_fn, prefix {trunk_prefix!r})", "adapted": [],
-              "classifier_skipped": [], "used_prefixes": [trunk_prefix, neck_prefix],
-              "ignored_prefixes": _grouped([k for k in state if k not in set(used)])}
-    return load_filtered(encoder, filtered, path, record)
-
-
-# ---- Meta's encoder, the parity reference ---------------------------------------------------------------
-
-def sam2_version() -> str:
-    """The installed sam2 package's version ("not installed" without it)."""
-    try:
-        return importlib.metadata.version("sam2")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
-def _heads(trunk: HieraDet, block: int) -> int:
-    """The attention heads of a trunk block (timm's HieraDet blocks are MultiScaleBlocks, typed as Modules)."""
-    module = trunk.blocks[block]
-    if not isinstance(module, MultiScaleBlock):
-        raise VitdeployError(f"HieraDet block {block} is a {type(module).__name__}; expected a MultiScaleBlock")
-    return module.attn.num_heads
-
-
-def meta_trunk_config(trunk: HieraDet) -> dict[str, Any]:
-    """The arguments of sam2's `Hiera` that build the same trunk as this timm HieraDet."""
-    stages = [end - start for start, end in zip([-1, *trunk.stage_ends[:-1]], trunk.stage_ends)]
-    embed_dim = int(trunk.patch_embed.proj.out_channels)
-    dims = [int(level["num_chs"]) for level in trunk.feature_info]
-    heads = [_heads(trunk, end) for end in trunk.stage_ends]
-    proj = trunk.patch_embed.proj
-    if (tuple(proj.kernel_size), tuple(proj.stride), tuple(proj.padding)) != ((7, 7), (4, 4), (3, 3)):
-        raise VitdeployError("this HieraDet's patch embedding is not SAM2's (kernel 7, stride 4, padding 3): sam2's "
-                             "Hiera cannot build it")
-    return {"embed_dim": embed_dim, "num_heads": _heads(trunk, 0), "q_pool": len(trunk.q_pool_blocks),
-            "q_stride": list(trunk.q_stride), "stages": stages, "dim_mul": dims[1] / dims[0],
-            "head_mul": heads[1] / heads[0], "window_pos_embed_bkg_spatial_size": list(trunk.global_pos_size),
-            "window_spec": list(trunk.window_spec), "global_att_blocks": list(trunk.global_att_blocks)}
-
-
-def meta_image_encoder(encoder: Sam2ImageEncoder) -> nn.Module:
-    """sam2's own `ImageEncoder` (Hiera trunk, FpnNeck, PositionEmbeddingSine; as SAM2.1's configs build it) with
-    the encoder's weights. Needs the `sam2` package (vitdeploy[sam2])."""
-    backbones = require("sam2.modeling.backbones.image_encoder")
-    position = require("sam2.modeling.position_encoding")
-    trunk = require("sam2.modeling.backbones.hieradet").Hiera(**meta_trunk_config(encoder.trunk))
-    encoding = position.PositionEmbeddingSine(num_pos_feats=encoder.d_model, normalize=True, scale=None,
-                                              temperature=int(TEMPERATURE))
-    neck = backbones.FpnNeck(position_encoding=encoding, d_model=encoder.d_model,
-                             backbone_channel_list=encoder.neck.backbone_channel_list,
-                             fpn_top_down_levels=encoder.neck.fpn_top_down_levels, fpn_interp_model="nearest")
-    meta = backbones.ImageEncoder(trunk=trunk, neck=neck, scalp=encoder.scalp)
-    state = {k.replace("mlp.fc1", "mlp.layers.0").replace("mlp.fc2", "mlp.layers.1"): v
-             for k, v in encoder.state_dict().items()}  # timm's filter renames these two the other way
-    meta.load_state_dict(state, strict=True)
-    return meta.eval()
-
-
-class MetaSam2Pyramid(nn.Module):
-    """Meta's `ImageEncoder` with a description's outputs: `backbone_fpn[i]` and `vision_pos_enc[i]`."""
-
-    def __init__(self, encoder: Sam2ImageEncoder, outputs: Sequence[OutputLevel]):
-        super().__init__()
-        self.backbone = encoder  # the artifact's backbone (bench reads it), not run here
-        self.meta = meta_image_encoder(encoder)
-        self.picks = [(o.kind, o.index) for o in outputs]
-
-    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        out = self.meta(image)
-        return tuple(out["backbone_fpn"][i] if kind == "feature" else out["vision_pos_enc"][i]
-                     for kind, i in self.picks)
