@@ -17,10 +17,11 @@ from vitdeploy import families
 # artifact directories without it; building an fp16/bf16 TensorRT engine converts the graph with it).
 HEAVY = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors", "ray", "onnx", "ml_dtypes")
 EXPORT_SIDE = ("vitdeploy.export", "vitdeploy.models", "vitdeploy.families.", "vitdeploy.adapters", "vitdeploy.pyramid",
-               "vitdeploy.checkpoints", "vitdeploy.sam2_encoder", "vitdeploy.verify", "vitdeploy.bench",
+               "vitdeploy.checkpoints", "vitdeploy.sam2.encoder", "vitdeploy.sam2.checkpoint",
+               "vitdeploy.sam2.reference", "vitdeploy.sam2.decoder", "vitdeploy.sam2.verify", "vitdeploy.verify", "vitdeploy.bench",
                "vitdeploy.tools.bench_report", "vitdeploy.tools.coverage", "vitdeploy.tools.gpu_proof", "vitdeploy.quantize",
                "vitdeploy.runners.torch", "vitdeploy.engine.precision")
-RUNTIME_PACKAGES = ("vitdeploy.engine", "vitdeploy.runners", "vitdeploy.serve", "vitdeploy.cli")
+RUNTIME_PACKAGES = ("vitdeploy.engine", "vitdeploy.runners", "vitdeploy.serve", "vitdeploy.cli", "vitdeploy.sam2")
 RUNTIME = ("vitdeploy", "vitdeploy.api", "vitdeploy.artifact", "vitdeploy.description", "vitdeploy.inputs",
            "vitdeploy.integrity", "vitdeploy.preprocess", "vitdeploy.calibration", "vitdeploy.atomic",
            "vitdeploy.progress", "vitdeploy.recipes", "vitdeploy.tools.hardware", "vitdeploy.tools.doctor", "vitdeploy.optional",

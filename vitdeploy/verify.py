@@ -7,7 +7,7 @@ what a pyramid consumer also needs to know: per-sample cosine similarity and non
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import torch
 from polygraphy.comparator import Comparator, SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
-from vitdeploy.artifact import REPORT_FILE, Artifact, ArtifactDirectory
+from vitdeploy.artifact import REPORT_FILE, Artifact
 from vitdeploy.atomic import write_json_atomic
 from vitdeploy.calibration import list_images, photo_feeds, recorded_photos
 from vitdeploy.description import Description, InputSpec, Tolerance
@@ -32,7 +32,6 @@ from vitdeploy.runners import create_runner, engine_runner
 from vitdeploy.runners.base import Runner
 from vitdeploy.runners.onnxruntime import OnnxRuntimeRunner
 from vitdeploy.runners.torch import TorchRunner
-from vitdeploy.sam2.graph import DECODER_DESCRIPTION
 
 REFERENCE = "torch"
 DEFAULT_BATCH_SIZES = (1, 2, 4)  # those within the artifact's batch range; asked-for sizes must all be in it
@@ -197,10 +196,6 @@ def verify_onnx(artifact: Artifact, cuda: bool = False, batch_sizes: list[int] |
     label = f"onnxruntime ({', '.join(runner.providers)})"
     report = compare_runners(artifact.description, artifact.directory or artifact.onnx_path, runner, label, batch_sizes,
                              sizes, seed, checkpoint)
-    if isinstance(artifact, ArtifactDirectory) and (artifact.directory / DECODER_DESCRIPTION).is_file():
-        from vitdeploy.sam2.verify import decoder_checks  # SAM2's decoder graph, against Meta's predictor
-
-        report = replace(report, checks=report.checks + decoder_checks(artifact, seed, checkpoint))
     if artifact.directory is not None:
         write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
     return report

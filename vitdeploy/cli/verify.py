@@ -27,7 +27,8 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
     eager PyTorch, output by output. Needs vitdeploy[export] (the eager reference)."""
     from vitdeploy.optional import ensure_export
     ensure_export()
-    from vitdeploy.artifact import REPORT_FILE, load_artifact
+    from vitdeploy.artifact import REPORT_FILE, ArtifactDirectory, load_artifact
+    from vitdeploy.sam2.graph import DECODER_DESCRIPTION
     from vitdeploy.engine import Engine, engine_description_path
     from vitdeploy.verify import verify_engine, verify_onnx, verify_reduced_precision
 
@@ -44,7 +45,12 @@ def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, check
         name, where = artifact.name, f"; report: {artifact}.verify.json"
     else:
         loaded = load_artifact(artifact)
-        report = verify_onnx(loaded, cuda, batches, seed=seed, checkpoint=checkpoint)
+        if isinstance(loaded, ArtifactDirectory) and (loaded.directory / DECODER_DESCRIPTION).is_file():
+            from vitdeploy.sam2.verify import verify_with_decoder  # SAM2: its decoder graph vs Meta's predictor
+
+            report = verify_with_decoder(loaded, cuda, batches, seed=seed, checkpoint=checkpoint)
+        else:
+            report = verify_onnx(loaded, cuda, batches, seed=seed, checkpoint=checkpoint)
         name, where = loaded.name, f"; report: {loaded.directory / REPORT_FILE}" if loaded.directory else ""
     click.echo(f"{name}: {report.candidate} vs {report.reference}, {report.precision}, seed {seed}")
     click.echo(report.table())

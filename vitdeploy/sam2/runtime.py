@@ -6,13 +6,16 @@ without one, on decoder.onnx at f32. Numpy in, numpy out; no torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 from vitdeploy.sam2.graph import OUTPUTS, DecoderDescription, decoder_path
+
+if TYPE_CHECKING:
+    from vitdeploy.engine.descriptions import Engine
 
 
 class DecoderSession:
@@ -59,14 +62,14 @@ def openvino_session(path: Path, inference_precision: str = "f32", threads: int 
     return DecoderSession("openvino", run, lambda: None, path.name)
 
 
-def open_decoder(directory: Path, decoder: DecoderDescription, encoder_backend: str, encoder_engine: Path | None,
+def open_decoder(directory: Path, decoder: DecoderDescription, encoder_backend: str, encoder_engine: Engine | None,
                  threads: int | None = None) -> DecoderSession:
     """The decoder on the encoder's runtime where it can: OpenVINO with its engine of the encoder engine's
     precision (else decoder.onnx at f32); ONNX Runtime on the CPU otherwise."""
     if encoder_backend == "openvino":
         from vitdeploy.sam2.engines import decoder_engine  # the engine record's reader
 
-        precision = encoder_engine.name.split(".")[2] if encoder_engine is not None else "fp32"
+        precision = encoder_engine.precision if encoder_engine is not None else "fp32"
         engine = decoder_engine(directory, "openvino", precision, decoder)
         if engine is not None:
             return openvino_session(directory / engine.file, engine.inference_precision or "f32", threads)

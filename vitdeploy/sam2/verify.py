@@ -1,4 +1,4 @@
-"""`vitdeploy verify` of a SAM2 artifact's decoder graph: decoder.onnx on ONNX Runtime vs Meta's own
+"""`vitdeploy verify` of a SAM2 artifact with its decoder graph: decoder.onnx on ONNX Runtime vs Meta's own
 SAM2ImagePredictor (its prompt encoder and mask decoder, from build_sam2 with the checkpoint) on the same
 seeded pyramid, for each kind of prompt SAM2 takes. Every output (multimask logits and IoU, single mask and
 IoU) is one check of the report, at the artifact's fp32 tolerance. Needs the `sam2` package.
@@ -6,6 +6,7 @@ IoU) is one check of the report, at the artifact's fp32 tolerance. Needs the `sa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import timm
 import torch
 from timm.models.hieradet_sam2 import HieraDet
 
-from vitdeploy.artifact import ArtifactDirectory
+from vitdeploy.artifact import REPORT_FILE, ArtifactDirectory
+from vitdeploy.atomic import write_json_atomic
 from vitdeploy.errors import VitdeployError
 from vitdeploy.models import state_dict_sha256
 from vitdeploy.sam2.decoder import Sam2Decoder
@@ -22,7 +24,7 @@ from vitdeploy.sam2.graph import FEATURES, decoder_path, read_decoder
 from vitdeploy.sam2.predictor import prepare_prompt
 from vitdeploy.sam2.reference import meta_predictor, meta_sam2, set_features
 from vitdeploy.sam2.runtime import onnxruntime_session
-from vitdeploy.verify import OutputCheck, per_sample_max_rel_l2, per_sample_min_cosine, within
+from vitdeploy.verify import OutputCheck, VerifyReport, per_sample_max_rel_l2, per_sample_min_cosine, verify_onnx, within
 
 ORIGINAL_HW = (300, 400)  # the "photo" size prompts are given in (the decoder sees them scaled to S x S)
 # (name, prompt in original pixels, whether the previous prompt's best mask is fed back)
@@ -87,3 +89,12 @@ def decoder_checks(artifact: ArtifactDirectory, seed: int = 0, checkpoint: Path 
                     tol_max_rel_l2=tolerance.max_rel, passed=within(tolerance, max_abs, cosine, rel_l2)))
     session.close()
     return checks
+
+
+def verify_with_decoder(artifact: ArtifactDirectory, cuda: bool = False, batch_sizes: list[int] | None = None,
+                        seed: int = 0, checkpoint: Path | None = None) -> VerifyReport:
+    """verify_onnx of the encoder, then the decoder's checks in the same report (written into the artifact)."""
+    report = verify_onnx(artifact, cuda, batch_sizes, seed=seed, checkpoint=checkpoint)
+    report = replace(report, checks=report.checks + decoder_checks(artifact, seed, checkpoint))
+    write_json_atomic(artifact.directory / REPORT_FILE, report.to_dict())
+    return report
