@@ -416,7 +416,7 @@ def test_demo_sam2_prompts_match_the_python_predictor(demo: Path, sam2_decoder_a
 
     artifact = tmp_path / "sam2"
     shutil.copytree(sam2_decoder_artifacts[512], artifact)
-    engine = build_engine(artifact, "openvino", "fp32", progress=Progress(2, enabled=False))
+    engine = build_engine(artifact, "openvino", "fp32", progress=Progress(2, enabled=False)).path
     photo = photos["coffee.png"]  # 400x600
     cases = {"points": (["--point", "300,160", "--point", "200,300,0"],
                         {"point_coords": [[300, 160], [200, 300]], "point_labels": [1, 0]}),
