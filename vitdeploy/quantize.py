@@ -1,7 +1,7 @@
 """int8: an artifact's ONNX quantised with ONNX Runtime and judged per level on held-out photos.
 
 Static quantisation (the default) writes a QDQ graph calibrated on photos. What is quantised was
-measured on vit_base and hiera_base (README, "int8"): only MatMuls with a constant weight (qkv,
+measured on vit_base and hiera_base (docs/int8.md): only MatMuls with a constant weight (qkv,
 proj, fc1, fc2, Hiera's stage projections), int8 per output channel; attention MatMuls (q@k^T,
 attn@v), LayerNorm, Softmax, GELU, residual Adds and the patch-embedding Conv stay float (each costs
 accuracy when quantised and buys no speed), and MatMul outputs are not re-quantised. Activations

@@ -1,4 +1,4 @@
-"""`vitdeploy gpu-proof`: the short GPU run whose record README's "What is verified where" takes."""
+"""`vitdeploy gpu-proof`: the short GPU run whose record docs/verification.md takes."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ STOP_MARGIN_S = 15  # after the application's drain: deleting it, then the local
 def serve(artifact: Path, replicas: int, max_batch: int | None, batch_wait_ms: float, backend: str,
           precision: str | None, threads: int | None, host: str, port: int, max_body_mb: float,
           body_timeout_s: float, token: str | None, address: str | None) -> None:
-    """Serve ARTIFACT over HTTP on Ray Serve until SIGINT or SIGTERM (README, "Serving")."""
+    """Serve ARTIFACT over HTTP on Ray Serve until SIGINT or SIGTERM (docs/serving.md)."""
     from vitdeploy.artifact import load_artifact
     from vitdeploy.runners import select
     from vitdeploy.serve import app

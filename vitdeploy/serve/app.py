@@ -1,6 +1,6 @@
 """The Ray Serve application behind `vitdeploy serve`: replicas of `vitdeploy.load` that batch requests.
 
-HTTP API (README, "Serving"): `POST /v1/infer` takes an image file (`Content-Type: image/png` or
+HTTP API (docs/serving.md): `POST /v1/infer` takes an image file (`Content-Type: image/png` or
 `image/jpeg`) or one array in the wire format (`application/x-vitdeploy-arrays`: a uint8 HxWx3 image,
 a uint8 NHWC batch or a float32 NCHW batch, as `Model.infer` takes them) and answers the pyramid in the
 wire format (vitdeploy.serve.wire); `GET /v1/metadata` gives the artifact description and how it is

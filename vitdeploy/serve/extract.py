@@ -1,6 +1,6 @@
 """`vitdeploy extract`: pyramid features of many images on Ray Data actors, written as shards plus an index.
 
-The output directory (README, "Feature extraction"):
+The output directory (docs/serving.md, "Feature extraction"):
 - `extract.json`: the job (artifact, input size, levels and their per-image shapes, pooling, shard size,
   a fingerprint of the image list). A rerun with other settings or images is refused.
 - `shard-00000.npz`, ...: numpy `.npz` (no pickles), one per slice of `shard_size` images of the input

@@ -11,7 +11,7 @@ the version that built it, on that GPU type), `openvino` (backend `openvino`, an
 The config comes from the model's own IO (the ONNX graph, or the engine description's `io`), checked
 against the artifact description: tensors named as the pyramid, dims without the batch dimension (-1
 where dynamic), `max_batch_size` the artifact's batch max, dynamic batching and an instance group.
-No Triton server runs here, so none has loaded such a repository (README, "Triton").
+No Triton server runs here, so none has loaded such a repository (docs/serving.md, "Triton model repository").
 """
 
 from __future__ import annotations

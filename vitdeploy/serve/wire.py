@@ -4,7 +4,7 @@ One message: the 8 bytes `VDARRAYS`, the header's length N as a little-endian ui
 (UTF-8, padded with spaces so that the data starts at a multiple of 64 bytes), then the data. The
 header is `{"arrays": [{"name", "dtype", "shape", "offset", "nbytes"}, ...], "meta": {...}}`; each array
 is C-ordered and little-endian at data start + `offset` (a multiple of 64). A reader in any language
-needs a JSON parser and pointer arithmetic, nothing from vitdeploy (README, "Serving").
+needs a JSON parser and pointer arithmetic, nothing from vitdeploy (docs/serving.md, "Wire format").
 
 What a decoder accepts (docs/security.md, "Wire decoder"): a header of at most MAX_HEADER_BYTES of UTF-8
 JSON; per array a string `name` (unique), a `dtype` of DTYPES, a `shape` of at most 8 integers 0..2**31-1

@@ -196,7 +196,7 @@ def cpp_demo_fact(demo: Path = CPP_DEMO) -> Fact:
         return Fact("cpp_demo", False, None, "", f"{demo} --version failed (exit {run.returncode}): "
                                                  f"{run.stderr.strip()[:200]}")
     if lines[0].startswith("no runtime compiled in"):
-        return Fact("cpp_demo", True, None, str(demo), f"{lines[0]}: reconfigure with CMake (README, C++ demo)")
+        return Fact("cpp_demo", True, None, str(demo), f"{lines[0]}: reconfigure with CMake (docs/cpp_demo.md)")
     return Fact("cpp_demo", True, None, f"{demo}: " + "; ".join(lines))
 
 

@@ -1,4 +1,4 @@
-"""The GPU proof's record (gpu_proof.json) as markdown: what README's "What is verified where" links to.
+"""The GPU proof's record (gpu_proof.json) as markdown: what docs/verification.md links to.
 
 Every runner the proof tries gets a row per batch size, measured or not: a runner that did not run says
 why (a footnote under its table), so a missing number is never silent.
