@@ -45,7 +45,7 @@ def test_list_shows_pyramids():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["export", "hiera_giant"], "Error: unknown recipe 'hiera_giant': expected one of "),
+    (["export", "hiera_giant"], "Error: 'hiera_giant' is neither a recipe nor a timm model (timm "),
     (["export", "hiera_tiny", "--outputs", "0,4"],
      "Error: output index 4 is out of range for hiera_tiny_224: it has 4 feature levels (valid indices 0..3)"),
     (["export", "vit_small", "--outputs", "2,12"],

@@ -36,7 +36,7 @@ def test_family_exports_matches_eager_and_builds(path: Path, tmp_path: Path):
     recipe = load_recipe_file(path)
     result = try_mode(recipe, recipe.input.mode, tmp_path / "artifact", None, lambda message: None)
     assert result.export.startswith("ok"), result.export
-    assert result.parity.startswith("pass") and result.max_abs < 1e-4, result.parity
+    assert result.parity.startswith("pass") and result.max_abs <= recipe.tolerance["fp32"].max_abs, result.parity
     assert result.engine.startswith("ok" if is_installed("tensorrt_rtx") else "not run: tensorrt_rtx is not "
                                     "installed: pip install 'vitdeploy[trt-rtx]'"), result.engine
 

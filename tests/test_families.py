@@ -15,7 +15,8 @@ from vitdeploy.recipes import available_recipes, load_recipe, load_recipe_file
 EXAMPLES = {"vit": "vit_tiny_patch16_224", "hiera": "hiera_tiny_224", "eva": "eva02_tiny_patch14_224",
             "beit": "beit_base_patch16_224", "samvit": "samvit_base_patch16", "mvitv2": "mvitv2_tiny",
             "twins": "twins_svt_small", "swin": "swin_tiny_patch4_window7_224", "convnext": "convnext_tiny",
-            "sam2": "sam2_hiera_tiny", "swinv2": "swinv2_tiny_window8_256"}
+            "sam2": "sam2_hiera_tiny", "swinv2": "swinv2_tiny_window8_256", "generic": "resnet18",
+            "naflexvit": "naflexvit_base_patch16_gap", "gemma4": "gemma4_vit_167m"}
 
 
 def test_every_registered_family_has_a_test_recipe():

@@ -258,7 +258,7 @@ class EngineSection:
 class Description:
     """The pyramid description of an artifact (or, with `engine`, of one of its engines)."""
 
-    recipe: str
+    recipe: str | None  # None: exported by timm name, without a recipe (see `inferred`)
     timm_name: str
     family: str
     timm_kwargs: dict[str, Any]
@@ -269,6 +269,7 @@ class Description:
     tolerance: dict[str, Tolerance]
     versions: dict[str, str]
     neck: Neck | None = None  # null unless the family adds a neck (SAM2)
+    inferred: dict[str, Any] | None = None  # without a recipe: what was taken from timm, and from where
     export: ExportRecord | None = None  # absent inside the ONNX file, which cannot hold its own sha256
     created_utc: str | None = None
     engine: EngineSection | None = None
@@ -283,7 +284,7 @@ class Description:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: `format` and `format_version` first, optional sections only when present."""
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, **_plain(asdict(self))}
-        for key in ("export", "created_utc", "engine"):
+        for key in ("inferred", "export", "created_utc", "engine"):
             if data[key] is None:
                 del data[key]
         return data

@@ -37,19 +37,24 @@ class Weights:
         return "pretrained weights from the model hub"
 
 
-def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
-    """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet).
-    A class that passes `**kwargs` on (DeiT distilled) takes what its base class takes."""
-    with torch.device("meta"):
-        model = timm.create_model(timm_name, **timm_kwargs)
-    cls: type[object]  # a class: `cls.__init__` is the class's initialiser to mypy, not type.__init__
-    for cls in type(model).__mro__[:-1]:
-        parameters = inspect.signature(cls.__init__).parameters
-        if "img_size" in parameters:
+def class_accepts(cls: type, keyword: str) -> bool:
+    """Whether a timm class's constructor takes `keyword` (img_size, dynamic_img_size). A class that passes
+    `**kwargs` on (DeiT distilled) takes what its base class takes."""
+    base: type[object]  # a class: `base.__init__` is the class's initialiser to mypy, not type.__init__
+    for base in cls.__mro__[:-1]:
+        parameters = inspect.signature(base.__init__).parameters
+        if keyword in parameters:
             return True
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
             return False
     return False
+
+
+def _accepts_img_size(timm_name: str, timm_kwargs: dict[str, Any]) -> bool:
+    """Whether the model is built for one input size (ViT, Hiera, Swin) or runs at any (ConvNeXt, HieraDet)."""
+    with torch.device("meta"):
+        model = timm.create_model(timm_name, **timm_kwargs)
+    return class_accepts(type(model), "img_size")
 
 
 def create_model(timm_name: str, timm_kwargs: dict[str, Any], weights: Weights,
@@ -107,7 +112,7 @@ def state_dict_sha256(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                       if tensor.numel() else b"")
     return digest.hexdigest()
 

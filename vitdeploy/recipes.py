@@ -61,6 +61,7 @@ class Recipe:
     unsupported: str | None = None
     pyramid: PyramidSpec | None = None
     position_encodings: bool = False  # SAM2: each level's position encoding as an output too
+    inferred: dict[str, Any] | None = None  # no recipe file: what was inferred from timm (vitdeploy.timm_recipes)
 
 
 DEFAULT_TOLERANCE = {
@@ -227,6 +228,11 @@ def load_recipe_file(path: Path) -> Recipe:
 
 def available_recipes() -> list[str]:
     return sorted(p.stem for p in recipes_dir().glob("*.toml"))
+
+
+def is_recipe(name_or_path: str) -> bool:
+    """A recipe file's path, or the name of a shipped recipe."""
+    return name_or_path.endswith(".toml") or "/" in name_or_path or (recipes_dir() / f"{name_or_path}.toml").is_file()
 
 
 def load_recipe(name_or_path: str) -> Recipe:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from vitdeploy.cli.options import BUILDERS, IntList, Size, backend_option, precision_option, seed_option
+from vitdeploy.cli.options import BUILDERS, IntList, KeyValue, Size, backend_option, precision_option, seed_option
 from vitdeploy.errors import VitdeployError
 from vitdeploy.description import PYRAMID_KINDS, PyramidSpec
 from vitdeploy.sam2.graph import DECODER_DESCRIPTION, DECODER_FILE
@@ -44,7 +44,7 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 
 
 @click.command()
-@click.argument("recipe")
+@click.argument("recipe", metavar="RECIPE|TIMM_NAME")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Artifact directory [default: artifacts/RECIPE].")
 @click.option("--outputs", type=IntList(), help="Feature indices, e.g. 0,1,2,3 (Hiera stages, ViT blocks).")
@@ -61,6 +61,8 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
                    "weights); none: the backbone's own levels [default: the recipe's].")
 @click.option("--pyramid-strides", type=IntList(),
               help="Strides of --pyramid simple [default: 4,8,16,32 for a patch-16 ViT, 7,14,28,56 for patch 14].")
+@click.option("--timm-kwarg", "timm_kwargs", type=KeyValue(), multiple=True,
+              help="A timm constructor argument KEY=VALUE (TOML value), e.g. depth=4; repeatable.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Local weights: .safetensors or a torch state dict.")
 @click.option("--pretrained", is_flag=True, help="timm's pretrained weights (needs the model hub).")
@@ -74,19 +76,25 @@ def _pyramid(kind: str | None, strides: tuple[int, ...] | None) -> PyramidSpec |
 @backend_option(BUILDERS, help="Engine backend with --engine.")
 @precision_option(default="fp32", help="Engine precision with --engine.")
 def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, embedding: bool | None,
-           position_encodings: bool | None, decoder: bool, dynamic: bool | None, size: tuple[int, int] | None, pyramid: str | None,
-           pyramid_strides: tuple[int, ...] | None, checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
+           position_encodings: bool | None, decoder: bool, dynamic: bool | None, size: tuple[int, int] | None,
+           pyramid: str | None, pyramid_strides: tuple[int, ...] | None, timm_kwargs: tuple[tuple[str, Any], ...],
+           checkpoint: Path | None, pretrained: bool, seed: int, force: bool,
            bake_preprocessing: bool, external_data: bool, build_engine: bool, backend: str, precision: str) -> None:
-    """Export RECIPE (a name from `vitdeploy list` or a .toml path) to ONNX. Needs vitdeploy[export]."""
+    """Export RECIPE (a name from `vitdeploy list` or a .toml path) or any TIMM_NAME with forward_intermediates
+    (`vitdeploy list --timm PATTERN`: family from its class, size, mean and std from pretrained_cfg) to ONNX. Needs
+    vitdeploy[export]."""
     from vitdeploy.optional import ensure_export, require
     ensure_export()
     from vitdeploy import engine
     from vitdeploy.artifact import load_artifact_directory
     from vitdeploy.engine.tensorrt import auto_flavour
     from vitdeploy.export import ExportOptions, export_artifact
-    from vitdeploy.recipes import load_recipe
+    from vitdeploy.timm_recipes import resolve
 
-    loaded = load_recipe(recipe)
+    loaded = resolve(recipe, dict(timm_kwargs), size, bool(dynamic))
+    if loaded.inferred:
+        click.echo(f"no recipe for {recipe}: {'; '.join(f'{k} {v}' for k, v in loaded.inferred.items() if v)}",
+                   err=True)
     if build_engine:  # a missing runtime is an error before a long export, not after
         require(auto_flavour() if backend == "auto" else backend)
     out_dir = out_dir or Path("artifacts") / loaded.name

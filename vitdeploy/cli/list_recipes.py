@@ -29,12 +29,37 @@ def _pyramid(recipe: Recipe) -> str:
                                                 else "") for o in outputs)
 
 
+def list_timm(pattern: str) -> None:
+    """timm models matching `pattern` (timm's wildcards) and the family each would take by name."""
+    from vitdeploy.optional import ensure_export
+    ensure_export()
+    import timm
+
+    from vitdeploy.errors import VitdeployError
+    from vitdeploy.timm_recipes import timm_entry
+
+    names = timm.list_models(pattern)
+    if not names:
+        raise VitdeployError(f"no timm model matches '{pattern}' (timm {timm.__version__}): expected a pattern such "
+                             "as 'resnet*' or '*dinov3*'")
+    click.echo(f"{'timm model':<44} {'class':<24} {'family':<34} {'size':<9} dynamic H/W")
+    for name in names:
+        entry = timm_entry(name)
+        click.echo(f"{name:<44} {entry.timm_class:<24} {entry.family:<34} {entry.size[0]}x{entry.size[1]:<5} "
+                   f"{entry.dynamic}")
+
+
 @click.command("list")
+@click.option("--timm", "pattern", help="List timm models matching PATTERN (e.g. 'resnet*') with the family each "
+                                        "would take and whether it exports dynamic sizes, instead of the recipes.")
 @click.option("--pyramids", is_flag=True,
               help="Also show each recipe's outputs (name: channels@stride): builds every backbone on torch's meta "
                    "device, so it takes seconds and needs vitdeploy[export].")
-def list_recipes(pyramids: bool) -> None:
-    """Show the recipes: timm model, family and resolution; --pyramids adds their outputs."""
+def list_recipes(pattern: str | None, pyramids: bool) -> None:
+    """Show the recipes: timm model, family and resolution; --pyramids adds their outputs; --timm lists timm models."""
+    if pattern:
+        list_timm(pattern)
+        return
     if pyramids:
         from vitdeploy.optional import ensure_export
         ensure_export()

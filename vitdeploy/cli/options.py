@@ -7,6 +7,7 @@ when a command parses or shows its own help, so listing the commands imports non
 from __future__ import annotations
 
 import importlib
+import tomllib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -113,3 +114,20 @@ class Size(click.ParamType):
             return _parse_size(str(value))
         except ValueError:
             self.fail(f"expected one HxW size such as 256x320, got {value!r}", param, ctx)
+
+
+class KeyValue(click.ParamType):
+    """`depth=4` -> ("depth", 4): the value read as TOML (numbers, booleans, [lists], "strings"), else as a string."""
+
+    name = "key=value"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, Any]:
+        if isinstance(value, tuple):
+            return value
+        key, sep, text = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"expected KEY=VALUE such as depth=4, got {value!r}", param, ctx)
+        try:
+            return key.strip(), tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return key.strip(), text

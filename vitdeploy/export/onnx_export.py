@@ -11,13 +11,14 @@ from typing import Any
 
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import TopologicalSortPass
 import timm
 import torch
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from vitdeploy import families
 from vitdeploy.version import __version__
-from vitdeploy.artifact import DESCRIPTION_FILE, METADATA_KEY, ONNX_FILE
+from vitdeploy.artifact import DESCRIPTION_FILE, METADATA_KEY, ONNX_FILE, load_artifact
 from vitdeploy.atomic import staged_directory, write_bytes_atomic
 from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec, PyramidSpec, size_within
 from vitdeploy.errors import VitdeployError, VitdeployWarning
@@ -27,6 +28,8 @@ from vitdeploy.models import Weights, create_model, nonfinite_tensors, reference
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import describe_outputs, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
+from vitdeploy.runners import create_runner
+from vitdeploy.verify import compare_runners, verification_sizes
 
 OPSET = 20  # LayerNormalization (17) and Gelu (20) are single nodes, which ONNX Runtime and TensorRT fuse
 INPUT_NAME = "image"
@@ -60,7 +63,7 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
     cfg: dict[str, Any] = getattr(model, "pretrained_cfg")  # set by timm.create_model (no class attribute)
     opt = size or recipe.input.size
     lo, hi = (recipe.input.min, recipe.input.max) if dynamic else (opt, opt)
-    if dynamic and not size_within(opt, lo, hi):
+    if dynamic and recipe.inferred is None and not size_within(opt, lo, hi):
         raise VitdeployError(f"size {opt[0]}x{opt[1]} is outside recipe '{recipe.name}' range "
                              f"{lo[0]}x{lo[1]} .. {hi[0]}x{hi[1]}")
     spec = InputSpec(
@@ -72,7 +75,9 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
     for hw in {lo, opt, hi}:
         problem = replace(spec, mode="dynamic").size_error(*hw)
         if problem:
-            raise VitdeployError(f"recipe '{recipe.name}' for {recipe.timm_name}: {problem}")
+            source = f"{recipe.timm_name} (no recipe)" if recipe.inferred else \
+                f"recipe '{recipe.name}' for {recipe.timm_name}"
+            raise VitdeployError(f"{source}: {problem}: expected --size HxW with multiples of {multiple}")
     return spec
 
 
@@ -117,7 +122,8 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
         raise VitdeployError(f"recipe '{recipe.name}' has no dynamic range: set input.min and input.max")
     multiple = pyramid_size_multiple(family.size_multiple(model), pyramid.strides if pyramid else ())
     description = Description(
-        recipe=recipe.name, timm_name=recipe.timm_name, family=family.name, timm_kwargs=recipe.timm_kwargs,
+        recipe=None if recipe.inferred else recipe.name, timm_name=recipe.timm_name, family=family.name,
+        timm_kwargs=recipe.timm_kwargs, inferred=recipe.inferred,
         weights=weights_record(options.weights, model, loaded),
         input=_input_spec(recipe, model, dynamic, size, multiple, options.bake_preprocessing),
         outputs=tuple(described), pyramid=pyramid, tolerance=dict(recipe.tolerance), versions=_versions(),
@@ -125,6 +131,8 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     wrapped = family.pyramid_module(family.adapt(model, dynamic), description.outputs, pyramid).eval()
     if options.bake_preprocessing:
         wrapped = NormaliseInGraph(wrapped, description.input).eval()
+    if recipe.inferred or family.probe_dynamic:  # no recipe vouches for the size: eager timm must run it first
+        _check_runs(wrapped, description)
     return wrapped, description
 
 
@@ -136,6 +144,25 @@ def rebuild_export_module(description: Description) -> torch.nn.Module:
     wrapped = family.pyramid_module(family.adapt(model, description.input.dynamic), description.outputs,
                                     description.pyramid).eval()
     return NormaliseInGraph(wrapped, description.input).eval() if description.input.normalised_in_graph else wrapped
+
+
+def _example(spec: InputSpec, batch: int = EXAMPLE_BATCH) -> torch.Tensor:
+    height, width = spec.opt_hw
+    if spec.normalised_in_graph:
+        return torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8)
+    return torch.randn(batch, 3, height, width)
+
+
+def _check_runs(module: torch.nn.Module, description: Description) -> None:
+    """One eager forward at the export size, so a size the model cannot take is one line, not an exporter trace."""
+    height, width = description.input.opt_hw
+    try:
+        with torch.no_grad():
+            module(_example(description.input, 1))
+    except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise VitdeployError(f"{description.timm_name} does not run at {height}x{width} in eager timm ({reason}): "
+                             "expected a --size it takes, e.g. its pretrained size") from None
 
 
 def _name_dimensions(graph: Any, description: Description) -> None:
@@ -161,11 +188,7 @@ def export_onnx(module: torch.nn.Module, description: Description, path: Path, e
     """torch.export-based ONNX export with named outputs and the description in metadata_props; weights
     go to `<path>.data` when `external_data` or when the model is over 2 GB (protobuf's limit)."""
     spec = description.input
-    height, width = spec.opt_hw
-    if spec.normalised_in_graph:
-        example = torch.randint(0, 256, (EXAMPLE_BATCH, height, width, 3), dtype=torch.uint8)
-    else:
-        example = torch.randn(EXAMPLE_BATCH, 3, height, width)
+    example = _example(spec)
     with torch.no_grad():
         program = torch.onnx.export(
             module, (example,), dynamo=True, opset_version=OPSET, input_names=[spec.name],
@@ -173,6 +196,7 @@ def export_onnx(module: torch.nn.Module, description: Description, path: Path, e
     if program is None:  # only the legacy exporter (dynamo=False) returns None
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     _name_dimensions(program.model.graph, description)
+    TopologicalSortPass()(program.model)  # the exporter can emit a symbolic-size node after its users (Gemma 4)
     program.model.metadata_props[METADATA_KEY] = description.to_json()
     program.save(str(path), external_data=external_data)
     try:
@@ -181,10 +205,33 @@ def export_onnx(module: torch.nn.Module, description: Description, path: Path, e
         raise RuntimeError(f"exported graph failed onnx.checker: {exc}") from exc
 
 
+def dynamic_size_problem(directory: Path) -> str | None:
+    """Run a staged dynamic artifact in ONNX Runtime at its other verification sizes against eager PyTorch (batch
+    1): why the graph does not hold there (it baked its export size in), or None."""
+    artifact = load_artifact(directory)
+    spec = artifact.input
+    sizes = [hw for hw in verification_sizes(spec) if hw != spec.opt_hw]
+    try:
+        report = compare_runners(artifact.description, directory, create_runner(artifact, "onnxruntime-cpu"),
+                                 "dynamic-size probe", [1], sizes)
+    except Exception as exc:  # ONNX Runtime stops on a shape the graph baked in: that is the answer
+        return f"ONNX Runtime fails at another size ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})"
+    failed = [check for check in report.checks if not check.passed]
+    if not failed:
+        return None
+    check = max(failed, key=lambda c: c.max_abs)
+    height, width = check.input_shape[-2:]
+    return (f"at {height}x{width} output {check.output} is {check.shape} where eager PyTorch gives "
+            f"{check.expected_shape}, max abs error {check.max_abs:.1e} (the graph keeps its export size)")
+
+
 def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = ExportOptions(),
                     progress: Progress | None = None) -> Path:
-    """Export `recipe` into the artifact directory `out_dir`; nothing appears there unless it all succeeds."""
-    progress = progress or Progress(total=4 if options.decoder else 3)
+    """Export `recipe` into the artifact directory `out_dir`; nothing appears there unless it all succeeds. A
+    dynamic export of a family without a known size rule (generic) is probed at other sizes first."""
+    dynamic = recipe.input.dynamic if options.dynamic is None else options.dynamic
+    probe = dynamic and families.get(recipe.family).probe_dynamic  # generic: other sizes run before it ships
+    progress = progress or Progress(total=3 + bool(options.decoder) + bool(probe))
     decoder_checkpoint = options.weights.checkpoint if options.decoder else None
     if options.decoder and (recipe.family != "sam2" or decoder_checkpoint is None):
         raise VitdeployError(f"--decoder for recipe '{recipe.name}' (family '{recipe.family}', "
@@ -201,7 +248,16 @@ def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = Expo
         started = time.perf_counter()
         pixels = ", uint8 NHWC input normalised in the graph" if description.input.normalised_in_graph else ""
         with progress.step(f"exporting ONNX (opset {OPSET}, {description.input.mode} resolution{pixels})"):
-            export_onnx(module, description, onnx_path, options.external_data)
+            try:
+                export_onnx(module, description, onnx_path, options.external_data)
+            except Exception as exc:  # no rule known ahead (generic): symbolic sizes the exporter refuses are the answer
+                if not (description.input.dynamic and families.get(description.family).probe_dynamic):
+                    raise
+                cause = exc.__cause__ or exc  # the exporter wraps torch.export's own error
+                reason = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+                raise VitdeployError(f"{recipe.timm_name} does not export dynamic sizes: the exporter fails with a "
+                                     f"symbolic height and width ({type(cause).__name__}: {reason}); export it "
+                                     "--fixed") from None
         if decoder_checkpoint is not None:
             with progress.step("exporting SAM2's prompt encoder + mask decoder (decoder.onnx)"):
                 export_decoder(decoder_checkpoint, description, staging, OPSET)
@@ -212,4 +268,9 @@ def export_artifact(recipe: Recipe, out_dir: Path, options: ExportOptions = Expo
             created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             description = replace(description, export=record, created_utc=created)
             write_bytes_atomic(staging / DESCRIPTION_FILE, description.to_json().encode())
+        if probe:
+            with progress.step("probing other sizes in ONNX Runtime (dynamic export of a generic-family model)"):
+                problem = dynamic_size_problem(staging)
+            if problem:
+                raise VitdeployError(f"{recipe.timm_name} does not export dynamic sizes: {problem}; export it --fixed")
     return Path(out_dir)

@@ -4,7 +4,8 @@ A family names the timm classes it covers and says how to treat them: the backbo
 the timm model (SAM2: trunk + FPN neck) and how its weights load, the size rule, whether one graph can
 serve several sizes (or why not), the export rewrites, the module exported and the eager reference
 (at another size; SAM2: Meta's own encoder), and the reduced settings tests and `vitdeploy matrix
---small` use. Adding a family
+--small` use. A timm class no family names takes the `generic` family (any class with
+forward_intermediates). Adding a family
 is one module here (a `Family` subclass with `@register`, named after the family and listed in
 `MODULES`) plus a recipe; tests/test_families.py fails for a registered family that has no test recipe.
 
@@ -22,9 +23,10 @@ from vitdeploy.errors import VitdeployError
 if TYPE_CHECKING:
     from vitdeploy.families.base import Family
 
-__all__ = ["MODULES", "dynamic_families", "get", "names", "registry"]
+__all__ = ["MODULES", "dynamic_families", "for_class", "get", "names", "registry"]
 
-MODULES = ("beit", "convnext", "eva", "hiera", "mvitv2", "sam2", "samvit", "swin", "swinv2", "twins", "vit")
+MODULES = ("beit", "convnext", "eva", "gemma4", "generic", "hiera", "mvitv2", "naflexvit", "sam2", "samvit", "swin",
+           "swinv2", "twins", "vit")
 
 
 def registry() -> dict[str, Family]:
@@ -49,3 +51,18 @@ def get(name: str) -> Family:
 def dynamic_families() -> str:
     """The families that can export dynamic sizes, for error messages."""
     return ", ".join(name for name, family in sorted(registry().items()) if family.fixed_only is None)
+
+
+def for_class(cls: type, timm_name: str) -> Family:
+    """The family a bare timm name takes: the one registered for its class or closest base class, else the
+    generic family for any class with forward_intermediates."""
+    from vitdeploy.families.generic import claimed_by
+
+    claimed = claimed_by(cls)
+    if claimed is not None:
+        return claimed
+    if not callable(getattr(cls, "forward_intermediates", None)):
+        raise VitdeployError(f"timm model '{timm_name}' ({cls.__name__}) has no forward_intermediates, so it has no "
+                             "feature pyramid to export: expected a backbone class that implements it (find one "
+                             "with `vitdeploy list --timm PATTERN`)")
+    return registry()["generic"]

@@ -28,6 +28,8 @@ class Family:
     small_kwargs: ClassVar[dict[str, Any]] = {}  # fewer blocks, for tests and `matrix --small`
     unreduced: ClassVar[str | None] = None  # why small_kwargs cannot shrink the family
     no_pretrained: ClassVar[str | None] = None  # why timm's hub weights do not make the exported model
+    recipe_only: ClassVar[str | None] = None  # why a bare timm name never picks this family (only a recipe does)
+    probe_dynamic: ClassVar[bool] = False  # a dynamic graph is run at other sizes before it ships (no known rule)
 
     # The backbone: what the artifact exports, and whose weights it records.
 

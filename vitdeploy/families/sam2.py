@@ -41,6 +41,7 @@ class Sam2(Family):
     small_kwargs = {"stages": [1, 1, 2, 1], "global_att_blocks": [3]}
     no_pretrained = ("timm's sam2_hiera_* weights hold the trunk only (the FPN neck would stay random): use "
                      "--checkpoint with SAM2's own checkpoint, e.g. sam2.1_hiera_tiny.pt")
+    recipe_only = "it adds SAM2's FPN neck, whose weights come from SAM2's checkpoint (use a sam2.1_* recipe)"
 
     def assemble(self, model: nn.Module) -> nn.Module:
         if not isinstance(model, HieraDet):

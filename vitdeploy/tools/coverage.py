@@ -9,6 +9,7 @@ the column shows what that file holds, with its date and GPU, or "not measured (
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -38,6 +39,7 @@ from vitdeploy.progress import Progress
 from vitdeploy.pyramid import pyramid_size_multiple
 from vitdeploy.recipes import Recipe, RecipeInput
 from vitdeploy.runners import engine_runner
+from vitdeploy.timm_recipes import meta_model, recipe_from_timm
 from vitdeploy.verify import compare_runners, verify_onnx
 
 MODES = ("fixed", "dynamic")
@@ -89,11 +91,77 @@ def small_variant(recipe: Recipe, family: Family) -> Recipe:
     return replace(recipe, timm_kwargs=kwargs, input=spec, outputs=None)
 
 
+# The sweep of `vitdeploy matrix --sweep` (docs/backbones.md): the smallest timm model of each class with
+# forward_intermediates, none of them named in issue 24 nor of a class a shipped recipe covers, pretrained=False.
+SWEEP = (
+    "starnet_s050", "dla46x_c", "mobilevit_xxs", "edgenext_xx_small", "mobilenetv3_small_050", "mobilenetv2_035",
+    "ese_vovnet19b_slim_dw", "repghostnet_050", "efficientvit_m0", "ghostnet_050", "regnetx_002", "cspnext_tiny",
+    "iformer_t", "xcit_nano_12_p8_224", "cs3darknet_focus_s", "efficientvit_b0", "swiftformer_xs",
+    "efficientformerv2_s0", "pvt_v2_b0", "fasternet_t0", "fastvit_t8", "lcnetv2_small", "inception_next_atto",
+    "rexnet_100", "pit_ti_224", "resnet10t", "repvit_m1", "vit_tiny_patch16_dinov3_qkvb", "coat_tiny",
+    "convit_tiny", "deit_tiny_patch16_224", "gmlp_ti16_224", "deit_tiny_distilled_patch16_224", "hgnetv2_b0",
+    "shvit_s1", "cpubone_nano", "efficientvim_m1", "crossvit_tiny_240", "maxvit_pico_rw_256", "levit_128s",
+    "densenet121", "nf_regnet_b0", "dpn48b", "visformer_tiny", "resnetv2_18", "legacy_seresnet18",
+    "poolformerv2_s12", "cait_xxs24_224", "gcvit_xxtiny", "efficientnet_b0", "inception_v3",
+)
+SWEEP_SIZES = (64, 128, 256)  # the first size a model runs at (a stem can need more than 64 px)
+
+
+def _signature_default(cls: type, keyword: str) -> Any:
+    for base in cls.__mro__[:-1]:
+        parameter = inspect.signature(base.__init__).parameters.get(keyword)
+        if parameter is not None:
+            return parameter.default
+    return None
+
+
+def reduced_kwargs(timm_name: str, family: Family) -> dict[str, Any]:
+    """Fewer blocks for a model exported by its timm name: its family's small_kwargs, or for the generic family
+    what its class's signature names (depth -> 2, depths / layers -> 1 per stage), kept only where the model
+    still builds with the same feature levels."""
+    if family.name != "generic":
+        return dict(family.small_kwargs)
+    model = meta_model(timm_name)
+    levels = len(getattr(model, "feature_info"))
+    kwargs: dict[str, Any] = {}
+    for keyword in ("depth", "depths", "layers"):
+        default = _signature_default(type(model), keyword)
+        if isinstance(default, int) and not isinstance(default, bool) and keyword == "depth":
+            candidate: Any = 2
+        elif isinstance(default, (tuple, list)) and all(isinstance(v, int) for v in default):
+            candidate = [1] * len(default)
+        else:
+            continue
+        try:
+            reduced = meta_model(timm_name, {**kwargs, keyword: candidate})
+        except Exception:  # noqa: BLE001 - a keyword the entrypoint fixes itself, or a stage count that differs
+            continue
+        if keyword == "depth" or len(getattr(reduced, "feature_info")) == levels:
+            kwargs[keyword] = candidate
+    return kwargs
+
+
+def timm_variant(timm_name: str, small: bool, size: int = SWEEP_SIZES[0]) -> Recipe:
+    """A recipe inferred from the timm name (as `vitdeploy export TIMM_NAME`), with --small's fewer blocks and
+    `size` px (rounded up to the size rule) and a 0.5x..1.5x range."""
+    recipe = recipe_from_timm(timm_name)
+    if not small:
+        return recipe
+    family = families.get(recipe.family)
+    kwargs = reduced_kwargs(timm_name, family)
+    multiple = family.size_multiple(meta_backbone(timm_name, kwargs, family))
+    edge = _round_up(size, multiple)
+    return recipe_from_timm(timm_name, kwargs, (edge, edge))
+
+
 def _tested_at(recipe: Recipe, family: Family, small: bool) -> str:
     (h, w), spec = recipe.input.size, recipe.input
     text = f"{h}x{w}"
-    if spec.min != spec.max:
+    if spec.min != spec.max and (spec.dynamic or not recipe.inferred):
         text += f" (dynamic {spec.min[0]}x{spec.min[1]}..{spec.max[0]}x{spec.max[1]})"
+    if recipe.inferred:
+        kwargs = recipe.timm_kwargs
+        return text + (f"; {', '.join(f'{k}={v}' for k, v in kwargs.items())}" if kwargs else "")
     if small:
         reduced = ", ".join(f"{k}={v}" for k, v in family.small_kwargs.items())
         text += f"; --small{': ' + reduced if reduced else ''}"
@@ -154,6 +222,32 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
             result.gpu = f"{'pass' if passed else 'FAIL'} {max_abs:.1e}"
         except Exception as exc:  # a runtime failure is a result too
             result.gpu = f"FAIL: {_first_line(exc)}"
+    return result
+
+
+def measure_timm(timm_name: str, small: bool, work: Path, gpu: str | None, modes: tuple[str, ...],
+                 note: Callable[[str], None] = lambda message: None) -> RecipeResult:
+    """A timm model by name, without a recipe: fixed at the first of SWEEP_SIZES it runs at (with --small), then
+    dynamic over 0.5x..1.5x of that size where the fixed export passed."""
+    try:
+        recipe = timm_variant(timm_name, small)
+    except VitdeployError as exc:
+        return RecipeResult(recipe=timm_name, timm_name=timm_name, family="-", tested_at="-",
+                            note=f"refused: {_first_line(exc)}")
+    result = RecipeResult(recipe="(timm name)", timm_name=timm_name, family=recipe.family, tested_at="")
+    for size in SWEEP_SIZES if small else (None,):
+        if size is not None and size != SWEEP_SIZES[0]:
+            recipe = timm_variant(timm_name, small, size)
+        outcome = try_mode(recipe, "fixed", work / f"fixed{size}", gpu, note)
+        if " does not run at " not in outcome.export:
+            break
+    family = families.get(recipe.family)
+    result.tested_at = _tested_at(recipe, family, small)
+    result.modes["fixed"] = outcome
+    if "dynamic" in modes and outcome.parity.startswith("pass"):
+        dynamic = recipe_from_timm(timm_name, recipe.timm_kwargs, recipe.input.size, dynamic=True)
+        result.tested_at = _tested_at(dynamic, family, small)
+        result.modes["dynamic"] = try_mode(dynamic, "dynamic", work / "dynamic", gpu, note)
     return result
 
 
@@ -270,4 +364,46 @@ def run_matrix(recipes: list[Recipe], small: bool, output: Path, command: str, g
             write_json_atomic(gpu_results, recorded)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_markdown(results, small, command, recorded))
+    return results
+
+
+def sweep_passed(result: RecipeResult) -> bool:
+    fixed = result.modes.get("fixed")
+    return bool(fixed and fixed.export.startswith("ok") and fixed.parity.startswith("pass"))
+
+
+def render_sweep(results: list[RecipeResult], command: str, total: int) -> str:
+    """docs/backbones.md's table: one row per timm model, fixed then dynamic."""
+    passed = sum(sweep_passed(r) for r in results)
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lines = [
+        "# Sweep: timm backbones exported by name",
+        "",
+        f"Generated by `{command}` on {date} ({platform.machine()} CPU, {_versions()}); do not edit by hand.",
+        "",
+        f"**{passed} of {len(results)}** models tried ({total} in the sweep) export at a fixed size and match eager "
+        "PyTorch in ONNX Runtime (fp32, max abs error <= 1e-4, batch 1 and 2). Each model is what `vitdeploy export "
+        "TIMM_NAME` does with no recipe, random weights (seed 0), fewer blocks where its class's signature allows "
+        "(column *tested at*) and the first of " + ", ".join(f"{s} px" for s in SWEEP_SIZES) + " it runs at; dynamic "
+        "exports (0.5x..1.5x of that size) are probed at other sizes before they ship and verified at 5 sizes.",
+        "",
+        "| timm model | family | tested at | export | ONNX Runtime parity (max abs) | TensorRT-RTX build | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| `{r.timm_name}` | {r.family} | {r.tested_at} | {_cell(r, 'export')} | {_cell(r, 'parity')} | "
+                     f"{_cell(r, 'engine')} | {r.note if r.modes else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(names: list[str], small: bool, modes: tuple[str, ...], output: Path, command: str,
+              note: Callable[[str], None] = lambda message: None) -> list[RecipeResult]:
+    """Measure timm models by name; the table is rewritten after each model, so a long sweep shows progress."""
+    results: list[RecipeResult] = []
+    for name in names:
+        note(name)
+        with tempfile.TemporaryDirectory(prefix="vitdeploy-sweep-") as work:
+            results.append(measure_timm(name, small, Path(work), None, modes, note))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(render_sweep(results, command, len(names)))
     return results
