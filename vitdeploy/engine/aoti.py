@@ -73,7 +73,7 @@ def build_aoti(artifact_dir: Path, backend: str = BACKEND, precision: str = "fp3
     """Export the artifact's pyramid with torch.export and compile it with AOTInductor for `device`; returns the
     engine (its .pt2, the description beside it)."""
     torch = require("torch")
-    from vitdeploy.export.onnx_export import EXAMPLE_BATCH, dynamic_shapes, rebuild_export_module  # export side
+    from vitdeploy.export.module import EXAMPLE_BATCH, dynamic_shapes, rebuild_export_module  # export side
 
     if device not in DEVICES:
         raise VitdeployError(f"--device {device}: expected one of {', '.join(DEVICES)} for AOTInductor")

@@ -22,9 +22,10 @@ from vitdeploy.artifact import DESCRIPTION_FILE, METADATA_KEY, ONNX_FILE, load_a
 from vitdeploy.atomic import staged_directory, write_bytes_atomic
 from vitdeploy.description import BatchRange, Description, ExportRecord, InputSpec, PyramidSpec, size_within
 from vitdeploy.errors import VitdeployError, VitdeployWarning
+from vitdeploy.export.module import EXAMPLE_BATCH, dynamic_shapes
 from vitdeploy.export.normalise import NormaliseInGraph
 from vitdeploy.integrity import describe_files
-from vitdeploy.models import Weights, create_model, nonfinite_tensors, reference_models, weights_record
+from vitdeploy.models import Weights, create_model, nonfinite_tensors, weights_record
 from vitdeploy.progress import Progress
 from vitdeploy.pyramid import describe_outputs, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
@@ -33,7 +34,6 @@ from vitdeploy.verify import compare_runners, verification_sizes
 
 OPSET = 20  # LayerNormalization (17) and Gelu (20) are single nodes, which ONNX Runtime and TensorRT fuse
 INPUT_NAME = "image"
-EXAMPLE_BATCH = 2  # an example batch of 1 makes torch.export specialise the batch dimension to 1
 NO_PYRAMID = PyramidSpec(kind="none", strides=())  # ExportOptions.pyramid: drop the recipe's pyramid
 
 
@@ -81,19 +81,6 @@ def _input_spec(recipe: Recipe, model: torch.nn.Module, dynamic: bool, size: tup
     return spec
 
 
-def dynamic_shapes(spec: InputSpec) -> tuple[dict[int, Any]]:
-    """Batch is always dynamic; height and width are multiples of the size rule when the input is dynamic."""
-    dim = torch.export.Dim
-    shapes: dict[int, Any] = {0: dim("batch", min=spec.batch.min, max=max(spec.batch.max, EXAMPLE_BATCH))}
-    if spec.dynamic:
-        m = spec.size_multiple
-        (min_h, min_w), (max_h, max_w) = spec.min_hw, spec.max_hw
-        axes = spec.axis_names()
-        shapes[axes.index("height")] = m * dim("height_units", min=min_h // m, max=max_h // m)
-        shapes[axes.index("width")] = m * dim("width_units", min=min_w // m, max=max_w // m)
-    return (shapes,)
-
-
 def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn.Module, Description]:
     """The rewritten module to export and the artifact's description (without its export record)."""
     if recipe.unsupported:
@@ -134,16 +121,6 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     if recipe.inferred or family.probe_dynamic:  # no recipe vouches for the size: eager timm must run it first
         _check_runs(wrapped, description)
     return wrapped, description
-
-
-def rebuild_export_module(description: Description) -> torch.nn.Module:
-    """The module an artifact was exported from, rebuilt from its description (its weights checked by their
-    sha256): what other compilers of the artifact (AOTInductor) compile, so they compute what the ONNX does."""
-    family = families.get(description.family)  # from the JSON, once
-    model = reference_models(description, family)(description.input.opt_hw)
-    wrapped = family.pyramid_module(family.adapt(model, description.input.dynamic), description.outputs,
-                                    description.pyramid).eval()
-    return NormaliseInGraph(wrapped, description.input).eval() if description.input.normalised_in_graph else wrapped
 
 
 def _example(spec: InputSpec, batch: int = EXAMPLE_BATCH) -> torch.Tensor:

@@ -23,7 +23,7 @@ from vitdeploy.errors import VitdeployError
 if TYPE_CHECKING:
     from vitdeploy.families.base import Family
 
-__all__ = ["MODULES", "dynamic_families", "for_class", "get", "names", "registry"]
+__all__ = ["MODULES", "claimed_by", "dynamic_families", "for_class", "get", "names", "registry"]
 
 MODULES = ("beit", "convnext", "eva", "gemma4", "generic", "hiera", "mvitv2", "naflexvit", "sam2", "samvit", "swin",
            "swinv2", "twins", "vit")
@@ -53,11 +53,19 @@ def dynamic_families() -> str:
     return ", ".join(name for name, family in sorted(registry().items()) if family.fixed_only is None)
 
 
+def claimed_by(cls: type) -> Family | None:
+    """The family that names `cls` or its closest base class (the most specific registered class wins);
+    None when none does. Families that only a recipe picks (SAM2) are left out."""
+    for base in cls.__mro__:
+        for family in registry().values():
+            if base.__name__ in family.timm_classes and family.recipe_only is None:
+                return family
+    return None
+
+
 def for_class(cls: type, timm_name: str) -> Family:
     """The family a bare timm name takes: the one registered for its class or closest base class, else the
     generic family for any class with forward_intermediates."""
-    from vitdeploy.families.generic import claimed_by
-
     claimed = claimed_by(cls)
     if claimed is not None:
         return claimed

@@ -13,19 +13,8 @@ from __future__ import annotations
 from torch import nn
 
 from vitdeploy.errors import VitdeployError
+from vitdeploy.families import claimed_by
 from vitdeploy.families.base import Family, register, unfuse_attention
-
-
-def claimed_by(cls: type) -> Family | None:
-    """The family that names `cls` or its closest base class (the most specific registered class wins);
-    None when none does. Families that only a recipe picks (SAM2) are left out."""
-    from vitdeploy.families import registry
-
-    for base in cls.__mro__:
-        for family in registry().values():
-            if base.__name__ in family.timm_classes and family.recipe_only is None:
-                return family
-    return None
 
 
 @register
