@@ -62,7 +62,8 @@ class TimmEntry:
 @lru_cache(maxsize=None)
 def timm_entry(timm_name: str) -> TimmEntry:
     model = meta_model(timm_name)
-    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224))[1:])
+    pretrained_cfg: dict[str, Any] = getattr(model, "pretrained_cfg", {})  # set by timm at creation
+    size = tuple(pretrained_cfg.get("input_size", (3, 224, 224))[1:])
     try:
         family = families.for_class(type(model), timm_name)
     except VitdeployError:

@@ -40,7 +40,7 @@ def _position_embeddings(self: Gemma4PatchEmbed, position_ids: Tensor, padding_p
     return embeddings
 
 
-def _clamp(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
+def _clamp(x: Tensor, low: Any, high: Any) -> Tensor:
     """torch.clamp with tensor bounds as two Where ops (NaN stays NaN, as in clamp)."""
     x = torch.where(x < low, low, x)
     return torch.where(x > high, high, x)
@@ -60,8 +60,8 @@ def _clipped_linear(self: Gemma4ClippableLinear, x: Tensor) -> Tensor:
 def _forward_intermediates(self: Gemma4VitEncoder, x: Tensor, *args: Any, output_fmt: str = "NCHW",
                            intermediates_only: bool = False, **kwargs: Any) -> Any:
     """timm's forward_intermediates in NLC, reshaped to the grid of the image's size (no `.item()`)."""
-    result = type(self).forward_intermediates(self, x, *args, output_fmt="NLC",
-                                              intermediates_only=intermediates_only, **kwargs)
+    timm_forward: Any = type(self).forward_intermediates  # the class's, under this bound replacement
+    result = timm_forward(self, x, *args, output_fmt="NLC", intermediates_only=intermediates_only, **kwargs)
     if output_fmt != "NCHW":
         return result
     (patch_h, patch_w), batch = self.patch_size, x.shape[0]

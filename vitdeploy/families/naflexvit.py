@@ -21,6 +21,7 @@ from vitdeploy.families.base import Family, register, unfuse_attention
 def _apply_learned_pos_embed(self: NaFlexEmbeds, x: Tensor, grid_size: list[int]) -> None:
     """NaFlexEmbeds._apply_learned_pos_embed with resample_bicubic, and no same-size early-out (the grid
     size is symbolic under a dynamic export)."""
+    assert self.pos_embed is not None  # _rewritable: only learned position embeddings are rewritten
     pos_embed = self.pos_embed.permute(0, 3, 1, 2).float()
     size = (max(grid_size), max(grid_size)) if self.pos_embed_ar_preserving else (grid_size[0], grid_size[1])
     grid = resample_bicubic(pos_embed, size, antialias=self.pos_embed_antialias)

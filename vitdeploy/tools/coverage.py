@@ -109,7 +109,7 @@ SWEEP_SIZES = (64, 128, 256)  # the first size a model runs at (a stem can need 
 
 def _signature_default(cls: type, keyword: str) -> Any:
     for base in cls.__mro__[:-1]:
-        parameter = inspect.signature(base.__init__).parameters.get(keyword)
+        parameter = inspect.signature(getattr(base, "__init__")).parameters.get(keyword)
         if parameter is not None:
             return parameter.default
     return None
