@@ -7,7 +7,6 @@ this runtime itself, imported when a runner is made.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from vitdeploy.engine import Engine, check_engine
@@ -51,8 +50,4 @@ class AOTIRunner(Runner):
         return Prepared(run=run, fetch=lambda outputs: host_outputs(outputs, self.output_names))
 
     def infer_impl(self, feed_dict: dict[str, Any]) -> Outputs:
-        prepared = self.prepare_impl(feed_dict)
-        start = time.perf_counter()
-        outputs = prepared.run()
-        self.inference_time = time.perf_counter() - start
-        return prepared.fetch(outputs)
+        return self.run_prepared(feed_dict)

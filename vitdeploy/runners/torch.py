@@ -9,7 +9,6 @@ normalises in its graph are normalised here as the host would do it.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,11 +114,7 @@ class TorchRunner(Runner):
                                  f"{torch.__version__}: {message}") from None
 
     def infer_impl(self, feed_dict: dict[str, Any]) -> Outputs:
-        prepared = self.prepare_impl(feed_dict)
-        start = time.perf_counter()
-        outputs = prepared.run()
-        self.inference_time = time.perf_counter() - start
-        return prepared.fetch(outputs)
+        return self.run_prepared(feed_dict)
 
     def activate_impl(self) -> None:
         pass
