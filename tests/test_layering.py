@@ -19,12 +19,12 @@ HEAVY = ("torch", "timm", "onnxscript", "onnx_ir", "safetensors", "ray", "onnx",
 EXPORT_SIDE = ("vitdeploy.export", "vitdeploy.models", "vitdeploy.families.", "vitdeploy.adapters", "vitdeploy.pyramid",
                "vitdeploy.checkpoints", "vitdeploy.sam2.encoder", "vitdeploy.sam2.checkpoint",
                "vitdeploy.sam2.reference", "vitdeploy.sam2.decoder", "vitdeploy.sam2.verify", "vitdeploy.verify", "vitdeploy.bench",
-               "vitdeploy.tools.bench_report", "vitdeploy.tools.coverage", "vitdeploy.tools.gpu_proof", "vitdeploy.quantize",
-               "vitdeploy.runners.torch", "vitdeploy.engine.precision")
+               "vitdeploy.tools.bench_report", "vitdeploy.tools.coverage", "vitdeploy.tools.gpu_proof", "vitdeploy.parity",
+               "vitdeploy.runners.torch", "vitdeploy.engine.precision", "vitdeploy.engine.smoothing")
 RUNTIME_PACKAGES = ("vitdeploy.engine", "vitdeploy.runners", "vitdeploy.serve", "vitdeploy.cli", "vitdeploy.sam2")
 RUNTIME = ("vitdeploy", "vitdeploy.api", "vitdeploy.artifact", "vitdeploy.description", "vitdeploy.inputs",
            "vitdeploy.integrity", "vitdeploy.preprocess", "vitdeploy.calibration", "vitdeploy.atomic",
-           "vitdeploy.progress", "vitdeploy.recipes", "vitdeploy.tools.hardware", "vitdeploy.tools.doctor", "vitdeploy.optional",
+           "vitdeploy.progress", "vitdeploy.recipes", "vitdeploy.backends", "vitdeploy.tools.hardware", "vitdeploy.tools.doctor", "vitdeploy.optional",
            "vitdeploy.errors")
 
 # Imports each module in turn in a fresh interpreter; names the first that brings in a heavy or export-side module.

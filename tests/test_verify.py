@@ -12,7 +12,8 @@ from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.cli import main
 from vitdeploy.description import Tolerance
 from vitdeploy.tools.doctor import environment
-from vitdeploy.verify import VerifyReport, verification_sizes, verify_onnx
+from vitdeploy.parity import VerifyReport, verification_sizes
+from vitdeploy.verify import verify_onnx
 
 
 def test_hiera_parity_per_output(hiera_tiny_artifact: Path):

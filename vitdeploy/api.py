@@ -117,9 +117,10 @@ def load(artifact: str | os.PathLike[str], backend: str = "auto", precision: str
          threads: int | None = None) -> Model:
     """Load an artifact directory (or bare .onnx) for inference.
 
-    backend: auto (the first that runs here of: a TensorRT engine, ONNX Runtime CUDA, an OpenVINO
-    engine, ONNX Runtime CPU), tensorrt, openvino, onnxruntime (CUDA if usable, else CPU),
-    onnxruntime-cuda or onnxruntime-cpu. precision picks the engine (fp32, fp16, bf16; default: the
-    first of these built). threads: intra-op threads of ONNX Runtime or OpenVINO.
+    backend: a runtime of vitdeploy.backends: auto (the first that runs here of: a TensorRT or TensorRT-RTX
+    engine, ONNX Runtime CUDA, an AOTInductor package, an OpenVINO engine, ONNX Runtime CPU), tensorrt,
+    tensorrt_rtx, aoti, openvino, onnxruntime (CUDA if usable, else CPU), onnxruntime_cuda or onnxruntime_cpu.
+    precision picks the engine (fp32, fp16; bf16 and int8 only when asked for; default: the first of fp32,
+    fp16 built). threads: intra-op threads of ONNX Runtime or OpenVINO.
     """
     return Model(load_artifact(Path(artifact)), backend, precision, threads)

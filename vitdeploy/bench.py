@@ -45,7 +45,7 @@ from vitdeploy.runners.onnxruntime import optimized_onnx
 from vitdeploy.runners.torch import AUTOCAST
 from vitdeploy.tools.doctor import environment
 from vitdeploy.tools.hardware import gpu_peak
-from vitdeploy.verify import per_sample_max_rel_l2, per_sample_min_cosine, within
+from vitdeploy.parity import per_sample_max_rel_l2, per_sample_min_cosine, within
 
 PEERS_CPU = (("compile", "fp32"), ("compile", "bf16"), ("torchao", "int8"))  # --peers on a CPU
 PEERS_CUDA = (("compile", "fp32"), ("compile", "bf16"), ("compile", "fp16"))

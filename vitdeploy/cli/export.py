@@ -96,7 +96,11 @@ def export(recipe: str, out_dir: Path | None, outputs: tuple[int, ...] | None, e
         click.echo(f"no recipe for {recipe}: {'; '.join(f'{k} {v}' for k, v in loaded.inferred.items() if v)}",
                    err=True)
     if build_engine:  # a missing runtime is an error before a long export, not after
-        require(auto_flavour() if backend == "auto" else backend)
+        if backend == "onnxruntime":
+            raise VitdeployError("--engine --backend onnxruntime: the int8 graph needs calibration photos: expected "
+                                 "`vitdeploy build OUT --backend onnxruntime --precision int8 --calibration FOLDER` "
+                                 "after the export")
+        require(engine.builder(auto_flavour() if backend == "auto" else backend).requires)
     out_dir = out_dir or Path("artifacts") / loaded.name
     options = ExportOptions(outputs=outputs, embedding=embedding, position_encodings=position_encodings,
                             dynamic=dynamic, size=size,

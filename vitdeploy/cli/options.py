@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import tomllib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -17,9 +18,11 @@ from vitdeploy.description import PRECISIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-RUNTIMES = "vitdeploy.runners:BACKENDS"  # what `vitdeploy.load(backend=...)` takes
+# --backend: the subsets of the one vocabulary (vitdeploy.backends) that the commands take
+RUNTIMES = "vitdeploy.runners:BACKENDS"  # what `vitdeploy.load(backend=...)` runs on
 BUILDERS = "vitdeploy.engine:BUILD_CHOICES"  # what `vitdeploy build --backend` builds
 TRITON = "vitdeploy.serve.triton:BACKENDS"  # the runtimes Triton has a backend for
+INT8 = "vitdeploy.engine.onnxruntime"  # the int8 builder, whose calibration options `calibration_options` declares
 
 
 class LazyChoice(click.Choice):
@@ -40,9 +43,51 @@ class LazyChoice(click.Choice):
         """Choice.__init__ sets them; the source gives them."""
 
 
-def backend_option(source: str = RUNTIMES, default: str = "auto", help: str | None = None) -> Callable[[F], F]:
+class BackendChoice(LazyChoice):
+    """A subset of the `--backend` vocabulary; a renamed spelling is taken with a warning (backends.canonical)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from vitdeploy.backends import canonical
+
+        return super().convert(canonical(value), param, ctx)
+
+
+def backend_option(source: str = RUNTIMES, default: str | tuple[str, ...] = "auto", help: str | None = None,
+                   multiple: bool = False) -> Callable[[F], F]:
     """`--backend`: a runtime name (`RUNTIMES`, the default) or the subset a command takes (builders, Triton's)."""
-    return click.option("--backend", type=LazyChoice(source), default=default, show_default=True, help=help)
+    return click.option("--backend", "backends" if multiple else "backend", type=BackendChoice(source),
+                        default=default, show_default=True, multiple=multiple, help=help)
+
+
+def calibration_options(function: F) -> F:
+    """The int8 builder's options (vitdeploy.engine.onnxruntime.build_int8), shared by `build` and `quantize`."""
+    options = [
+        click.option("--calibration", type=click.Path(file_okay=False, path_type=Path),
+                     help="int8: folder of PNG/JPEG photos; the first --samples calibrate, the next --held-out judge "
+                          "the result."),
+        click.option("--samples", type=int, default=32, show_default=True,
+                     help="int8: photos to calibrate on."),
+        click.option("--held-out", type=int, default=4, show_default=True,
+                     help="int8: photos, after the calibration ones, to check every level against eager fp32."),
+        click.option("--method", type=LazyChoice(f"{INT8}:METHODS"), default="minmax", show_default=True,
+                     help="int8: calibration method."),
+        click.option("--activations", type=LazyChoice(f"{INT8}:ACTIVATIONS"), default="s8", show_default=True,
+                     help="int8: s8 symmetric, runs in ONNX Runtime, OpenVINO and TensorRT; u8: faster in ONNX "
+                          "Runtime only."),
+        click.option("--exclude", multiple=True, metavar="OP_OR_NODE",
+                     help="int8: keep float every node of this op type, or whose name matches this glob (repeat)."),
+        click.option("--dynamic", is_flag=True,
+                     help="int8: dynamic (no calibration; ONNX Runtime only); --calibration then only supplies "
+                          "held-out photos."),
+        click.option("--smooth", default="auto", show_default=True, metavar="auto|off|ALPHA",
+                     help="int8: SmoothQuant, migrating activation outlier channels into the weights. auto: where "
+                          "calibration finds outlier channels (alpha 0.5); ALPHA (0..1): on every quantised MatMul's "
+                          "input; off."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
 
 
 def precision_option(default: str | None = None, help: str = "The engine precision [default: fp32, else fp16; "

@@ -1,12 +1,14 @@
 """Engines: built from an artifact's ONNX, described, and checked before anything loads them.
 
-Builders: `tensorrt` and `tensorrt_rtx` (vitdeploy.engine.tensorrt), `openvino`
-(vitdeploy.engine.openvino), `aoti` (vitdeploy.engine.aoti: torch.export + AOTInductor). Each writes
+Builders, named as the runtimes that run their engines (vitdeploy.backends): `tensorrt` and `tensorrt_rtx`
+(vitdeploy.engine.tensorrt), `openvino` (vitdeploy.engine.openvino), `aoti` (vitdeploy.engine.aoti:
+torch.export + AOTInductor), `onnxruntime` (vitdeploy.engine.onnxruntime: the int8 graph, calibrated and
+gated on photos, which the OpenVINO and TensorRT int8 engines are built from). Each writes
 `model.<backend>.<precision>.<ext>` (plus the files it needs) and, through `write_engine_description`,
 `<engine file>.json`, the engine's description: the artifact's description plus an `engine` section. An
 engine travels as an `Engine` value (its path, the backend and precision its name gives, its description
 read once). Adding a runtime is one builder module here, added to BUILDERS, plus its runner in
-vitdeploy.runners.
+vitdeploy.runners and its name in vitdeploy.backends.
 """
 
 from __future__ import annotations
@@ -14,35 +16,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vitdeploy.backends import check_backend
 from vitdeploy.description import EngineDescription
 from vitdeploy.engine import aoti, onnxruntime, openvino, tensorrt
-from vitdeploy.engine.descriptions import (Builder, Engine, engine_description_path, engine_profile, find_engines,
-                                           read_engine_description)
+from vitdeploy.engine.descriptions import (Builder, Engine, build_command, engine_description_path, engine_profile,
+                                           find_engines, read_engine_description)
 from vitdeploy.errors import VitdeployError
 from vitdeploy.inputs import profile_table
 from vitdeploy.integrity import check_files
 from vitdeploy.sam2.graph import DECODER_DESCRIPTION
 
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS, **aoti.BUILDERS}
-BUILD_CHOICES = ("auto", *(name for name, b in BUILDERS.items() if b.build))  # auto: tensorrt.choose_flavour
+BUILD_CHOICES = ("auto", *BUILDERS)  # what `vitdeploy build --backend` takes; auto: tensorrt.auto_flavour
 
-__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "builder", "check_engine", "check_engine_files",
+__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "build_command", "builder", "check_engine", "check_engine_files",
            "describe_engine", "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
 
 
 def builder(backend: str) -> Builder:
-    if backend not in BUILDERS:
-        raise VitdeployError(f"unknown engine backend {backend!r}: expected one of {', '.join(BUILDERS)}")
-    return BUILDERS[backend]
+    """The builder named `backend` (also the name its engines carry)."""
+    return BUILDERS[check_backend(backend, tuple(BUILDERS), "engine")]
 
 
 def build(artifact_dir: Path, backend: str = "auto", precision: str = "fp32", **options: Any) -> Engine:
     """Build an engine of `backend` into the artifact directory; returns the engine. `options` go to
-    the builder (TensorRT: timing_cache, fp32_ops, target_gpu; AOTInductor: device; all: progress)."""
+    the builder (TensorRT: timing_cache, fp32_ops, target_gpu; AOTInductor: device; ONNX Runtime int8: the
+    calibration options of vitdeploy.engine.onnxruntime.build_int8; all: progress)."""
+    backend = check_backend(backend, BUILD_CHOICES, "engine")
     backend = tensorrt.auto_flavour() if backend == "auto" else backend
     chosen = builder(backend)
-    if chosen.build is None:
-        raise VitdeployError(f"{chosen.label} graphs are made by `vitdeploy quantize`, not `vitdeploy build`")
     if precision not in chosen.precisions:
         raise VitdeployError(f"{chosen.label} cannot build precision {precision!r}: expected one of "
                              f"{', '.join(chosen.precisions)}")
@@ -64,9 +66,8 @@ def check_engine_files(engine: Engine, contents: bool = True) -> EngineDescripti
     section = description.engine
     if not engine.path.is_file():
         raise VitdeployError(f"engine file {engine.path} does not exist: build it with `vitdeploy build`")
-    remake = ("`vitdeploy quantize`" if builder(section.backend).build is None
-              else f"`vitdeploy build --backend {section.backend}`")
-    check_files(engine.path.parent, section.files, f"copy it again or rebuild it with {remake}", contents)
+    check_files(engine.path.parent, section.files, "copy it again or rebuild it with "
+                f"`{build_command(section.backend, section.precision, engine.path.parent)}`", contents)
     return description
 
 

@@ -158,4 +158,4 @@ def _runs(built: str, here: str) -> bool:
 
 
 BUILDERS = {BACKEND: Builder(label="AOTInductor", precisions=PRECISIONS, build=build_aoti,
-                             check_runtime=check_runtime)}
+                             requires="torch", check_runtime=check_runtime)}

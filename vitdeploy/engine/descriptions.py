@@ -29,8 +29,8 @@ class Builder:
 
     label: str
     precisions: tuple[str, ...]
-    build: Callable[..., Engine] | None  # (artifact_dir, backend, precision, progress=..., **options) -> engine;
-    # None: made by another command (int8 graphs: `vitdeploy quantize`)
+    build: Callable[..., Engine]  # (artifact_dir, backend, precision, progress=..., **options) -> engine
+    requires: str  # the optional module its build imports (vitdeploy.optional names its extra)
     check_runtime: Callable[[EngineSection], None]  # installed runtime, version and device can run it
 
 
@@ -51,7 +51,7 @@ class Engine:
         match = ENGINE_NAME.fullmatch(path.name)
         if match is None:
             raise VitdeployError(f"{path.name} is not an engine's file name: expected model.<backend>.<precision>."
-                                 "<ext> as `vitdeploy build` and `vitdeploy quantize` write it")
+                                 "<ext> as `vitdeploy build` writes it")
         return cls(path, match["backend"], match["precision"])
 
     @property
@@ -106,6 +106,13 @@ def engine_description_path(engine_path: Path) -> Path:
 def engine_file_name(backend: str, precision: str, extension: str) -> str:
     """The one file-name format of engines (Engine.at reads it back)."""
     return f"model.{backend}.{precision}.{extension}"
+
+
+def build_command(backend: str, precision: str, artifact: Path | None = None) -> str:
+    """The command that makes an engine of `backend` at `precision` (in `artifact`), for messages that say how."""
+    calibration = " --calibration FOLDER" if backend == "onnxruntime" else ""  # the int8 graph's builder
+    where = f" {artifact}" if artifact else ""
+    return f"vitdeploy build{where} --backend {backend} --precision {precision}{calibration}"
 
 
 def write_engine_description(staging: Path, engine_path: Path, artifact: Artifact, *, backend: str,

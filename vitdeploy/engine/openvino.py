@@ -28,7 +28,7 @@ from vitdeploy.progress import Progress
 BACKEND = "openvino"
 DEVICE = "CPU"
 # vitdeploy precision -> the float precision OpenVINO computes in. An int8 IR (from the QDQ graph of
-# `vitdeploy quantize`) keeps its float parts in f32: left unset, OpenVINO picks bf16 on AMX CPUs, slower there.
+# the onnxruntime int8 builder) keeps its float parts in f32: left unset, OpenVINO picks bf16 on AMX CPUs, slower there.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 CAPABILITY = {"bf16": "BF16", "int8": "INT8"}  # the CPU plugin's OPTIMIZATION_CAPABILITIES entry a precision needs
 
@@ -100,4 +100,4 @@ def check_runtime(engine: EngineSection) -> None:
 
 
 BUILDERS = {BACKEND: Builder(label="OpenVINO (CPU)", precisions=tuple(INFERENCE_PRECISION), build=build_openvino,
-                             check_runtime=check_runtime)}
+                             requires="openvino", check_runtime=check_runtime)}

@@ -239,4 +239,4 @@ def check_runtime(engine: EngineSection) -> None:
 
 
 BUILDERS = {backend: Builder(label=label, precisions=("fp32", "fp16", "bf16", "int8"), build=build_tensorrt,
-                             check_runtime=check_runtime) for backend, label in LABELS.items()}
+                             requires=backend, check_runtime=check_runtime) for backend, label in LABELS.items()}

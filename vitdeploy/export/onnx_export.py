@@ -30,7 +30,8 @@ from vitdeploy.progress import Progress
 from vitdeploy.pyramid import describe_outputs, pyramid_size_multiple
 from vitdeploy.recipes import Recipe
 from vitdeploy.runners import create_runner
-from vitdeploy.verify import compare_runners, verification_sizes
+from vitdeploy.parity import verification_sizes
+from vitdeploy.verify import compare_runners
 
 OPSET = 20  # LayerNormalization (17) and Gelu (20) are single nodes, which ONNX Runtime and TensorRT fuse
 INPUT_NAME = "image"
@@ -189,7 +190,7 @@ def dynamic_size_problem(directory: Path) -> str | None:
     spec = artifact.input
     sizes = [hw for hw in verification_sizes(spec) if hw != spec.opt_hw]
     try:
-        report = compare_runners(artifact.description, directory, create_runner(artifact, "onnxruntime-cpu"),
+        report = compare_runners(artifact.description, directory, create_runner(artifact, "onnxruntime_cpu"),
                                  "dynamic-size probe", [1], sizes)
     except Exception as exc:  # ONNX Runtime stops on a shape the graph baked in: that is the answer
         return f"ONNX Runtime fails at another size ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})"

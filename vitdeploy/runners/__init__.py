@@ -1,9 +1,8 @@
 """The runtimes `vitdeploy.load`, `verify` and `bench` run an artifact on, each with why it cannot run here.
 
-A runtime either runs the artifact's ONNX file (ONNX Runtime) or engines built into the artifact by
-some builders (TensorRT: tensorrt and tensorrt_rtx engines; OpenVINO: openvino engines;
-AOTInductor: aoti packages). `auto` tries them by `auto_rank`: the GPU runtimes TensorRT and ONNX
-Runtime CUDA first, then AOTInductor (its engine is for the device it was built on), OpenVINO, and
+A runtime either runs the artifact's ONNX file (ONNX Runtime) or the engines its builder of the same
+name built into the artifact (vitdeploy.backends names both). `auto` tries them by `auto_rank`: the GPU
+runtimes TensorRT, TensorRT-RTX and ONNX Runtime CUDA first, then AOTInductor (its engine is for the device it was built on), OpenVINO, and
 ONNX Runtime on the CPU: on a CPU this is the order of the isolated measurement (docs/benchmark.md:
 torch.compile'd code, which an AOTInductor package is, ahead of OpenVINO, ahead of ONNX Runtime at the
 same precision). Adding a runtime is one runner module
@@ -17,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitdeploy.artifact import Artifact
+from vitdeploy.backends import check_backend
 from vitdeploy.description import Description
-from vitdeploy.engine import Engine, check_engine, find_engines
+from vitdeploy.engine import Engine, build_command, check_engine, find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.tools.hardware import gpu_present
 from vitdeploy.optional import is_installed, missing
@@ -74,8 +74,7 @@ class Runtime:
             others = sorted({engine.precision for engine in found if engine.backend in self.engine_backends})
             if others:
                 return None, f"{what} in the artifact (it has {', '.join(others)}: ask for it with precision)"
-            make = ("vitdeploy quantize ART --calibration FOLDER" if self.onnx_problem is not None
-                    else f"vitdeploy build --backend {self.engine_backends[0]}")
+            make = build_command(self.engine_backends[0], precision or ("int8" if self.onnx_problem else "fp32"))
             return None, f"{what} in the artifact (make one with `{make}`)"
         reasons = []
         for engine in engines:
@@ -129,24 +128,28 @@ def _aoti(engine: Engine, threads: int | None) -> Runner:
     return AOTIRunner(engine, threads, name="aoti")
 
 
+def _tensorrt(flavour: str, auto_rank: int) -> Runtime:
+    """TensorRT or TensorRT-RTX (vitdeploy.engine.tensorrt_flavour), on the engines of its own builder only."""
+    return Runtime(flavour, auto_rank, (flavour,), lambda engine, threads: TensorRTRunner(engine, name=flavour))
+
+
 RUNTIMES = {runtime.name: runtime for runtime in (
-    Runtime("tensorrt", 0, ("tensorrt", "tensorrt_rtx"),
-            lambda engine, threads: TensorRTRunner(engine, name="tensorrt")),
-    _onnxruntime("onnxruntime-cuda", 1, cuda=True),
-    Runtime("aoti", 2, ("aoti",), _aoti),
-    Runtime("openvino", 3, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
-    _onnxruntime("onnxruntime-cpu", 4, cuda=False),
+    _tensorrt("tensorrt", 0),
+    _tensorrt("tensorrt_rtx", 1),
+    _onnxruntime("onnxruntime_cuda", 2, cuda=True),
+    Runtime("aoti", 3, ("aoti",), _aoti),
+    Runtime("openvino", 4, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
+    _onnxruntime("onnxruntime_cpu", 5, cuda=False),
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
-ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu")}
-BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` and the commands' --backend take
+ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime_cuda", "onnxruntime_cpu")}
+BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` and the runtime commands' --backend take
 
 
 def select(artifact: Artifact, backend: str = "auto", precision: str | None = None) -> tuple[Runtime, Engine | None]:
     """The runtime (and engine) to run `artifact` on: the first of `backend`'s candidates that runs here."""
+    backend = check_backend(backend, BACKENDS, "runtime")
     candidates = ALIASES.get(backend, (backend,))
-    if any(name not in RUNTIMES for name in candidates):
-        raise VitdeployError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     found = find_engines(artifact.directory)  # each engine's description is read once, by the first who asks
     problems = {}
     for name in candidates:

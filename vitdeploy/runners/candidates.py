@@ -53,7 +53,7 @@ class RunnerSpec:
 
 
 def onnxruntime_name(device: str) -> str:
-    return "onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"
+    return "onnxruntime_cuda" if device == "cuda" else "onnxruntime_cpu"
 
 
 def engine_specs(artifact: Artifact, device: str) -> tuple[list[RunnerSpec], dict[str, str]]:

@@ -1,5 +1,5 @@
 """ONNX Runtime: polygraphy's OnnxrtRunner over a session vitdeploy configures (providers, threads), on the
-artifact's ONNX file or on its int8 graph (`vitdeploy quantize`).
+artifact's ONNX file or on its int8 graph (built by vitdeploy.engine.onnxruntime).
 
 On CUDA, `prepare` binds the input and outputs to GPU memory (IO binding), so bench times the
 inference alone and no host copy.

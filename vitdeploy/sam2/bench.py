@@ -61,7 +61,7 @@ def bench_sam2(artifact: Path, backends: list[str], photo: np.ndarray, warmup: i
                                      runtime=f"{predictor.encoder.backend} ({engine} + {predictor.session.where})",
                                      encoder_ms=encoder_ms, decoder_ms=decoder_ms))
     if not rows:
-        raise VitdeployError("no runtime to time: expected --backend onnxruntime-cpu and/or openvino")
+        raise VitdeployError("no runtime to time: expected --backend onnxruntime_cpu and/or openvino")
     return rows
 
 

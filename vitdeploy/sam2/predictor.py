@@ -112,7 +112,7 @@ class Embedding:
 class Predictor:
     """SAM2 on an artifact exported with --decoder: `set_image(image)` once, then `predict(...)` per prompt.
 
-    backend: the encoder's runtime as for `vitdeploy.load` (auto, onnxruntime-cpu, openvino, ...); the decoder
+    backend: the encoder's runtime as for `vitdeploy.load` (auto, onnxruntime_cpu, openvino, ...); the decoder
     runs on OpenVINO when the encoder does (its OpenVINO engine of the same precision if built, else
     decoder.onnx), else on ONNX Runtime (CPU)."""
 

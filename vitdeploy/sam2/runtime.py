@@ -42,7 +42,7 @@ def onnxruntime_session(path: Path, threads: int | None = None) -> DecoderSessio
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(OUTPUTS, session.run(list(OUTPUTS), {name: feed[name] for name in names})))
 
-    return DecoderSession("onnxruntime-cpu", run, lambda: None, path.name)
+    return DecoderSession("onnxruntime_cpu", run, lambda: None, path.name)
 
 
 def openvino_session(path: Path, inference_precision: str = "f32", threads: int | None = None) -> DecoderSession:

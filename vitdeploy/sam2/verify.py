@@ -24,7 +24,8 @@ from vitdeploy.sam2.graph import FEATURES, decoder_path, read_decoder
 from vitdeploy.sam2.predictor import prepare_prompt
 from vitdeploy.sam2.reference import meta_predictor, meta_sam2, set_features
 from vitdeploy.sam2.runtime import onnxruntime_session
-from vitdeploy.verify import OutputCheck, VerifyReport, per_sample_max_rel_l2, per_sample_min_cosine, verify_onnx, within
+from vitdeploy.parity import OutputCheck, VerifyReport, per_sample_max_rel_l2, per_sample_min_cosine, within
+from vitdeploy.verify import verify_onnx
 
 ORIGINAL_HW = (300, 400)  # the "photo" size prompts are given in (the decoder sees them scaled to S x S)
 # (name, prompt in original pixels, whether the previous prompt's best mask is fed back)

@@ -4,10 +4,10 @@
     REPO/NAME/1/...            model.onnx (+ its external data), model.plan, or model.xml + model.bin
     REPO/NAME/vitdeploy.json   the (engine's) description, for clients; Triton reads only the above
 
-Backends: `onnxruntime` (platform `onnxruntime_onnx`, the artifact's ONNX, or with precision int8 its int8
-graph from `vitdeploy quantize`), `tensorrt` (platform
-`tensorrt_plan`, a full TensorRT engine of the artifact: it loads only on a Triton whose TensorRT is
-the version that built it, on that GPU type), `openvino` (backend `openvino`, an OpenVINO IR engine).
+Backends (a subset of vitdeploy.backends'): `onnxruntime` (platform `onnxruntime_onnx`, the artifact's
+ONNX, or with precision int8 its int8 graph, built by `vitdeploy build --backend onnxruntime --precision
+int8`), `tensorrt` (platform `tensorrt_plan`, a full TensorRT engine of the artifact: it loads only on a
+Triton whose TensorRT is the version that built it, on that GPU type), `openvino` (backend `openvino`, an OpenVINO IR engine).
 The config comes from the model's own IO (the ONNX graph, or the engine description's `io`), checked
 against the artifact description: tensors named as the pyramid, dims without the batch dimension (-1
 where dynamic), `max_batch_size` the artifact's batch max, dynamic batching and an instance group.
@@ -25,9 +25,10 @@ from google.protobuf import text_format
 
 from vitdeploy.artifact import Artifact, ArtifactDirectory, load_artifact_directory
 from vitdeploy.atomic import staged_directory
+from vitdeploy.backends import check_backend
 from vitdeploy.description import Description, EngineDescription, EngineSection, TensorIO
 from vitdeploy.engine import check_engine_files, find_engines
-from vitdeploy.engine.descriptions import check_io, onnx_io
+from vitdeploy.engine.descriptions import build_command, check_io, onnx_io
 from vitdeploy.errors import VitdeployError
 from vitdeploy.optional import require
 from vitdeploy.runners import ENGINE_PRECISIONS
@@ -56,8 +57,7 @@ def _engine(artifact: ArtifactDirectory, backend: str,
         rtx = [e.name for e in engines if e.backend == "tensorrt_rtx"]
         hint = (f"; {rtx[0]} is a TensorRT-RTX engine, which Triton's TensorRT backend does not run"
                 if backend == "tensorrt" and rtx else "")
-        how = (f"vitdeploy quantize {artifact.directory}" if backend == "onnxruntime"
-               else f"vitdeploy build {artifact.directory} --backend {backend}")
+        how = build_command(backend, precision or ENGINE_PRECISIONS[0], artifact.directory)
         raise VitdeployError(f"{artifact.name} has {what}{hint}: make one with `{how}`")
     engine = ranked[0]
     description = check_engine_files(engine)  # not check_engine: the runtime is Triton's, not this machine's
@@ -114,15 +114,14 @@ def write_repository(artifact_dir: Path, repo: Path, backend: str = "onnxruntime
                      precision: str | None = None, instances: int = 1, kind: str | None = None,
                      batch_wait_ms: float = 1.0, force: bool = False) -> Path:
     """REPO/NAME for the artifact on `backend` (see the module docstring); returns the model directory."""
-    if backend not in BACKENDS:
-        raise VitdeployError(f"unknown Triton backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    backend = check_backend(backend, BACKENDS, "Triton")
     artifact = load_artifact_directory(artifact_dir)
     name = name or artifact.name
     if not _NAME.fullmatch(name):
         raise VitdeployError(f"model name {name!r}: expected letters, digits, '_', '.' and '-' (a directory name)")
     if backend == "onnxruntime" and precision not in (None, "fp32", "int8"):
         raise VitdeployError(f"--precision {precision}: Triton's ONNX Runtime backend gets model.onnx (fp32) or the "
-                             "int8 graph of `vitdeploy quantize` (int8); other precisions need an engine")
+                             "int8 graph (int8); other precisions need an engine")
     description: Description
     engine: EngineSection | None
     if backend == "onnxruntime" and precision != "int8":

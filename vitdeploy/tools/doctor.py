@@ -141,7 +141,7 @@ def onnxruntime_fact() -> Fact:
     if isinstance(ort, str):
         return _missing("onnxruntime", ort)
     providers = available_providers()
-    problem = onnxruntime_problem(cuda=True)  # what vitdeploy.load(backend="onnxruntime-cuda") says
+    problem = onnxruntime_problem(cuda=True)  # what vitdeploy.load(backend="onnxruntime_cuda") says
     return Fact("onnxruntime", True, ort.__version__, f"providers {', '.join(providers)}",
                 problem and f"CUDA: {problem}", "ort-gpu" if "CUDAExecutionProvider" not in providers else None)
 
