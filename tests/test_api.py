@@ -15,14 +15,14 @@ from PIL import Image
 import vitdeploy.api as api
 from vitdeploy.artifact import load_artifact
 from vitdeploy.engine import Engine, find_engines
-from vitdeploy.errors import VitdeployError
+from vitdeploy.errors import VitdeployError, VitdeployWarning
 from vitdeploy.preprocess import preprocess
 from vitdeploy.runners import RUNTIMES
 
 
 @pytest.fixture(scope="module")
 def model(vit_small_artifact: Path):
-    with api.load(vit_small_artifact, backend="onnxruntime-cpu") as loaded:
+    with api.load(vit_small_artifact, backend="onnxruntime_cpu") as loaded:
         yield loaded
 
 
@@ -99,11 +99,20 @@ def test_unavailable_backend_lists_the_available_ones(vit_small_artifact: Path):
     message = str(caught.value)
     assert message.startswith("backend 'tensorrt' is not available for vit_small (tensorrt: no fp32 or fp16 tensorrt "
                               "engine in "
-                              "the artifact (make one with `vitdeploy build --backend tensorrt`)): available: ")
-    assert "onnxruntime-cpu" in message.rsplit("available: ", 1)[1] and "\n" not in message
-    with pytest.raises(VitdeployError, match=r"^unknown backend 'onnx': expected one of auto, onnxruntime, "
-                                             r"tensorrt, onnxruntime-cuda, aoti, openvino, onnxruntime-cpu$"):
+                              "the artifact (make one with `vitdeploy build --backend tensorrt --precision fp32`)): "
+                              "available: ")
+    assert "onnxruntime_cpu" in message.rsplit("available: ", 1)[1] and "\n" not in message
+    with pytest.raises(VitdeployError, match=r"^unknown runtime backend 'onnx': expected one of auto, onnxruntime, "
+                                             r"tensorrt, tensorrt_rtx, onnxruntime_cuda, aoti, openvino, "
+                                             r"onnxruntime_cpu$"):
         api.load(vit_small_artifact, backend="onnx")
+
+
+def test_a_renamed_backend_spelling_still_loads_with_a_warning(vit_small_artifact: Path):
+    with pytest.warns(VitdeployWarning, match=r"^backend 'onnxruntime-cpu' is deprecated: use 'onnxruntime_cpu'$"):
+        model = api.load(vit_small_artifact, backend="onnxruntime-cpu")
+    with model:
+        assert model.backend == "onnxruntime_cpu"
 
 
 def test_auto_skips_an_engine_that_cannot_load(vit_small_artifact: Path, tmp_path: Path):
@@ -114,12 +123,12 @@ def test_auto_skips_an_engine_that_cannot_load(vit_small_artifact: Path, tmp_pat
     os.link(vit_small_artifact / "model.onnx", copy / "model.onnx")  # a symlink out of the artifact is refused
     (copy / "model.tensorrt_rtx.fp16.engine").write_bytes(b"\0" * 16)
     (copy / "model.tensorrt_rtx.fp16.engine.json").write_text("{")
-    with pytest.raises(VitdeployError, match=r"^backend 'tensorrt' is not available for vit_small \(tensorrt: "
+    with pytest.raises(VitdeployError, match=r"^backend 'tensorrt_rtx' is not available for vit_small \(tensorrt_rtx: "
                                              r"model\.tensorrt_rtx\.fp16\.engine: .*model\.tensorrt_rtx\.fp16\."
                                              r"engine\.json is not valid JSON"):
-        api.load(copy, backend="tensorrt")
+        api.load(copy, backend="tensorrt_rtx")
     with api.load(copy) as model:
-        assert model.backend in ("onnxruntime-cuda", "onnxruntime-cpu") and model.engine is None
+        assert model.backend in ("onnxruntime_cuda", "onnxruntime_cpu") and model.engine is None
         assert set(model.infer(_images(1)[0])) == {"block2", "block5", "block8", "block11", "embedding"}
 
 
@@ -131,11 +140,12 @@ def test_engine_preference_and_precision_filter(vit_small_artifact: Path, tmp_pa
     (tmp_path / "model.tensorrt.fp16.engine").write_bytes(b"")  # no description: never considered
     artifact = load_artifact(vit_small_artifact)
     artifact = replace(artifact, directory=tmp_path)
-    assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact)] == [
-        "model.tensorrt.fp32.engine", "model.tensorrt_rtx.fp32.engine", "model.tensorrt_rtx.fp16.engine"]
+    assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact)] == ["model.tensorrt.fp32.engine"]
+    assert [p.name for p in RUNTIMES["tensorrt_rtx"].engines(artifact)] == [
+        "model.tensorrt_rtx.fp32.engine", "model.tensorrt_rtx.fp16.engine"]
     # bf16 changes the numbers: only when asked for
     assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact, "bf16")] == ["model.tensorrt.bf16.engine"]
-    assert [p.name for p in RUNTIMES["tensorrt"].engines(artifact, "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
+    assert [p.name for p in RUNTIMES["tensorrt_rtx"].engines(artifact, "fp16")] == ["model.tensorrt_rtx.fp16.engine"]
     (tmp_path / "model.tensorrt.fp32.old.engine").write_bytes(b"")
     (tmp_path / "model.tensorrt.fp32.old.engine.json").write_text("{}")  # not an engine's name: not found, refused
     assert [(e.backend, e.precision) for e in find_engines(tmp_path)] == [
@@ -143,12 +153,12 @@ def test_engine_preference_and_precision_filter(vit_small_artifact: Path, tmp_pa
     with pytest.raises(VitdeployError) as error:
         Engine.at(tmp_path / "model.tensorrt.fp32.old.engine")
     assert str(error.value) == ("model.tensorrt.fp32.old.engine is not an engine's file name: expected "
-                                "model.<backend>.<precision>.<ext> as `vitdeploy build` and `vitdeploy quantize` write it")
+                                "model.<backend>.<precision>.<ext> as `vitdeploy build` writes it")
 
 
 def test_closed_model_says_so(vit_small_artifact: Path):
     model = api.load(vit_small_artifact, backend="onnxruntime")
-    assert re.fullmatch(r"Model\(vit_small, backend=onnxruntime-(cpu|cuda), model\.onnx\)", repr(model))
+    assert re.fullmatch(r"Model\(vit_small, backend=onnxruntime_(cpu|cuda), model\.onnx\)", repr(model))
     model.close()
     model.close()  # idempotent
     with pytest.raises(VitdeployError, match="^model is closed: load the artifact again$"):

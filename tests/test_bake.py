@@ -58,8 +58,8 @@ def test_verify_compares_against_host_normalisation_at_every_size(exports):
 def test_baked_graph_equals_host_preprocessing_plus_plain_graph(exports):
     baked, plain = exports
     images = list(np.random.default_rng(3).integers(0, 256, (2, 48, 80, 3), dtype=np.uint8))
-    with api.load(baked, backend="onnxruntime-cpu") as with_pixels, \
-            api.load(plain, backend="onnxruntime-cpu") as with_floats:
+    with api.load(baked, backend="onnxruntime_cpu") as with_pixels, \
+            api.load(plain, backend="onnxruntime_cpu") as with_floats:
         batch = with_pixels.batch(images)
         assert batch.dtype == np.uint8 and batch.shape == (2, 48, 80, 3)
         np.testing.assert_array_equal(batch, np.stack(images))  # a valid size is not resized

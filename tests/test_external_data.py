@@ -57,7 +57,7 @@ def test_damaged_external_data_is_refused_on_load(external: Path, tmp_path: Path
         expected = (f"{data_path} is {len(data) - 4096} bytes, truncated: expected {len(data)} bytes (interrupted "
                     "copy?); re-export the artifact")
     with pytest.raises(VitdeployError) as error:
-        vitdeploy.load(copy, backend="onnxruntime-cpu")
+        vitdeploy.load(copy, backend="onnxruntime_cpu")
     assert str(error.value) == expected
 
 

@@ -32,7 +32,7 @@ from vitdeploy.serve.extract import ExtractOptions, ShardExtractor
 # Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
 pytestmark = requires("ray")
 
-BACKEND = "onnxruntime-cpu"
+BACKEND = "onnxruntime_cpu"
 IMAGES = 48
 
 

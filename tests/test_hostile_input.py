@@ -122,7 +122,7 @@ def test_extract_lists_special_files_without_opening_them(vit_tiny_dynamic_artif
     assert [Path(p).name for p in paths] == ["a.png", "b_pipe.png", "c_socket.png", "d_link.jpg"]
     artifact = load_artifact(vit_tiny_dynamic_artifact)
     fixed = replace(artifact.input, mode="fixed", min_hw=(64, 64), opt_hw=(64, 64), max_hw=(64, 64))
-    extractor = ShardExtractor(str(vit_tiny_dynamic_artifact), ExtractOptions(backend="onnxruntime-cpu", threads=1),
+    extractor = ShardExtractor(str(vit_tiny_dynamic_artifact), ExtractOptions(backend="onnxruntime_cpu", threads=1),
                                fixed, {"block1": [192, 4, 4]}, batch=1)
     result: list[bytes] = []
     worker = threading.Thread(target=lambda: result.append(extractor.shard(paths)), daemon=True)

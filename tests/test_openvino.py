@@ -77,7 +77,7 @@ def test_bf16_engine_verifies_with_its_own_tolerance(vit: Path):
 
 def test_load_runs_the_engine_and_matches_onnxruntime(vit: Path):
     image = np.random.default_rng(0).integers(0, 256, (70, 100, 3), dtype=np.uint8)
-    with vitdeploy.load(vit, backend="openvino") as model, vitdeploy.load(vit, backend="onnxruntime-cpu") as ort:
+    with vitdeploy.load(vit, backend="openvino") as model, vitdeploy.load(vit, backend="onnxruntime_cpu") as ort:
         assert model.backend == "openvino" and model.engine.name == "model.openvino.fp32.xml"
         got, expected = model.infer(image), ort.infer(image)
         assert list(got) == ["block0", "block1"] and got["block0"].shape == (1, 192, 64 // 16, 96 // 16)
@@ -88,7 +88,7 @@ def test_load_runs_the_engine_and_matches_onnxruntime(vit: Path):
 
 def test_auto_prefers_openvino_on_a_cpu(vit: Path):
     with vitdeploy.load(vit) as model:
-        assert model.backend == "openvino" or model.backend in ("tensorrt", "onnxruntime-cuda")
+        assert model.backend == "openvino" or model.backend in ("tensorrt", "tensorrt_rtx", "onnxruntime_cuda")
 
 
 def test_a_bf16_engine_runs_only_when_asked_for(vit: Path, tmp_path: Path):
@@ -97,7 +97,7 @@ def test_a_bf16_engine_runs_only_when_asked_for(vit: Path, tmp_path: Path):
     shutil.copytree(vit, copy, ignore=shutil.ignore_patterns("model.openvino.*"))
     build(copy, "openvino", "bf16")
     with vitdeploy.load(copy) as model:
-        assert model.backend in ("onnxruntime-cuda", "onnxruntime-cpu") and model.engine is None
+        assert model.backend in ("onnxruntime_cuda", "onnxruntime_cpu") and model.engine is None
     with pytest.raises(VitdeployError, match=r"openvino: no fp32 or fp16 openvino engine in the artifact \(it has "
                                              r"bf16: ask for it with precision\)"):
         vitdeploy.load(copy, backend="openvino")
@@ -114,12 +114,13 @@ def test_damaged_or_newer_engine_is_refused_before_compiling(vit: Path, tmp_path
         size = weights.stat().st_size
         weights.write_bytes(weights.read_bytes()[:-10])
         expected = (f"{weights} is {size - 10} bytes, truncated: expected {size} bytes (interrupted copy?); copy it "
-                    "again or rebuild it with `vitdeploy build --backend openvino`")
+                    f"again or rebuild it with `vitdeploy build {copy} --backend openvino --precision fp32`")
     elif damage == "flip":
         text = xml.read_bytes()
         xml.write_bytes(text.replace(b'version="11"', b'version="12"', 1))
         expected = (f"{xml} is corrupt: its sha256 differs from the one recorded when it was written (same size, "
-                    "changed bytes); copy it again or rebuild it with `vitdeploy build --backend openvino`")
+                    f"changed bytes); copy it again or rebuild it with `vitdeploy build {copy} --backend openvino "
+                    "--precision fp32`")
     else:
         meta = json.loads(description.read_text())
         meta["engine"]["backend_version"] = "9999.1.0"
@@ -145,8 +146,8 @@ def test_auto_load_of_a_corrupt_engine_is_an_error_not_a_fall_back(vit: Path, tm
     with pytest.raises(VitdeployError) as error:
         vitdeploy.load(copy)
     assert str(error.value) == (f"{weights} is corrupt: its sha256 differs from the one recorded when it was written "
-                                "(same size, changed bytes); copy it again or rebuild it with `vitdeploy build "
-                                "--backend openvino`")
+                                f"(same size, changed bytes); copy it again or rebuild it with `vitdeploy build {copy} "
+                                "--backend openvino --precision fp32`")
 
 
 def test_engine_load_does_not_read_the_onnx_that_onnxruntime_checks(vit: Path, tmp_path: Path):
@@ -162,7 +163,7 @@ def test_engine_load_does_not_read_the_onnx_that_onnxruntime_checks(vit: Path, t
     with vitdeploy.load(copy, backend="openvino") as damaged, vitdeploy.load(vit, backend="openvino") as intact:
         assert all(np.array_equal(a, b) for a, b in zip(damaged.infer(image).values(), intact.infer(image).values()))
     with pytest.raises(VitdeployError) as error:
-        vitdeploy.load(copy, backend="onnxruntime-cpu")
+        vitdeploy.load(copy, backend="onnxruntime_cpu")
     assert str(error.value) == (f"{onnx_path} is corrupt: its sha256 differs from the one recorded when it was "
                                 "written (same size, changed bytes); re-export the artifact")
     result = CliRunner().invoke(main, ["build", str(copy), "--backend", "openvino"])

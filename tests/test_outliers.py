@@ -22,9 +22,8 @@ from vitdeploy.engine.precision import reduced_precision_onnx
 from vitdeploy.errors import VitdeployError
 from vitdeploy.fixtures.outliers import write_fixture
 from vitdeploy.models import Weights, create_model
-from vitdeploy.quantize import quantize_artifact
 from vitdeploy.recipes import load_recipe
-from vitdeploy.smoothing import check_function
+from vitdeploy.engine.smoothing import check_function
 from vitdeploy.verify import verify_engine
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
@@ -116,9 +115,9 @@ def test_smoothing_rescues_int8_on_outlier_channels(vit_channels: Path, photos: 
 def test_an_alpha_smooths_every_input_through_layernorms_and_muls(vit_tiny_dynamic_artifact: Path, photos: Path,
                                                                   tmp_path: Path):
     artifact = _copy(vit_tiny_dynamic_artifact, tmp_path)
-    path, report = quantize_artifact(artifact, calibration=photos, samples=6, held_out=3, smooth="0.6")
+    path = build(artifact, "onnxruntime", "int8", calibration=photos, samples=6, held_out=3, smooth="0.6").path
     smoothing = description_json(path)["engine"]["quantization"]["smoothing"]
-    assert smoothing["mode"] == "alpha" and smoothing["alpha"] == 0.6 and report is not None and report.passed
+    assert smoothing["mode"] == "alpha" and smoothing["alpha"] == 0.6
     vias = [s["via"] for s in smoothing["smoothed"]]
     assert len(vias) == 2 * 4 and sum(v.endswith("_smoothquant_mul") for v in vias) == 2 * 2  # proj, fc2: explicit Mul
     graph = onnx.load(str(path)).graph
@@ -127,9 +126,10 @@ def test_an_alpha_smooths_every_input_through_layernorms_and_muls(vit_tiny_dynam
 
 def test_hiera_outlier_channels_are_found_and_smoothed(tmp_path: Path, photos: Path):
     artifact = _fixture_artifact(tmp_path, HIERA, "channels")
-    path, report = quantize_artifact(artifact, calibration=photos, samples=6, held_out=3)
-    smoothed = description_json(path)["engine"]["quantization"]["smoothing"]["smoothed"]
-    assert report is not None and report.passed and len(smoothed) == 4  # blocks 0 and 2, norm1 and norm2
+    path = build(artifact, "onnxruntime", "int8", calibration=photos, samples=6, held_out=3).path
+    quantization = description_json(path)["engine"]["quantization"]
+    smoothed = quantization["smoothing"]["smoothed"]
+    assert set(quantization["gates"]) and len(smoothed) == 4  # passed every level's gate; blocks 0 and 2, norm1 and norm2
     assert all(s["channel_ratio"] > 20 for s in smoothed)
 
 

@@ -16,7 +16,6 @@ from conftest import RECIPES, description_json, export_for_test, requires
 from vitdeploy.cli import main
 from vitdeploy.engine import Engine, build
 from vitdeploy.errors import VitdeployError
-from vitdeploy.quantize import quantize_artifact
 from vitdeploy.verify import verify_engine
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
@@ -35,11 +34,11 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path, photos: Path) -> Path:
-    """The tiny dynamic ViT with its static int8 graph, made through the CLI."""
+    """The tiny dynamic ViT with its static int8 graph, made through the CLI's int8 builder."""
     artifact = tmp_path_factory.mktemp("int8") / "vit"
     shutil.copytree(vit_tiny_dynamic_artifact, artifact)
-    result = CliRunner().invoke(main, ["quantize", str(artifact), "--calibration", str(photos), "--samples", "6",
-                                       "--held-out", "3"])
+    result = CliRunner().invoke(main, ["build", str(artifact), "--backend", "onnxruntime", "--precision", "int8",
+                                       "--calibration", str(photos), "--samples", "6", "--held-out", "3"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "held out: 3 photos, every level passed its gate (min cosine 0.99, max rel_l2 0.15)"
@@ -99,7 +98,7 @@ def test_u8_activations_run_on_cpus_but_tensorrt_refuses_them(vit_tiny_dynamic_a
                                                               tmp_path: Path):
     artifact = tmp_path / "vit"
     shutil.copytree(vit_tiny_dynamic_artifact, artifact)
-    quantize_artifact(artifact, calibration=photos, samples=6, held_out=3, activations="u8")
+    build(artifact, "onnxruntime", "int8", calibration=photos, samples=6, held_out=3, activations="u8")
     with pytest.raises(VitdeployError) as error:
         build(artifact, "tensorrt_rtx", "int8")
     assert str(error.value) == (f"{INT8} quantises activations as u8 with zero points, which TensorRT rejects: "
@@ -111,8 +110,9 @@ def test_dynamic_int8_needs_no_calibration_and_runs_in_onnxruntime_only(vit_tiny
                                                                         photos: Path, tmp_path: Path):
     artifact = tmp_path / "vit"
     shutil.copytree(vit_tiny_dynamic_artifact, artifact)
-    path, report = quantize_artifact(artifact, dynamic=True)
-    assert report is None and description_json(path)["engine"]["quantization"]["mode"] == "dynamic"
+    path = build(artifact, "onnxruntime", "int8", dynamic=True).path
+    quantization = description_json(path)["engine"]["quantization"]
+    assert quantization["mode"] == "dynamic" and quantization["gates"] == {}  # no photos: no gate ran
     with pytest.raises(VitdeployError, match=r"records no held-out photos: pass --images FOLDER"):
         verify_engine(Engine.at(path))
     assert verify_engine(Engine.at(path), images=photos).passed
@@ -132,8 +132,10 @@ def test_hiera_quantizes_and_passes_its_gates(tmp_path: Path, photos: Path, monk
     artifact = export_for_test(str(RECIPES / "hiera_abswin_dynamic.toml"), tmp_path / "hiera")
     before = sorted(p.name for p in artifact.iterdir())
     monkeypatch.chdir(tmp_path)  # symbolic shape inference fails on Hiera and dumps into the CWD
-    _, report = quantize_artifact(Path(artifact.name), calibration=photos, samples=6, held_out=3)  # relative
-    assert report.passed and {c.output for c in report.checks} == {"stride4", "stride8", "stride16", "stride32"}
+    built = build(Path(artifact.name), "onnxruntime", "int8", calibration=photos, samples=6, held_out=3)  # relative
+    gates = built.section.quantization["gates"]
+    assert set(gates) == {"stride4", "stride8", "stride16", "stride32"}
+    assert all(gate["min_cosine"] >= built.description.tolerance["int8"].min_cosine for gate in gates.values())
     assert sorted(p.name for p in artifact.iterdir()) == sorted(
         [*before, "model.onnxruntime.int8.onnx", "model.onnxruntime.int8.onnx.json"])
     assert [p.name for p in tmp_path.iterdir()] == [artifact.name]
@@ -186,3 +188,22 @@ def test_static_int8_without_photos_is_one_line(vit_tiny_dynamic_artifact: Path)
     assert result.exit_code == 1
     assert result.output == ("Error: static int8 needs calibration photos: pass --calibration FOLDER (or --dynamic, "
                              "which needs none)\n")
+
+
+def test_calibration_options_belong_to_the_int8_builder(vit_tiny_dynamic_artifact: Path, photos: Path):
+    result = CliRunner().invoke(main, ["build", str(vit_tiny_dynamic_artifact), "--backend", "openvino", "--precision",
+                                       "int8", "--calibration", str(photos)])
+    assert result.exit_code == 1
+    assert result.output == ("Error: --calibration with --backend openvino: expected --backend onnxruntime --precision "
+                             "int8, the int8 graph that the OpenVINO and TensorRT int8 engines are then built from\n")
+
+
+@requires("openvino")
+def test_an_int8_engine_without_the_int8_graph_names_the_command_that_makes_it(vit_tiny_dynamic_artifact: Path):
+    result = CliRunner().invoke(main, ["build", str(vit_tiny_dynamic_artifact), "--backend", "openvino", "--precision",
+                                       "int8"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {vit_tiny_dynamic_artifact} has no int8 graph: make it first with `vitdeploy "
+                             f"build {vit_tiny_dynamic_artifact} --backend onnxruntime --precision int8 --calibration "
+                             "FOLDER`, then build the OpenVINO int8 engine\n")
+    assert not list(vit_tiny_dynamic_artifact.glob("model.openvino.int8.*"))

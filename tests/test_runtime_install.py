@@ -69,7 +69,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def expected(artifact: Path, image: Path) -> dict[str, np.ndarray]:
-    with vitdeploy.load(artifact, backend="onnxruntime-cpu") as model:
+    with vitdeploy.load(artifact, backend="onnxruntime_cpu") as model:
         return dict(model.infer(image))
 
 
@@ -93,9 +93,9 @@ def test_the_runtime_install_has_no_torch_and_runs_the_artifact(venv: Path, arti
                                         "if u.find_spec(m)])", cwd=tmp_path)
     assert missing.stdout.strip() == "[]", missing.stderr
     want = expected(artifact, photos / "0.png")
-    onnx = run(venv, "python", "-c", INFER, str(artifact), "onnxruntime-cpu", str(photos / "0.png"),
+    onnx = run(venv, "python", "-c", INFER, str(artifact), "onnxruntime_cpu", str(photos / "0.png"),
                str(tmp_path / "ort.npz"), cwd=tmp_path)
-    assert onnx.stdout.strip() == "onnxruntime-cpu model.onnx", onnx.stderr[-3000:]
+    assert onnx.stdout.strip() == "onnxruntime_cpu model.onnx", onnx.stderr[-3000:]
     assert_same(dict(np.load(tmp_path / "ort.npz")), want)
 
     build = run(venv, "vitdeploy", "build", str(artifact), "--backend", "openvino", cwd=tmp_path)
@@ -124,7 +124,7 @@ def test_the_runtime_install_lists_recipes_and_names_the_export_extra(venv: Path
 def test_the_runtime_install_extracts(venv: Path, artifact: Path, photos: Path, tmp_path: Path):
     out = tmp_path / "features"
     extract = run(venv, "vitdeploy", "extract", str(artifact), str(photos), "-o", str(out), "--backend",
-                  "onnxruntime-cpu", "--threads", "1", "--size", "64x96", cwd=tmp_path)  # the photos' own size
+                  "onnxruntime_cpu", "--threads", "1", "--size", "64x96", cwd=tmp_path)  # the photos' own size
     assert extract.returncode == 0, extract.stderr[-3000:]
     assert extract.stdout.startswith(f"wrote {out}/: 3 images in 1 shards")
     with np.load(out / "shard-00000.npz") as shard:
@@ -144,7 +144,7 @@ def test_the_runtime_install_serves_and_its_client_reads(venv: Path, artifact: P
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([str(venv / "vitdeploy"), "serve", str(artifact), "--backend", "onnxruntime-cpu",
+    server = subprocess.Popen([str(venv / "vitdeploy"), "serve", str(artifact), "--backend", "onnxruntime_cpu",
                                "--threads", "1", "--port", str(port)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=clean_env())
     lines: list[str] = []

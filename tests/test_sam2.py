@@ -127,7 +127,7 @@ def test_position_encodings_follow_the_input_size(sam2_artifact: Path):
                 pos = outputs[f"pos_{name}"]
                 assert pos.shape == (2, 256, height // stride, width // stride) == outputs[name].shape
                 assert np.abs(pos - sine_encoding(height // stride, width // stride)).max() < 1e-5, (name, height)
-    with vitdeploy.load(sam2_artifact, backend="onnxruntime-cpu") as model:
+    with vitdeploy.load(sam2_artifact, backend="onnxruntime_cpu") as model:
         pyramid = model.infer(rng.integers(0, 256, (75, 110, 3), dtype=np.uint8))  # -> 64x96
     assert list(pyramid) == ["stride4", "stride8", "stride16", "pos_stride4", "pos_stride8", "pos_stride16"]
     assert [pyramid[name].shape for name, _ in LEVELS] == [(1, 256, 16, 24), (1, 256, 8, 12), (1, 256, 4, 6)]

@@ -93,7 +93,7 @@ def test_predictor_matches_metas_image_predictor(artifacts: dict[int, Path], siz
     meta = meta_image_predictor(artifacts[size])
     photos = [skimage.data.coffee() if size == 512 else skimage.data.astronaut()]  # 400x600 shrunk, 512x512 grown
     worst_agreement, worst_iou = 1.0, 0.0
-    with Predictor(artifacts[size], backend="onnxruntime-cpu") as ours:
+    with Predictor(artifacts[size], backend="onnxruntime_cpu") as ours:
         for photo in photos:
             with torch.no_grad():
                 meta.set_image(photo)
@@ -135,7 +135,7 @@ def test_predictor_on_openvino_matches_onnxruntime(artifacts: dict[int, Path], t
         "openvino", "fp32", [1, -1, 2])
     photo = skimage.data.chelsea()
     expected = {}
-    with Predictor(artifact, backend="onnxruntime-cpu") as onnxruntime, Predictor(artifact, backend="openvino") as ov:
+    with Predictor(artifact, backend="onnxruntime_cpu") as onnxruntime, Predictor(artifact, backend="openvino") as ov:
         assert ov.session.where == "decoder.openvino.fp32.xml"
         onnxruntime.set_image(photo)
         ov.set_image(photo)
@@ -156,7 +156,7 @@ def test_predictor_on_openvino_matches_onnxruntime(artifacts: dict[int, Path], t
                                     "--warmup", "0", "--iterations", "1"])
     assert run.exit_code == 0, run.output
     rows = run.output.splitlines()[1:]
-    assert [row.split()[2] for row in rows] == ["onnxruntime-cpu", "openvino"]
+    assert [row.split()[2] for row in rows] == ["onnxruntime_cpu", "openvino"]
     assert "(model.openvino.fp32.xml + decoder.openvino.fp32.xml)" in rows[1]
 
 
@@ -192,7 +192,7 @@ def test_verify_checks_the_decoder_graph(artifacts: dict[int, Path]):
 def test_prompt_mistakes_are_one_line(artifacts: dict[int, Path]):
     from vitdeploy.sam2 import Predictor
 
-    with Predictor(artifacts[512], backend="onnxruntime-cpu") as predictor:
+    with Predictor(artifacts[512], backend="onnxruntime_cpu") as predictor:
         with pytest.raises(VitdeployError, match=r"^no image set: call set_image\(image\) before predict$"):
             predictor.predict(point_coords=[[1, 1]], point_labels=[1])
         predictor.set_image(skimage.data.chelsea())  # 300 x 451
@@ -225,7 +225,7 @@ def test_decoder_of_another_checkpoint_is_refused(artifacts: dict[int, Path], tm
     encoder = json.loads((artifact / "vitdeploy.json").read_text())["weights"]["sha256"]
     other = json.loads((artifact / "decoder.json").read_text())
     with pytest.raises(VitdeployError) as error:
-        Predictor(artifact, backend="onnxruntime-cpu")
+        Predictor(artifact, backend="onnxruntime_cpu")
     assert str(error.value) == (
         f"{artifact}/decoder.json belongs to an image encoder with weights sha256 "
         f"{other['encoder_weights_sha256'][:12]}.. (from {other['checkpoint']}), but this artifact's encoder has "
@@ -268,7 +268,7 @@ def test_served_sam2_route_gives_the_predictors_masks(artifacts: dict[int, Path]
     Image.fromarray(photo).save(png, format="PNG")
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "vitdeploy.cli", "serve", str(artifacts[512]), "--backend",
-                                "onnxruntime-cpu", "--threads", "1", "--port", str(port)], stdout=subprocess.PIPE,
+                                "onnxruntime_cpu", "--threads", "1", "--port", str(port)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert process.stdout is not None
@@ -280,7 +280,7 @@ def test_served_sam2_route_gives_the_predictors_masks(artifacts: dict[int, Path]
         status, body = post(port, png.getvalue(), "image/png", "/v1/sam2?point=200,150&point=300,200,0")
         assert status == 200, body
         arrays, meta = wire.decode(body)
-        with Predictor(artifacts[512], backend="onnxruntime-cpu") as predictor:
+        with Predictor(artifacts[512], backend="onnxruntime_cpu") as predictor:
             predictor.set_image(photo)
             masks, scores, _ = predictor.predict(point_coords=[[200, 150], [300, 200]], point_labels=[1, 0])
             box_masks, box_scores, _ = predictor.predict(box=[50, 40, 300, 280], multimask_output=False)

@@ -37,7 +37,7 @@ from vitdeploy.serve.batching import serving_batch
 # Not importorskip: Ray must not be imported before vitdeploy.serve.cluster sets its single-machine mode.
 pytestmark = requires("ray")
 
-BACKEND = "onnxruntime-cpu"
+BACKEND = "onnxruntime_cpu"
 START_TIMEOUT_S = 120
 
 

@@ -99,10 +99,12 @@ def test_openvino_repository_matches_the_ir(vit_tiny_dynamic_artifact: Path, tmp
 
 
 def test_int8_graph_for_onnxruntime(vit_tiny_dynamic_artifact: Path, tmp_path: Path):
-    """`--precision int8`: the artifact's int8 graph (`vitdeploy quantize`) as the ONNX Runtime model."""
+    """`--precision int8`: the artifact's int8 graph (`vitdeploy build --backend onnxruntime`) as the ONNX Runtime
+    model."""
     artifact_dir = tmp_path / "vit"
     shutil.copytree(vit_tiny_dynamic_artifact, artifact_dir)
-    result = CliRunner().invoke(main, ["quantize", str(artifact_dir), "--dynamic"])
+    result = CliRunner().invoke(main, ["build", str(artifact_dir), "--backend", "onnxruntime", "--precision", "int8",
+                                       "--dynamic"])
     assert result.exit_code == 0, result.output
     int8 = artifact_dir / "model.onnxruntime.int8.onnx"
     write(str(artifact_dir), "-o", str(tmp_path / "repo"), "--precision", "int8")
@@ -148,7 +150,8 @@ def test_tensorrt_plan_from_the_engine_description(vit_tiny_dynamic_artifact: Pa
                                        "tensorrt"])
     assert result.exit_code == 1 and result.output == (
         f"Error: {plan} is corrupt: its sha256 differs from the one recorded when it was written (same size, changed "
-        "bytes); copy it again or rebuild it with `vitdeploy build --backend tensorrt`\n")
+        f"bytes); copy it again or rebuild it with `vitdeploy build {plan.parent} --backend tensorrt --precision "
+        f"{engine.Engine.at(plan).precision}`\n")
 
 
 def test_mistakes_are_one_line(vit_tiny_dynamic_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -159,15 +162,15 @@ def test_mistakes_are_one_line(vit_tiny_dynamic_artifact: Path, tmp_path: Path, 
     cases = [
         (["--backend", "tensorrt"], f"Error: vit has no tensorrt engine; model.tensorrt_rtx.fp16.engine is a "
                                     f"TensorRT-RTX engine, which Triton's TensorRT backend does not run: make one "
-                                    f"with `vitdeploy build {artifact_dir} --backend tensorrt`"),
+                                    f"with `vitdeploy build {artifact_dir} --backend tensorrt --precision fp32`"),
         (["--backend", "openvino"], f"Error: vit has no openvino engine: make one with `vitdeploy build {artifact_dir} "
-                                    "--backend openvino`"),
+                                    "--backend openvino --precision fp32`"),
         (["--kind", "cpu", "--backend", "tensorrt", "--precision", "bf16"], "Error: vit has no bf16 tensorrt engine"),
         (["--name", "a/b"], "Error: model name 'a/b': expected letters, digits, '_', '.' and '-' (a directory name)"),
         (["--precision", "fp16"], "Error: --precision fp16: Triton's ONNX Runtime backend gets model.onnx (fp32) or "
-                                  "the int8 graph of `vitdeploy quantize` (int8); other precisions need an engine"),
-        (["--precision", "int8"], f"Error: vit has no int8 onnxruntime engine: make one with `vitdeploy quantize "
-                                  f"{artifact_dir}`"),
+                                  "the int8 graph (int8); other precisions need an engine"),
+        (["--precision", "int8"], f"Error: vit has no int8 onnxruntime engine: make one with `vitdeploy build "
+                                  f"{artifact_dir} --backend onnxruntime --precision int8 --calibration FOLDER`"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(main, ["triton", str(artifact_dir), "-o", str(repo), *args])
