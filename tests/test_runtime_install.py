@@ -115,7 +115,8 @@ def test_the_runtime_install_lists_recipes_and_names_the_export_extra(venv: Path
     torch_line = next(line for line in doctor.stdout.splitlines() if line.startswith("torch "))
     assert "missing: not installed: pip install 'vitdeploy[export]'" in torch_line
     for command in (["export", "vit_small"], ["verify", str(tmp_path)], ["bench", "vit_small"],
-                    ["list", "--pyramids"]):
+                    ["list", "--pyramids"], ["quantize", str(tmp_path), "--dynamic"],
+                    ["build", str(tmp_path), "--backend", "onnxruntime", "--precision", "int8", "--dynamic"]):
         refused = run(venv, "vitdeploy", *command, cwd=tmp_path)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
         assert refused.stderr.strip() == "Error: torch is not installed: pip install 'vitdeploy[export]'", command
