@@ -240,8 +240,8 @@ def test_truncated_corrupt_and_missing_description(fixed_engine: Path, tmp_path:
     with pytest.raises(VitdeployError) as error:
         check_engine(Engine.at(engine))
     assert str(error.value) == (f"{engine} is {len(data) - 100} bytes, truncated: expected {len(data)} bytes "
-                                f"(interrupted copy?); copy it again or rebuild it with `vitdeploy build {engine.parent} "
-                                f"--backend tensorrt_rtx --precision {Engine.at(engine).precision}`")
+                                "(interrupted copy?); copy it again or rebuild it with `vitdeploy build "
+                                f"{engine.parent} --backend tensorrt_rtx --precision {Engine.at(engine).precision}`")
     engine.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
     with pytest.raises(VitdeployError, match="is corrupt: its sha256 differs"):
         check_engine(Engine.at(engine))

@@ -245,7 +245,7 @@ class EngineSection:
     compute_capability: str | None = None  # TensorRT, AOTInductor: the GPU it was built for; None: portable (RTX)
     fp32_ops: tuple[str, ...] = ()  # TensorRT: ONNX op types kept in float32 at fp16/bf16
     inference_precision: str | None = None  # OpenVINO: the CPU plugin's INFERENCE_PRECISION_HINT
-    quantization: dict[str, Any] | None = None  # int8: how it was quantised and what it measured (engine/onnxruntime.py)
+    quantization: dict[str, Any] | None = None  # int8: how it was quantised, what it measured (engine/onnxruntime.py)
     kept_fp32: dict[str, Any] | None = None  # fp16/bf16: nodes kept fp32 for their range (engine/precision.py)
     cpu_capability: str | None = None  # AOTInductor on a CPU: the instruction set its code is for (AVX512+AMX)
 

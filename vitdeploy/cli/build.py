@@ -69,8 +69,8 @@ def echo_gates(built: Engine) -> None:
     if not quantization.get("gates"):
         return  # dynamic int8 quantised without photos: no gate ran
     tolerance = built.description.tolerance["int8"]
-    click.echo(f"held out: {len(quantization['held_out'])} photos, every level passed its gate (min cosine {tolerance.min_cosine}, "
-               f"max rel_l2 {tolerance.max_rel})")
+    click.echo(f"held out: {len(quantization['held_out'])} photos, every level passed its gate (min cosine "
+               f"{tolerance.min_cosine}, max rel_l2 {tolerance.max_rel})")
     click.echo(f"{'level':<12} {'min cosine':>10} {'max rel_l2':>10}")
     for output, gate in quantization["gates"].items():
         click.echo(f"{output:<12} {gate['min_cosine']:>10.6f} {gate['max_rel_l2']:>10.4f}")

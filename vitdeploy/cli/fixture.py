@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from vitdeploy.cli.options import seed_option
+
 KINDS = ("channels", "massive")  # vitdeploy.fixtures.outliers.KINDS, which imports torch: not at --help
 
 
@@ -15,7 +17,7 @@ KINDS = ("channels", "massive")  # vitdeploy.fixtures.outliers.KINDS, which impo
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(KINDS), required=True,
               help="channels: outlier LayerNorm channels, same function; massive: residual channels at --magnitude.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the plain random weights.")
+@seed_option(help="Seed of the plain random weights.")
 @click.option("--factor", type=float, default=40.0, show_default=True, help="channels: outliers vs the rest.")
 @click.option("--magnitude", type=float, default=5e3, show_default=True, help="massive: added to the residual.")
 def fixture(recipe: str, out: Path, kind: str, seed: int, factor: float, magnitude: float) -> None:

@@ -91,8 +91,10 @@ def calibration_options(function: F) -> F:
 
 
 def precision_option(default: str | None = None, help: str = "The engine precision [default: fp32, else fp16; "
-                                                             "bf16 and int8 only when asked for].") -> Callable[[F], F]:
-    return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
+                                                             "bf16 and int8 only when asked for].",
+                     choices: Sequence[str] = PRECISIONS) -> Callable[[F], F]:
+    """`--precision`: one of the artifact format's precisions, or the subset a command takes (`choices`)."""
+    return click.option("--precision", type=click.Choice(choices), default=default,
                         show_default=default is not None, help=help)
 
 

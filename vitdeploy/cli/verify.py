@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.cli.options import batch_sizes_option, seed_option
+from vitdeploy.cli.options import batch_sizes_option, precision_option, seed_option
 
 
 @click.command()
@@ -18,9 +18,9 @@ from vitdeploy.cli.options import batch_sizes_option, seed_option
 @click.option("--cuda", is_flag=True, help="Run ONNX Runtime with the CUDA provider (vitdeploy[ort-gpu]).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="int8: photos not used for calibration to judge it on [default: those held out by quantize].")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
-              help="fp16/bf16: the reduced-precision graph TensorRT builds from, run by ONNX Runtime on the CPU, "
-                   "at the recipe's fp16/bf16 tolerance.")
+@precision_option(default="fp32", choices=("fp32", "fp16", "bf16"),
+                  help="fp16/bf16: the reduced-precision graph TensorRT builds from, run by ONNX Runtime on the CPU, "
+                       "at the recipe's fp16/bf16 tolerance.")
 def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool,
            images: Path | None, precision: str) -> None:
     """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with

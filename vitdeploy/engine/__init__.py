@@ -29,8 +29,9 @@ from vitdeploy.sam2.graph import DECODER_DESCRIPTION
 BUILDERS: dict[str, Builder] = {**tensorrt.BUILDERS, **openvino.BUILDERS, **onnxruntime.BUILDERS, **aoti.BUILDERS}
 BUILD_CHOICES = ("auto", *BUILDERS)  # what `vitdeploy build --backend` takes; auto: tensorrt.auto_flavour
 
-__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "build_command", "builder", "check_engine", "check_engine_files",
-           "describe_engine", "engine_description_path", "engine_profile", "find_engines", "read_engine_description"]
+__all__ = ["BUILDERS", "BUILD_CHOICES", "Engine", "build", "build_command", "builder", "check_engine",
+           "check_engine_files", "describe_engine", "engine_description_path", "engine_profile", "find_engines",
+           "read_engine_description"]
 
 
 def builder(backend: str) -> Builder:

@@ -60,7 +60,8 @@ def int8_source(artifact: ArtifactDirectory, builder: str, symmetric: bool) -> E
     path = artifact.directory / INT8_FILE
     if not path.is_file():
         raise VitdeployError(f"{artifact.directory} has no int8 graph: make it first with "
-                             f"`{build_command(BACKEND, 'int8', artifact.directory)}`, then build the {builder} int8 engine")
+                             f"`{build_command(BACKEND, 'int8', artifact.directory)}`, then build the {builder} int8 "
+                             "engine")
     int8 = Engine.at(path)
     engine = int8.section
     check_files(path.parent, engine.files, "quantize the artifact again")

@@ -1,12 +1,12 @@
 """The runtimes `vitdeploy.load`, `verify` and `bench` run an artifact on, each with why it cannot run here.
 
-A runtime either runs the artifact's ONNX file (ONNX Runtime) or the engines its builder of the same
-name built into the artifact (vitdeploy.backends names both). `auto` tries them by `auto_rank`: the GPU
-runtimes TensorRT, TensorRT-RTX and ONNX Runtime CUDA first, then AOTInductor (its engine is for the device it was built on), OpenVINO, and
-ONNX Runtime on the CPU: on a CPU this is the order of the isolated measurement (docs/benchmark.md:
-torch.compile'd code, which an AOTInductor package is, ahead of OpenVINO, ahead of ONNX Runtime at the
-same precision). Adding a runtime is one runner module
-plus its engine builder (vitdeploy.engine), and its entry here.
+A runtime either runs the artifact's ONNX file (ONNX Runtime) or the engines its builder of the same name
+built into the artifact (vitdeploy.backends names both). `auto` tries them by `auto_rank`: the GPU runtimes
+TensorRT, TensorRT-RTX and ONNX Runtime CUDA first, then AOTInductor (its engine is for the device it was
+built on), OpenVINO, and ONNX Runtime on the CPU: on a CPU this is the order of the isolated measurement
+(docs/benchmark.md: torch.compile'd code, which an AOTInductor package is, ahead of OpenVINO, ahead of ONNX
+Runtime at the same precision). Adding a runtime is one runner module plus its engine builder
+(vitdeploy.engine), its entry here and its name in vitdeploy.backends.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from vitdeploy.artifact import Artifact
 from vitdeploy.backends import check_backend
 from vitdeploy.description import Description
-from vitdeploy.engine import Engine, build_command, check_engine, find_engines
+from vitdeploy.engine import Engine, build_command, builder, check_engine, find_engines
 from vitdeploy.errors import VitdeployError
 from vitdeploy.tools.hardware import gpu_present
 from vitdeploy.optional import is_installed, missing
@@ -74,8 +74,11 @@ class Runtime:
             others = sorted({engine.precision for engine in found if engine.backend in self.engine_backends})
             if others:
                 return None, f"{what} in the artifact (it has {', '.join(others)}: ask for it with precision)"
-            make = build_command(self.engine_backends[0], precision or ("int8" if self.onnx_problem else "fp32"))
-            return None, f"{what} in the artifact (make one with `{make}`)"
+            maker = builder(self.engine_backends[0])
+            wanted = precision or ENGINE_PRECISIONS[0]
+            if wanted not in maker.precisions:
+                return None, f"{what}: {maker.label} builds {', '.join(maker.precisions)} only"
+            return None, f"{what} in the artifact (make one with `{build_command(self.engine_backends[0], wanted)}`)"
         reasons = []
         for engine in engines:
             problem = engine_problem(artifact, engine)

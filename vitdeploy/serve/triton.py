@@ -7,7 +7,8 @@
 Backends (a subset of vitdeploy.backends'): `onnxruntime` (platform `onnxruntime_onnx`, the artifact's
 ONNX, or with precision int8 its int8 graph, built by `vitdeploy build --backend onnxruntime --precision
 int8`), `tensorrt` (platform `tensorrt_plan`, a full TensorRT engine of the artifact: it loads only on a
-Triton whose TensorRT is the version that built it, on that GPU type), `openvino` (backend `openvino`, an OpenVINO IR engine).
+Triton whose TensorRT is the version that built it, on that GPU type), `openvino` (backend `openvino`, an
+OpenVINO IR engine).
 The config comes from the model's own IO (the ONNX graph, or the engine description's `io`), checked
 against the artifact description: tensors named as the pyramid, dims without the batch dimension (-1
 where dynamic), `max_batch_size` the artifact's batch max, dynamic batching and an instance group.
