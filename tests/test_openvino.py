@@ -86,6 +86,20 @@ def test_load_runs_the_engine_and_matches_onnxruntime(vit: Path):
             model.infer(np.zeros((5, 3, 64, 64), np.float32))
 
 
+def test_the_first_shapes_compile_static_and_the_rest_share_a_dynamic_compile(vit: Path):
+    """Static shapes are faster (the runner's docstring); past STATIC_SHAPES one dynamic compile serves the rest."""
+    feeds = [np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+             for shape in ((2, 3, 64, 64), (1, 3, 32, 48), (3, 3, 96, 64), (1, 3, 128, 96))]
+    with OpenVINORunner(Engine.at(vit / "model.openvino.fp32.xml")) as runner, \
+            vitdeploy.load(vit, backend="onnxruntime-cpu") as ort:
+        for feed in feeds:
+            got, expected = runner.infer({"image": feed}), ort.run(feed)
+            assert max(float(np.abs(got[k] - expected[k]).max()) for k in got) < 1e-5
+        compiled = {shape: str(request.get_compiled_model().inputs[0].get_partial_shape())
+                    for shape, request in runner._requests.items()}
+    assert compiled == {(1, 3, 64, 64): "[1,3,64,64]", (2, 3, 64, 64): "[2,3,64,64]", None: "[?,3,?,?]"}
+
+
 def test_auto_prefers_openvino_on_a_cpu(vit: Path):
     with vitdeploy.load(vit) as model:
         assert model.backend == "openvino" or model.backend in ("tensorrt", "tensorrt_rtx", "onnxruntime_cuda")

@@ -81,7 +81,7 @@ def test_one_graph_runs_in_onnxruntime_openvino_and_builds_in_tensorrt_rtx(vit: 
     assert report.passed and report.precision == "int8" and len(report.checks) == 3 * 2
     pytest.importorskip("openvino")
     xml = build(vit, "openvino", "int8")
-    assert description_json(xml.path)["engine"]["inference_precision"] == "f32"  # float parts stay f32
+    assert description_json(xml.path)["engine"]["inference_precision"] == "bf16"  # float parts in bf16
     assert verify_engine(xml).passed
     with vitdeploy.load(vit, precision="int8") as model:
         assert model.backend == "openvino" and model.engine == xml
