@@ -215,3 +215,16 @@ def test_a_quiet_isolated_run_is_publishable_as_markdown(tmp_path: Path):
     loaded = BenchResult(**{**result.__dict__, "other_load_before": 0.5})
     with pytest.raises(VitdeployError, match="other processes kept 0.50 CPUs busy before the run"):
         check_publishable(loaded)
+
+
+def test_precision_keeps_only_that_precisions_engines(aoti_engine: Path):
+    """`--precision int8` times int8 engines only: the fp32 AOTInductor package and ONNX Runtime's fp32 graph drop."""
+    from vitdeploy.runners.candidates import engine_specs
+
+    artifact = load_artifact(aoti_engine.parent)
+    assert [spec.path for spec in engine_specs(artifact, "cpu", ("fp32",))[0]] == [aoti_engine]
+    assert engine_specs(artifact, "cpu", ("int8",))[0] == []
+    options = BenchOptions(batch_sizes=(1,), warmup=1, iterations=1, rounds=1, device="cpu", isolated=False,
+                           precisions=("int8",))
+    result = run_bench(artifact, options, verbose=False)
+    assert [row.backend for row in result.rows] == ["torch"]  # the reference, always

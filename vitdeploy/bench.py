@@ -67,6 +67,7 @@ class BenchOptions:
     ort_optimized: bool = False
     onnxruntime: bool = True  # False: eager and the artifact's engines only (e.g. a torch.compile-only run)
     engines: bool = True
+    precisions: tuple[str, ...] = ()  # engines (and ONNX Runtime's fp32 model.onnx) of these precisions only; empty: all
     seed: int = 0
     isolated: bool = True  # each runner in a process of its own
     max_load: float = DEFAULT_MAX_LOAD  # CPUs other processes may keep busy, before or during, on average
@@ -191,7 +192,7 @@ def _specs(artifact: Artifact, options: BenchOptions, workdir: Path, result: Ben
             result.skipped["torchao int8"] = str(missing("torchao"))
         else:
             specs.append(RunnerSpec("torch", device, int8=True))
-    if options.onnxruntime:
+    if options.onnxruntime and (not options.precisions or "fp32" in options.precisions):
         problem = onnxruntime_problem(cuda=device == "cuda")
         if problem:
             result.skipped["onnxruntime"] = problem
@@ -202,7 +203,7 @@ def _specs(artifact: Artifact, options: BenchOptions, workdir: Path, result: Ben
                 path, result.notes["ort_optimizer_fused"] = optimized_onnx(artifact, workdir, device == "cuda")
                 specs.append(RunnerSpec("onnx", device, path=path, name="onnxruntime-optimized"))
     if options.engines:
-        engines, skipped = engine_specs(artifact, device)
+        engines, skipped = engine_specs(artifact, device, options.precisions)
         specs += engines
         result.skipped.update(skipped)
     return specs

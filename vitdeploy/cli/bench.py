@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitdeploy.cli.options import SizeList, batch_sizes_option, seed_option, threads_option
+from vitdeploy.cli.options import SizeList, batch_sizes_option, precision_option, seed_option, threads_option
 from vitdeploy.errors import VitdeployError
 from vitdeploy.machine_load import DEFAULT_MAX_LOAD
 from vitdeploy.runners.candidates import COMPILE_PRECISIONS
@@ -40,6 +40,8 @@ from vitdeploy.runners.candidates import COMPILE_PRECISIONS
 @click.option("--ort-optimized", is_flag=True,
               help="Also time the graph after onnxruntime.transformers' optimiser (model_type vit).")
 @click.option("--no-engines", is_flag=True, help="Skip the artifact's engines (TensorRT, OpenVINO, AOTInductor).")
+@precision_option(multiple=True, help="Time only the artifact's engines (and ONNX Runtime on model.onnx, fp32) of this "
+                                      "precision (repeatable) [default: all]; eager fp32 is always timed, the reference.")
 @seed_option()
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
@@ -50,7 +52,7 @@ from vitdeploy.runners.candidates import COMPILE_PRECISIONS
 def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
           iterations: int, rounds: int, threads: int | None, device: str, isolated: bool, max_load: float,
           peers: bool, autocast: tuple[str, ...], compile_: tuple[str, ...], torchao: bool, ort_optimized: bool,
-          no_engines: bool, seed: int, json_path: Path | None, csv_path: Path | None, plot_path: Path | None,
+          no_engines: bool, precisions: tuple[str, ...], seed: int, json_path: Path | None, csv_path: Path | None, plot_path: Path | None,
           publish_path: Path | None) -> None:
     """Time TARGET on eager PyTorch, ONNX Runtime, its engines and (asked for) torch peers, on the same inputs,
     each in a process of its own unless --in-process.
@@ -73,7 +75,7 @@ def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int
         device = "cuda" if torch.cuda.is_available() else "cpu"
     options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations,
                            rounds=rounds, threads=threads, device=device, autocast=autocast, compile=compile_,
-                           torchao=torchao, ort_optimized=ort_optimized, engines=not no_engines, seed=seed,
+                           torchao=torchao, ort_optimized=ort_optimized, engines=not no_engines, precisions=precisions, seed=seed,
                            isolated=isolated, max_load=max_load)
     with artifact_or_recipe(target) as artifact:
         result = run_bench(artifact, options.with_peers() if peers else options)

@@ -92,10 +92,12 @@ def calibration_options(function: F) -> F:
 
 def precision_option(default: str | None = None, help: str = "The engine precision [default: fp32, else fp16; "
                                                              "bf16 and int8 only when asked for].",
-                     choices: Sequence[str] = PRECISIONS) -> Callable[[F], F]:
-    """`--precision`: one of the artifact format's precisions, or the subset a command takes (`choices`)."""
-    return click.option("--precision", type=click.Choice(choices), default=default,
-                        show_default=default is not None, help=help)
+                     choices: Sequence[str] = PRECISIONS, multiple: bool = False) -> Callable[[F], F]:
+    """`--precision`: one of the artifact format's precisions, or the subset a command takes (`choices`);
+    `multiple`: repeatable, passed as `precisions`."""
+    return click.option("--precision", "precisions" if multiple else "precision", type=click.Choice(choices),
+                        default=() if multiple else default, show_default=default is not None, multiple=multiple,
+                        help=help)
 
 
 def threads_option(help: str) -> Callable[[F], F]:

@@ -56,11 +56,14 @@ def onnxruntime_name(device: str) -> str:
     return "onnxruntime_cuda" if device == "cuda" else "onnxruntime_cpu"
 
 
-def engine_specs(artifact: Artifact, device: str) -> tuple[list[RunnerSpec], dict[str, str]]:
-    """A spec for every engine in the artifact that runs on `device` here, fp32 first; and for each other
-    engine why not."""
+def engine_specs(artifact: Artifact, device: str,
+                 precisions: tuple[str, ...] = ()) -> tuple[list[RunnerSpec], dict[str, str]]:
+    """A spec for every engine in the artifact (of `precisions`, if given) that runs on `device` here, fp32
+    first; and for each other engine why not."""
     found, skipped = [], {}
     for engine in find_engines(artifact.directory):
+        if precisions and engine.precision not in precisions:
+            continue
         runs_on = engine.section.device.lower()
         problem = (f"{engine.backend} engines run on {'a GPU' if runs_on == 'cuda' else 'the CPU'} (--device "
                    f"{runs_on})" if runs_on != device else engine_problem(artifact, engine))
