@@ -2,6 +2,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from vitdeploy.artifact import Artifact, load_artifact
 from vitdeploy.cli import main
 from vitdeploy.description import Tolerance
 from vitdeploy.tools.doctor import environment
-from vitdeploy.parity import VerifyReport, verification_sizes
+from vitdeploy.parity import VerifyReport, scaled_tolerance, verification_sizes
 from vitdeploy.verify import verify_onnx
 
 
@@ -39,6 +40,15 @@ def test_a_tight_tolerance_fails_the_check(vit_small_artifact: Path):
     tight = replace(artifact.description, tolerance={**artifact.description.tolerance, "fp32": Tolerance(1e-12, 0.99999)})
     report = verify_onnx(Artifact(artifact.onnx_path, tight, None), batch_sizes=[1])  # None: no report written
     assert not report.passed and not any(c.passed for c in report.checks)
+    assert all(0 < c.max_abs < 1 for c in report.checks)  # a failed check reports its error (polygraphy's is falsy)
+
+
+def test_the_absolute_bound_scales_with_outputs_above_one():
+    """inception_v3 with random weights: stride32 outputs near 3e10 matched to rel_l2 1.6e-6 failed 1e-4 absolute."""
+    fp32 = Tolerance(1e-4, 0.99999)
+    assert scaled_tolerance(fp32, np.array([0.5, -0.9])) == fp32
+    assert scaled_tolerance(fp32, np.array([3.0, -2e4])).max_abs == 2.0
+    assert scaled_tolerance(Tolerance(None, 0.99, 0.15), np.array([1e6])).max_abs is None
 
 
 def test_dynamic_sizes_cover_range_corners(vit_tiny_dynamic_artifact: Path):
