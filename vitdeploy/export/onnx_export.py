@@ -124,23 +124,27 @@ def build_export_model(recipe: Recipe, options: ExportOptions) -> tuple[torch.nn
     return wrapped, description
 
 
-def _example(spec: InputSpec, batch: int = EXAMPLE_BATCH) -> torch.Tensor:
-    height, width = spec.opt_hw
+def _example(spec: InputSpec, batch: int = EXAMPLE_BATCH, hw: tuple[int, int] | None = None) -> torch.Tensor:
+    height, width = hw or spec.opt_hw
     if spec.normalised_in_graph:
         return torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8)
     return torch.randn(batch, 3, height, width)
 
 
 def _check_runs(module: torch.nn.Module, description: Description) -> None:
-    """One eager forward at the export size, so a size the model cannot take is one line, not an exporter trace."""
-    height, width = description.input.opt_hw
-    try:
-        with torch.no_grad():
-            module(_example(description.input, 1))
-    except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise VitdeployError(f"{description.timm_name} does not run at {height}x{width} in eager timm ({reason}): "
-                             "expected a --size it takes, e.g. its pretrained size") from None
+    """One eager forward at the export size (and a dynamic range's min and max), so a size the model cannot take
+    is one line, not an exporter trace nor a dynamic-size probe that blames the graph for the model's own limit."""
+    spec = description.input
+    for height, width in dict.fromkeys([spec.opt_hw, *((spec.min_hw, spec.max_hw) if spec.dynamic else ())]):
+        try:
+            with torch.no_grad():
+                module(_example(spec, 1, (height, width)))
+        except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            where = "" if (height, width) == spec.opt_hw else ", its dynamic range's " + \
+                ("min" if (height, width) == spec.min_hw else "max")
+            raise VitdeployError(f"{description.timm_name} does not run at {height}x{width}{where} in eager timm "
+                                 f"({reason}): expected a --size it takes, e.g. its pretrained size") from None
 
 
 def _name_dimensions(graph: Any, description: Description) -> None:

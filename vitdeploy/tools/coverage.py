@@ -202,7 +202,11 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
         return result
     result.max_abs = max(check.max_abs for check in report.checks)
     sizes = len({tuple(check.input_shape[2:]) for check in report.checks})
+    bound = recipe.tolerance["fp32"].max_abs
+    scaled = bound is not None and any(check.tol_max_abs != bound for check in report.checks)
+    rel_l2 = max(check.max_rel_l2 for check in report.checks)
     result.parity = (f"{'pass' if report.passed else 'FAIL'} {result.max_abs:.1e}"
+                     + (f" (bound scaled to the outputs' magnitude; rel L2 {rel_l2:.1e})" if scaled else "")
                      + (f" ({sizes} sizes)" if sizes > 1 else ""))
     if not is_installed(ENGINE_BACKEND):  # not a failure of the recipe
         result.engine = f"not run: {missing(ENGINE_BACKEND)}"
@@ -228,7 +232,7 @@ def try_mode(recipe: Recipe, mode: str, directory: Path, gpu: str | None, note: 
 def measure_timm(timm_name: str, small: bool, work: Path, gpu: str | None, modes: tuple[str, ...],
                  note: Callable[[str], None] = lambda message: None) -> RecipeResult:
     """A timm model by name, without a recipe: fixed at the first of SWEEP_SIZES it runs at (with --small), then
-    dynamic over 0.5x..1.5x of that size where the fixed export passed."""
+    dynamic over 0.5x..1.5x of that size (1x..1.5x when a smaller one did not run) where the fixed export passed."""
     try:
         recipe = timm_variant(timm_name, small)
     except VitdeployError as exc:
@@ -246,6 +250,8 @@ def measure_timm(timm_name: str, small: bool, work: Path, gpu: str | None, modes
     result.modes["fixed"] = outcome
     if "dynamic" in modes and outcome.parity.startswith("pass"):
         dynamic = recipe_from_timm(timm_name, recipe.timm_kwargs, recipe.input.size, dynamic=True)
+        if size not in (None, SWEEP_SIZES[0]):  # the smaller sizes did not run, so the range starts at the export size
+            dynamic = replace(dynamic, input=replace(dynamic.input, min=dynamic.input.size))
         result.tested_at = _tested_at(dynamic, family, small)
         result.modes["dynamic"] = try_mode(dynamic, "dynamic", work / "dynamic", gpu, note)
     return result
