@@ -69,7 +69,8 @@ def test_list_timm_names_the_family_without_building_weights():
                                           "padded input size per channel: (2 x 2)."),
     # the range's min, not the graph: the dynamic-size probe blamed the graph for it ("does not export dynamic")
     (["inception_v3", "--dynamic", "--size", "96x96"], "Error: inception_v3 does not run at 64x64, its dynamic "
-                                                       "range's min in eager timm (Calculated padded input size"),
+                                                       "range's min, in eager timm (Calculated padded input "
+                                                       "size"),
 ])
 def test_user_mistakes_with_timm_names_are_one_line(args: list[str], message: str, tmp_path: Path):
     code, output = run("export", *args, "-o", str(tmp_path / "a"))

@@ -141,10 +141,13 @@ def _check_runs(module: torch.nn.Module, description: Description) -> None:
                 module(_example(spec, 1, (height, width)))
         except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            where = "" if (height, width) == spec.opt_hw else ", its dynamic range's " + \
-                ("min" if (height, width) == spec.min_hw else "max")
+            if (height, width) == spec.opt_hw:
+                where, expected = "", "a --size it takes, e.g. its pretrained size"
+            else:
+                where = f", its dynamic range's {'min' if (height, width) == spec.min_hw else 'max'},"
+                expected = "a range it takes: a larger --size, or export it --fixed"
             raise VitdeployError(f"{description.timm_name} does not run at {height}x{width}{where} in eager timm "
-                                 f"({reason}): expected a --size it takes, e.g. its pretrained size") from None
+                                 f"({reason}): expected {expected}") from None
 
 
 def _name_dimensions(graph: Any, description: Description) -> None:
