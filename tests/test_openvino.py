@@ -70,7 +70,8 @@ def test_bf16_engine_verifies_with_its_own_tolerance(vit: Path):
     engine = build(vit, "openvino", "bf16")
     report = verify_engine(engine, batch_sizes=[2])
     xml = engine.path
-    assert report.passed and report.precision == "bf16" and report.checks[0].tol_max_abs == 0.1
+    # bf16's bound, 0.1 (scaled by an output's magnitude above 1), not fp32's 1e-4
+    assert report.passed and report.precision == "bf16" and all(c.tol_max_abs >= 0.1 for c in report.checks)
     assert 1e-4 < max(check.max_abs for check in report.checks) < 0.1  # really bf16, not f32
     assert json.loads(xml.with_name(xml.name + ".json").read_text())["engine"]["inference_precision"] == "bf16"
 
