@@ -35,14 +35,16 @@ def test_description_records_what_the_package_needs(aoti_engine: Path):
     assert engine.io["image"].shape == (-1, 3, -1, -1) and engine.io["block0"].shape == (-1, 192, -1, -1)
 
 
-def test_load_runs_dynamic_sizes_and_auto_picks_it_on_a_cpu(aoti_engine: Path):
+def test_load_runs_dynamic_sizes_and_auto_puts_a_cpu_package_last(aoti_engine: Path):
     with vitdeploy.load(aoti_engine.parent, backend="aoti") as model:
         pyramid = model.infer(np.random.default_rng(0).random((3, 3, 64, 96), dtype=np.float32))
-        assert model.backend == "aoti" and {k: v.shape for k, v in pyramid.items()} == {
+        assert model.backend == "aoti_cpu" and {k: v.shape for k, v in pyramid.items()} == {
             "block0": (3, 192, 4, 6), "block1": (3, 192, 4, 6)}
-    if not gpu_present():  # the GPU runtimes come first where there is a GPU
+    if not gpu_present():  # on the CPU, measured: ONNX Runtime's fp32 ahead of an AOTInductor package
         with vitdeploy.load(aoti_engine.parent) as model:
-            assert model.backend == "aoti"
+            assert model.backend == "onnxruntime_cpu"
+        with pytest.raises(VitdeployError, match="no fp32 or fp16 aoti_cuda engine in the artifact"):
+            vitdeploy.load(aoti_engine.parent, backend="aoti_cuda")
 
 
 def test_verify_passes_at_fp32_tolerance(aoti_engine: Path):

@@ -24,7 +24,9 @@ BACKENDS = {
     "onnxruntime_cuda": "ONNX Runtime with the CUDA provider only",
     "onnxruntime_cpu": "ONNX Runtime on the CPU only",
     "openvino": "OpenVINO on the CPU, its IR engines (model.openvino.<precision>.xml)",
-    "aoti": "torch.export + AOTInductor, its packages (model.aoti.<precision>.pt2)",
+    "aoti": "torch.export + AOTInductor, its packages (model.aoti.<precision>.pt2): for the GPU, else the CPU",
+    "aoti_cuda": "AOTInductor packages built for a GPU only",
+    "aoti_cpu": "AOTInductor packages built for the CPU only",
 }
 RENAMED = {"onnxruntime-cuda": "onnxruntime_cuda", "onnxruntime-cpu": "onnxruntime_cpu"}  # old spelling -> name
 

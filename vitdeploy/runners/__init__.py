@@ -2,11 +2,11 @@
 
 A runtime either runs the artifact's ONNX file (ONNX Runtime) or the engines its builder of the same name
 built into the artifact (vitdeploy.backends names both). `auto` tries them by `auto_rank`: the GPU runtimes
-TensorRT, TensorRT-RTX and ONNX Runtime CUDA first, then AOTInductor (its engine is for the device it was
-built on), OpenVINO, and ONNX Runtime on the CPU: on a CPU this is the order of the isolated measurement
-(docs/benchmark.md: torch.compile'd code, which an AOTInductor package is, ahead of OpenVINO, ahead of ONNX
-Runtime at the same precision). Adding a runtime is one runner module plus its engine builder
-(vitdeploy.engine), its entry here and its name in vitdeploy.backends.
+TensorRT, TensorRT-RTX, ONNX Runtime CUDA and AOTInductor packages built for a GPU first, then, on the CPU,
+OpenVINO, ONNX Runtime and AOTInductor packages built for the CPU: the order of the isolated measurement
+on a quiet CPU (docs/benchmark.md, `auto`'s order: at fp32 OpenVINO 122 ms, ONNX Runtime 131 ms, an
+AOTInductor package 153 ms on vit_base, batch 1). Adding a runtime is one runner module plus its engine
+builder (vitdeploy.engine), its entry here and its name in vitdeploy.backends.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Runtime:
     onnx_problem: Callable[[], str | None] | None = None  # ONNX Runtime, which also runs model.onnx: why not here
     run_onnx: Callable[[Description, Path, int | None], Runner] | None = None  # ... and its runner for an ONNX graph
     # of the artifact (model.onnx, or bench's optimised form of it)
+    engine_device: str | None = None  # the device its engines were built for ("cpu", "cuda"); None: any
 
     def create(self, artifact: Artifact, engine: Engine | None, threads: int | None = None) -> Runner:
         """A runner for `engine`, or for the artifact's model.onnx where `choose` gave no engine (ONNX Runtime)."""
@@ -55,8 +56,13 @@ class Runtime:
         given, in order of preference."""
         precisions = (precision,) if precision else ENGINE_PRECISIONS
         found = find_engines(artifact.directory) if found is None else found
-        mine = [engine for engine in found if engine.backend in self.engine_backends and engine.precision in precisions]
+        mine = [engine for engine in found if self.runs(engine) and engine.precision in precisions]
         return sorted(mine, key=lambda engine: (precisions.index(engine.precision), engine.name))
+
+    def runs(self, engine: Engine) -> bool:
+        """`engine` is one of this runtime's: its builder's, for its device."""
+        return engine.backend in self.engine_backends and (
+            self.engine_device is None or engine.section.device.lower() == self.engine_device)
 
     def choose(self, artifact: Artifact, precision: str | None = None,
                found: Sequence[Engine] | None = None) -> tuple[Engine | None, str | None]:
@@ -71,7 +77,7 @@ class Runtime:
         engines = self.engines(artifact, precision, found)
         if not engines:
             what = f"no {precision or ' or '.join(ENGINE_PRECISIONS)} {self.name} engine"
-            others = sorted({engine.precision for engine in found if engine.backend in self.engine_backends})
+            others = sorted({engine.precision for engine in found if self.runs(engine)})
             if others:
                 return None, f"{what} in the artifact (it has {', '.join(others)}: ask for it with precision)"
             maker = builder(self.engine_backends[0])
@@ -140,12 +146,13 @@ RUNTIMES = {runtime.name: runtime for runtime in (
     _tensorrt("tensorrt", 0),
     _tensorrt("tensorrt_rtx", 1),
     _onnxruntime("onnxruntime_cuda", 2, cuda=True),
-    Runtime("aoti", 3, ("aoti",), _aoti),
+    Runtime("aoti_cuda", 3, ("aoti",), _aoti, engine_device="cuda"),
     Runtime("openvino", 4, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
     _onnxruntime("onnxruntime_cpu", 5, cuda=False),
+    Runtime("aoti_cpu", 6, ("aoti",), _aoti, engine_device="cpu"),
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
-ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime_cuda", "onnxruntime_cpu")}
+ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime_cuda", "onnxruntime_cpu"), "aoti": ("aoti_cuda", "aoti_cpu")}
 BACKENDS = (*ALIASES, *AUTO)  # what `vitdeploy.load(backend=...)` and the runtime commands' --backend take
 
 
@@ -175,7 +182,7 @@ def create_runner(artifact: Artifact, backend: str = "auto", precision: str | No
 
 def engine_runner(engine: Engine, threads: int | None = None, name: str | None = None) -> Runner:
     """The runner for one engine: the runtime of its builder (named `name` if given, else after the runtime)."""
-    candidates = [RUNTIMES[runtime] for runtime in AUTO if engine.backend in RUNTIMES[runtime].engine_backends]
+    candidates = [RUNTIMES[runtime] for runtime in AUTO if RUNTIMES[runtime].runs(engine)]
     if not candidates:
         raise VitdeployError(f"{engine.name}: no runtime runs {engine.backend!r} engines: expected one of "
                              f"{', '.join(b for runtime in RUNTIMES.values() for b in runtime.engine_backends)}")
