@@ -3,8 +3,9 @@
 It is made for a machine that has torch but none of vitdeploy's optional runtimes, and for one command
 of at most 10 minutes (docs/gpu_proof/README.md). It exports each recipe with random weights, tries a
 TensorRT-RTX build and load (recording the success or the exact refusal), times eager fp32 and autocast
-bf16/fp16 (and ONNX Runtime's CUDA provider when its wheel is there), runs `pytest -m gpu`, and last
-times torch.compile, the step that costs most (its compile time). Each step is budgeted: one that does
+bf16/fp16 (and ONNX Runtime's CUDA provider when its wheel is there), runs `pytest -m gpu`, builds and
+times an AOTInductor package for the GPU (the engine for data-center GPUs that TensorRT-RTX refuses, where
+full TensorRT is not installed), and last times torch.compile, the step that costs most (its compile time). Each step is budgeted: one that does
 not fit the time left is skipped with that reason, and gpu_proof.json and gpu_proof.md are rewritten
 after every step, so a run stopped from outside still leaves what it measured.
 """
@@ -48,7 +49,7 @@ REPO = Path(__file__).resolve().parents[2]  # tests/ and pyproject.toml are here
 TIMING = {"cuda": (10, 40, 5), "cpu": (1, 3, 1)}  # warmup, iterations, rounds: seconds on an H200, a dry run on a CPU
 # Seconds each step is expected to take on an H200 machine (16 CPU cores), per recipe where it runs per recipe:
 # docs/gpu_proof/README.md gives the measurements on this project's CPU they are extrapolated from.
-ESTIMATE_S = {"export": 30, "tensorrt_rtx": 30, "baselines": 40, "pytest": 90, "compile": 150}
+ESTIMATE_S = {"export": 30, "tensorrt_rtx": 30, "baselines": 40, "pytest": 90, "aoti": 120, "compile": 150}
 PYTEST_CAP_S = 240
 RESERVE_S = 10  # kept for writing the results
 RTX_ITSELF = """
@@ -182,6 +183,14 @@ def _tensorrt_rtx(proof: Proof, artifact_dir: Path) -> str:
     return attempt["load"]["text"]
 
 
+def _aoti(proof: Proof, artifact_dir: Path) -> str:
+    """An AOTInductor fp32 package compiled for the proof's device, then timed beside eager fp32."""
+    progress = Progress(total=3, enabled=proof.progress.enabled)
+    built = engine.build(artifact_dir, "aoti", "fp32", device=proof.options.device, progress=progress)
+    timed = _bench(proof, artifact_dir, "aoti", onnxruntime=False, precisions=("fp32",))
+    return f"{built.name} compiled in {built.section.build_seconds:.0f} s; {timed}"
+
+
 def _rtx_itself(engine_path: Path) -> dict[str, Any]:
     """TensorRT-RTX's own answer for an engine vitdeploy refused (in a child process: it may abort)."""
     try:
@@ -239,6 +248,8 @@ def run_proof(options: ProofOptions, command: str, verbose: bool = True) -> dict
         else:
             proof.data["steps"].append({"step": "pytest -m gpu", "status": "skipped", "seconds": 0.0,
                                         "detail": "not asked for (--skip-pytest)"})
+        for directory in exported:
+            proof.step(f"aoti {directory.name}", ESTIMATE_S["aoti"], lambda: _aoti(proof, directory))
         for directory in exported:
             proof.step(f"torch.compile {directory.name}", ESTIMATE_S["compile"],
                        lambda: _bench(proof, directory, "compile", compile=("fp32",), onnxruntime=False, engines=False))

@@ -13,8 +13,8 @@ from vitdeploy.tools.doctor import Environment
 # (bench backend name, precision, the proof's bench group that times it), in table order
 RUNNERS = (("torch", "fp32", "baselines"), ("torch-autocast", "bf16", "baselines"),
            ("torch-autocast", "fp16", "baselines"), ("torch-compile", "fp32", "compile"),
-           ("onnxruntime", "fp32", "baselines"), ("tensorrt_rtx", "fp32", "baselines"))
-STEP_OF_GROUP = {"baselines": "baselines", "compile": "torch.compile"}
+           ("onnxruntime", "fp32", "baselines"), ("tensorrt_rtx", "fp32", "baselines"), ("aoti", "fp32", "aoti"))
+STEP_OF_GROUP = {"baselines": "baselines", "compile": "torch.compile", "aoti": "aoti"}
 HEADER = ("| runner | precision | batch | median ms | p90 ms | img/s | speedup vs eager fp32 (rounds) "
           "| max abs vs eager | parity | TFLOP/s | % of peak |")
 
@@ -45,8 +45,8 @@ def _why_not(data: dict[str, Any], recipe: str, backend: str, precision: str, ba
 def _table(data: dict[str, Any], recipe: str) -> list[str]:
     rows, notes = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"], dict[str, str]()
     benches = data["bench"].get(recipe, {})
-    measured = {(r["backend"], r["precision"], r["batch"]): r  # eager fp32 from the baselines, not the compile run
-                for group in ("compile", "baselines") for r in benches.get(group, {}).get("rows", [])}
+    measured = {(r["backend"], r["precision"], r["batch"]): r  # eager fp32 from the baselines, not a later run
+                for group in ("aoti", "compile", "baselines") for r in benches.get(group, {}).get("rows", [])}
     for batch in data["batch_sizes"]:
         for backend, precision, _ in RUNNERS:
             row = measured.get((backend, precision, batch))
