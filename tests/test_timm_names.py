@@ -67,6 +67,9 @@ def test_list_timm_names_the_family_without_building_weights():
                                                                       "['colour']: "),
     (["inception_v3", "--size", "64x64"], "Error: inception_v3 does not run at 64x64 in eager timm (Calculated "
                                           "padded input size per channel: (2 x 2)."),
+    # the size rule from feature_info (strides 12 and 17: its second branch rescales the input) moved the size
+    (["crossvit_tiny_240"], "Error: crossvit_tiny_240 does not run at 204x204 (inferred: 204x204 from pretrained_cfg "
+                            "input_size [3, 240, 240] (multiples of 204)) in eager timm ("),
     # the range's min, not the graph: the dynamic-size probe blamed the graph for it ("does not export dynamic")
     (["inception_v3", "--dynamic", "--size", "96x96"], "Error: inception_v3 does not run at 64x64, its dynamic "
                                                        "range's min, in eager timm (Calculated padded input "

@@ -95,8 +95,9 @@ def build_aoti(artifact_dir: Path, backend: str = BACKEND, precision: str = "fp3
                 exported = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(spec))
         with progress.step(f"compiling it with AOTInductor (torch {torch.__version__}, {device} {target}) into "
                            f"{package.name}"):
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(staging / package.name),
-                                                     inductor_configs={"freezing": True})
+            with torch.no_grad():  # inductor freezes (weights as constants, pre-packed for oneDNN) only without grad
+                torch._inductor.aoti_compile_and_package(exported, package_path=str(staging / package.name),
+                                                         inductor_configs={"freezing": True})
         with progress.step(f"writing {engine_description_path(package).name}"):
             engine = write_engine_description(
                 staging, package, artifact, backend=BACKEND, backend_version=_release(torch.__version__),

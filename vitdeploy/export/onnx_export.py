@@ -142,7 +142,9 @@ def _check_runs(module: torch.nn.Module, description: Description) -> None:
         except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             if (height, width) == spec.opt_hw:
-                where, expected = "", "a --size it takes, e.g. its pretrained size"
+                inferred = (description.inferred or {}).get("size")  # by timm name: where the size came from
+                where = f" (inferred: {inferred})" if inferred and "from --size" not in inferred else ""
+                expected = "a --size it takes, e.g. its pretrained size"
             else:
                 where = f", its dynamic range's {'min' if (height, width) == spec.min_hw else 'max'},"
                 expected = "a range it takes: a larger --size, or export it --fixed"
