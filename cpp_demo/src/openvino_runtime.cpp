@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -132,6 +133,8 @@ public:
             return core.compile_model(model, engine.device, ov::hint::inference_precision(precision));
         });
         request_ = openvino("creating an infer request", [&] { return compiled_.create_infer_request(); });
+        core_ = core;
+        model_ = model;
         if (verbose)
             std::fprintf(stderr, "openvino: %s compiled for %s, inference precision %s\n", file.c_str(),
                          engine.device.c_str(),
@@ -142,14 +145,15 @@ public:
         const ov::element::Type type = input.is_uint8() ? ov::element::u8 : ov::element::f32;
         ov::Tensor tensor(type, ov::Shape(input.shape.begin(), input.shape.end()));
         std::memcpy(tensor.data(), input.bytes(), input.byte_size());
+        ov::InferRequest& request = request_for(input.shape);
         openvino("inference", [&] {
-            request_.set_tensor(description_.input.name, tensor);
-            request_.infer();
+            request.set_tensor(description_.input.name, tensor);
+            request.infer();
         });
         std::vector<Tensor> outputs;
         for (const OutputSpec& output : description_.outputs) {
             const ov::Tensor result = openvino("fetching output '" + output.name + "'",
-                                               [&] { return request_.get_tensor(output.name); });
+                                               [&] { return request.get_tensor(output.name); });
             if (result.get_element_type() != ov::element::f32)
                 throw Error("OpenVINO output '" + output.name + "' is " + dtype_name(result.get_element_type()) +
                             ": expected float32, as vitdeploy engines keep their outputs at every precision");
@@ -162,9 +166,38 @@ public:
     }
 
 private:
+    // As the Python runner (vitdeploy/runners/openvino.py): the first kStaticShapes input shapes each get a model
+    // compiled for that shape (the plugin then fuses the shape arithmetic, faster, and the same numbers as
+    // Python's); any other shape runs on the dynamic compile made at load.
+    static constexpr size_t kStaticShapes = 2;
+
+    ov::InferRequest& request_for(const std::vector<int64_t>& shape) {
+        const auto found = static_requests_.find(shape);
+        if (found != static_requests_.end())
+            return found->second;
+        const EngineSpec& engine = *description_.engine;
+        bool in_profile = shape.size() == engine.profile_min.size();  // else the dynamic compile refuses it
+        for (size_t i = 0; in_profile && i < shape.size(); ++i)
+            in_profile = engine.profile_min[i] <= shape[i] && shape[i] <= engine.profile_max[i];
+        if (!in_profile || static_requests_.size() >= kStaticShapes || !model_->is_dynamic())
+            return request_;
+        const std::shared_ptr<ov::Model> fixed = model_->clone();
+        openvino("reshaping the input to " + shape_string(shape),
+                 [&] { fixed->reshape({{description_.input.name, ov::PartialShape(ov::Shape(shape.begin(), shape.end()))}}); });
+        const ov::element::Type precision(engine.inference_precision);
+        ov::CompiledModel compiled = openvino("compiling for " + shape_string(shape), [&] {
+            return core_.compile_model(fixed, engine.device, ov::hint::inference_precision(precision));
+        });
+        return static_requests_.emplace(shape, openvino("creating an infer request", [&] {
+            return compiled.create_infer_request(); })).first->second;
+    }
+
     Description description_;
+    ov::Core core_;
+    std::shared_ptr<ov::Model> model_;
     ov::CompiledModel compiled_;
     ov::InferRequest request_;
+    std::map<std::vector<int64_t>, ov::InferRequest> static_requests_;
 };
 
 }  // namespace
