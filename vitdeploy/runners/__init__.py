@@ -4,8 +4,9 @@ A runtime either runs the artifact's ONNX file (ONNX Runtime) or the engines its
 built into the artifact (vitdeploy.backends names both). `auto` tries them by `auto_rank`: the GPU runtimes
 TensorRT, TensorRT-RTX, ONNX Runtime CUDA and AOTInductor packages built for a GPU first, then, on the CPU,
 OpenVINO, ONNX Runtime and AOTInductor packages built for the CPU: the order of the isolated measurement
-on a quiet CPU (docs/benchmark.md, `auto`'s order: at fp32 OpenVINO 122 ms, ONNX Runtime 131 ms, an
-AOTInductor package 153 ms on vit_base, batch 1). Adding a runtime is one runner module plus its engine
+on a quiet CPU (docs/benchmark.md, `auto`'s order: at fp32 on vit_base, batch 1, OpenVINO 130 ms, ONNX
+Runtime 142 ms, an AOTInductor package 148 ms; the last two within 7% either way, and ONNX Runtime needs
+no torch). Adding a runtime is one runner module plus its engine
 builder (vitdeploy.engine), its entry here and its name in vitdeploy.backends.
 """
 
