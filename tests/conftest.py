@@ -49,6 +49,9 @@ def vit_small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 RECIPES = Path(__file__).parent / "recipes"
+# scikit-image's photos for int8: the first six calibrate, the last three are held out
+PHOTOS = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
+          "gravel.png", "moon.png", "rocket.jpg"]
 
 
 @pytest.fixture(scope="session")
@@ -198,3 +201,16 @@ def sam2_decoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[int
                                      size=(size, size), position_encodings=False, decoder=True,
                                      weights=Weights("checkpoint", checkpoint=checkpoint))
     return made
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PHOTOS copied from scikit-image into one folder (int8 calibration and its gate); modules with other
+    photos define their own `photos`."""
+    import shutil
+
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
+    folder = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        shutil.copy(Path(skimage_data.__file__).parent / name, folder / name)
+    return folder

@@ -26,20 +26,11 @@ from vitdeploy.recipes import load_recipe
 from vitdeploy.engine.smoothing import check_function
 from vitdeploy.verify import verify_engine
 
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
-PHOTOS = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",  # calibration
-          "gravel.png", "moon.png", "rocket.jpg"]  # held out
+pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
 VIT = str(RECIPES / "vit_tiny_dynamic.toml")
 HIERA = str(RECIPES / "hiera_abswin_dynamic.toml")
 INT8 = "model.onnxruntime.int8.onnx"
 
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        shutil.copy(Path(skimage_data.__file__).parent / name, folder / name)
-    return folder
 
 
 def _fixture_artifact(root: Path, recipe: str, kind: str, **options) -> Path:

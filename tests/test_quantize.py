@@ -12,24 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 import vitdeploy
-from conftest import RECIPES, description_json, export_for_test, requires
+from conftest import PHOTOS, RECIPES, description_json, export_for_test, requires
 from vitdeploy.cli import main
 from vitdeploy.engine import Engine, build
 from vitdeploy.errors import VitdeployError
 from vitdeploy.verify import verify_engine
 
-skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
-PHOTOS = ["astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",  # calibration
-          "gravel.png", "moon.png", "rocket.jpg"]  # held out
+pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
 INT8 = "model.onnxruntime.int8.onnx"
 
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        shutil.copy(Path(skimage_data.__file__).parent / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")
