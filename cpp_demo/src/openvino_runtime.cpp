@@ -175,15 +175,14 @@ private:
         const auto found = static_requests_.find(shape);
         if (found != static_requests_.end())
             return found->second;
-        const EngineSpec& engine = *description_.engine;
-        bool in_profile = shape.size() == engine.profile_min.size();  // else the dynamic compile refuses it
-        for (size_t i = 0; in_profile && i < shape.size(); ++i)
-            in_profile = engine.profile_min[i] <= shape[i] && shape[i] <= engine.profile_max[i];
+        const ov::PartialShape concrete(ov::Shape(shape.begin(), shape.end()));
+        const bool in_profile = model_->input(description_.input.name).get_partial_shape().compatible(concrete);
         if (!in_profile || static_requests_.size() >= kStaticShapes || !model_->is_dynamic())
-            return request_;
+            return request_;  // a shape outside the profile: the dynamic compile refuses it
         const std::shared_ptr<ov::Model> fixed = model_->clone();
         openvino("reshaping the input to " + shape_string(shape),
-                 [&] { fixed->reshape({{description_.input.name, ov::PartialShape(ov::Shape(shape.begin(), shape.end()))}}); });
+                 [&] { fixed->reshape({{description_.input.name, concrete}}); });
+        const EngineSpec& engine = *description_.engine;
         const ov::element::Type precision(engine.inference_precision);
         ov::CompiledModel compiled = openvino("compiling for " + shape_string(shape), [&] {
             return core_.compile_model(fixed, engine.device, ov::hint::inference_precision(precision));
