@@ -20,7 +20,8 @@ from vitdeploy.engine.aoti import cpu_capability
 from vitdeploy.errors import VitdeployError
 from vitdeploy.tools.hardware import gpu_present
 from vitdeploy.integrity import sha256_file
-from vitdeploy.runners import engine_problem
+from vitdeploy.runners import AUTO, engine_problem
+from vitdeploy.runners.aoti import ALIGNMENT, data_address, extract_library, realign_constants
 from vitdeploy.verify import verify_engine
 
 
@@ -35,16 +36,28 @@ def test_description_records_what_the_package_needs(aoti_engine: Path):
     assert engine.io["image"].shape == (-1, 3, -1, -1) and engine.io["block0"].shape == (-1, 192, -1, -1)
 
 
-def test_load_runs_dynamic_sizes_and_auto_puts_a_cpu_package_last(aoti_engine: Path):
+def test_load_runs_dynamic_sizes_and_auto_puts_a_cpu_package_after_openvino(aoti_engine: Path):
     with vitdeploy.load(aoti_engine.parent, backend="aoti") as model:
         pyramid = model.infer(np.random.default_rng(0).random((3, 3, 64, 96), dtype=np.float32))
         assert model.backend == "aoti_cpu" and {k: v.shape for k, v in pyramid.items()} == {
             "block0": (3, 192, 4, 6), "block1": (3, 192, 4, 6)}
-    if not gpu_present():  # on the CPU, measured: ONNX Runtime's fp32 ahead of an AOTInductor package
+    if not gpu_present():  # on the CPU, measured: an AOTInductor package's fp32 ahead of ONNX Runtime's
         with vitdeploy.load(aoti_engine.parent) as model:
-            assert model.backend == "onnxruntime_cpu"
+            assert model.backend == "aoti_cpu"
+        assert AUTO.index("openvino") < AUTO.index("aoti_cpu") < AUTO.index("onnxruntime_cpu")
         with pytest.raises(VitdeployError, match="no fp32 or fp16 aoti_cuda engine in the artifact"):
             vitdeploy.load(aoti_engine.parent, backend="aoti_cuda")
+
+
+def test_a_cpu_runner_reads_aligned_weights_and_matches_torchs_loader(aoti_engine: Path, tmp_path: Path):
+    runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(extract_library(aoti_engine, tmp_path)), 1)
+    weights = realign_constants(runner)
+    constants = runner.extract_constants_map(False)
+    assert constants and all(data_address(tensor) % ALIGNMENT == 0 for tensor in constants.values())
+    image = torch.rand(2, 3, 64, 96)
+    expected = torch._inductor.aoti_load_package(str(aoti_engine))(image)
+    assert all(torch.equal(got, want) for got, want in zip(runner.run([image]), expected, strict=True))
+    del runner, weights
 
 
 def test_verify_passes_at_fp32_tolerance(aoti_engine: Path):

@@ -104,7 +104,7 @@ def test_unavailable_backend_lists_the_available_ones(vit_small_artifact: Path):
     assert "onnxruntime_cpu" in message.rsplit("available: ", 1)[1] and "\n" not in message
     with pytest.raises(VitdeployError, match=r"^unknown runtime backend 'onnx': expected one of auto, onnxruntime, "
                                              r"aoti, tensorrt, tensorrt_rtx, onnxruntime_cuda, aoti_cuda, openvino, "
-                                             r"onnxruntime_cpu, aoti_cpu$"):
+                                             r"aoti_cpu, onnxruntime_cpu$"):
         api.load(vit_small_artifact, backend="onnx")
 
 

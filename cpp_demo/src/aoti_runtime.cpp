@@ -1,10 +1,12 @@
 // The AOTInductor runtime (libtorch): loads a .pt2 package built by `vitdeploy build --backend aoti` with
 // AOTIModelPackageLoader and runs it on the CPU. The package is tied to the torch release that compiled it,
-// so the engine's torch version must be this libtorch's.
+// so the engine's torch version must be this libtorch's. Its weights are realigned after loading, as the Python
+// runner does (vitdeploy/runners/aoti.py: the loader's copy leaves every weight 16 bytes off a cache line).
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -45,12 +47,31 @@ auto libtorch(const std::string& what, Call&& call) {
     }
 }
 
+// The loader copies a CPU package's weights into one malloc'd blob, 16 bytes past a page, so each starts 16
+// bytes off a cache line and oneDNN's AMX/AVX-512 GEMMs read every row from two lines. Hands the runner
+// aligned copies (torch's allocator aligns), used in place, and frees the blob; returns the copies, which
+// must outlive the runner's use of them (a copy at load, also where torch aligns them one day).
+std::unordered_map<std::string, at::Tensor> realign_constants(torch::inductor::AOTIModelContainerRunner& runner) {
+    const std::unordered_map<std::string, at::Tensor> constants = runner.extract_constants_map(false);
+    std::unordered_map<std::string, std::string> names;
+    for (const auto& [name, fqn] : runner.getConstantNamesToOriginalFQNs())
+        names[fqn] = name;
+    std::unordered_map<std::string, at::Tensor> owned;
+    for (const auto& [fqn, tensor] : constants)
+        owned.emplace(names.count(fqn) ? names.at(fqn) : fqn, tensor.clone());
+    runner.update_constant_buffer(owned, /*use_inactive=*/true, /*validate_full_updates=*/true, /*user_managed=*/true);
+    runner.swap_constant_buffer();
+    runner.free_inactive_constant_buffer();
+    return owned;
+}
+
 class AotiRuntime : public Runtime {
 public:
     AotiRuntime(const Description& description, const std::string& engine_path, bool verbose)
         : description_(description),
           loader_(libtorch("loading " + std::filesystem::path(engine_path).filename().string(),
                            [&] { return std::make_unique<torch::inductor::AOTIModelPackageLoader>(engine_path); })) {
+        weights_ = libtorch("realigning the weights", [&] { return realign_constants(*loader_->get_runner()); });
         if (verbose)
             std::fprintf(stderr, "aoti: %s loaded on the CPU (libtorch %s)\n", engine_path.c_str(),
                          libtorch_version().c_str());
@@ -75,6 +96,7 @@ public:
 
 private:
     Description description_;
+    std::unordered_map<std::string, at::Tensor> weights_;  // read in place by loader_'s runner: destroyed after it
     std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
 };
 

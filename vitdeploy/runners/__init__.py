@@ -3,10 +3,10 @@
 A runtime either runs the artifact's ONNX file (ONNX Runtime) or the engines its builder of the same name
 built into the artifact (vitdeploy.backends names both). `auto` tries them by `auto_rank`: the GPU runtimes
 TensorRT, TensorRT-RTX, ONNX Runtime CUDA and AOTInductor packages built for a GPU first, then, on the CPU,
-OpenVINO, ONNX Runtime and AOTInductor packages built for the CPU: the order of the isolated measurement
-on a quiet CPU (docs/benchmark.md, `auto`'s order: at fp32 on vit_base, batch 1, OpenVINO 130 ms, ONNX
-Runtime 142 ms, an AOTInductor package 148 ms; the last two within 7% either way, and ONNX Runtime needs
-no torch). Adding a runtime is one runner module plus its engine
+OpenVINO, AOTInductor packages built for the CPU and ONNX Runtime: the order of the isolated measurement
+on a quiet CPU (docs/benchmark.md, `auto`'s order: at fp32 on vit_base, batch 1 / 8, OpenVINO 136 / 1014
+ms, an AOTInductor package 143 / 1034 ms, ONNX Runtime 150 / 1176 ms; hiera_base in the same order).
+Adding a runtime is one runner module plus its engine
 builder (vitdeploy.engine), its entry here and its name in vitdeploy.backends.
 """
 
@@ -149,8 +149,8 @@ RUNTIMES = {runtime.name: runtime for runtime in (
     _onnxruntime("onnxruntime_cuda", 2, cuda=True),
     Runtime("aoti_cuda", 3, ("aoti",), _aoti, engine_device="cuda"),
     Runtime("openvino", 4, ("openvino",), lambda engine, threads: OpenVINORunner(engine, threads, name="openvino")),
-    _onnxruntime("onnxruntime_cpu", 5, cuda=False),
-    Runtime("aoti_cpu", 6, ("aoti",), _aoti, engine_device="cpu"),
+    Runtime("aoti_cpu", 5, ("aoti",), _aoti, engine_device="cpu"),
+    _onnxruntime("onnxruntime_cpu", 6, cuda=False),
 )}
 AUTO = tuple(sorted(RUNTIMES, key=lambda name: RUNTIMES[name].auto_rank))
 ALIASES = {"auto": AUTO, "onnxruntime": ("onnxruntime_cuda", "onnxruntime_cpu"), "aoti": ("aoti_cuda", "aoti_cpu")}
