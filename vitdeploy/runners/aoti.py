@@ -6,7 +6,7 @@ this runtime itself, imported when a runner is made.
 
 A CPU package's weights are realigned after loading (`realign_constants`): torch's loader copies them
 into one `std::malloc`'d blob, 16 bytes past a page boundary, so every weight starts 16 bytes off a
-cache line and oneDNN's AMX/AVX-512 GEMMs read each row from two lines (vit_base bf16 ran 1.08x slower
+cache line and oneDNN's AMX/AVX-512 GEMMs read each row from two lines (vit_base bf16 ran 1.1x slower
 than torch.compile at batch 1 and 1.3x at batch 8 with the same kernels; aligned, they tie).
 """
 
