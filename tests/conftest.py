@@ -7,6 +7,7 @@ depend on the weights being trained.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -153,8 +154,6 @@ def sam2_artifact(tmp_path_factory: pytest.TempPathFactory, sam2_checkpoint: Pat
 @pytest.fixture(scope="session")
 def aoti_engine(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path) -> Path:
     """An AOTInductor fp32 package for the CPU, built in a copy of vit_tiny_dynamic (its engines change `auto`)."""
-    import shutil
-
     from vitdeploy.engine import build
 
     directory = tmp_path_factory.mktemp("aoti") / "vit"
@@ -207,8 +206,6 @@ def sam2_decoder_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[int
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PHOTOS copied from scikit-image into one folder (int8 calibration and its gate); modules with other
     photos define their own `photos`."""
-    import shutil
-
     skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the photos")
     folder = tmp_path_factory.mktemp("photos")
     for name in PHOTOS:

@@ -32,7 +32,6 @@ HIERA = str(RECIPES / "hiera_abswin_dynamic.toml")
 INT8 = "model.onnxruntime.int8.onnx"
 
 
-
 def _fixture_artifact(root: Path, recipe: str, kind: str, **options) -> Path:
     checkpoint = root / f"{kind}.safetensors"
     write_fixture(recipe, kind, checkpoint, **options)

@@ -22,7 +22,6 @@ pytest.importorskip("skimage.data", reason="scikit-image (test extra) ships the 
 INT8 = "model.onnxruntime.int8.onnx"
 
 
-
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory: pytest.TempPathFactory, vit_tiny_dynamic_artifact: Path, photos: Path) -> Path:
     """The tiny dynamic ViT with its static int8 graph, made through the CLI's int8 builder."""

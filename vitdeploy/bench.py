@@ -67,7 +67,7 @@ class BenchOptions:
     ort_optimized: bool = False
     onnxruntime: bool = True  # False: eager and the artifact's engines only (e.g. a torch.compile-only run)
     engines: bool = True
-    precisions: tuple[str, ...] = ()  # engines (and ONNX Runtime's fp32 model.onnx) of these precisions only; empty: all
+    precisions: tuple[str, ...] = ()  # engines (and ONNX Runtime's fp32 model.onnx) of these precisions; (): all
     seed: int = 0
     isolated: bool = True  # each runner in a process of its own
     max_load: float = DEFAULT_MAX_LOAD  # CPUs other processes may keep busy, before or during, on average

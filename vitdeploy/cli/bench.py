@@ -40,8 +40,9 @@ from vitdeploy.runners.candidates import COMPILE_PRECISIONS
 @click.option("--ort-optimized", is_flag=True,
               help="Also time the graph after onnxruntime.transformers' optimiser (model_type vit).")
 @click.option("--no-engines", is_flag=True, help="Skip the artifact's engines (TensorRT, OpenVINO, AOTInductor).")
-@precision_option(multiple=True, help="Time only the artifact's engines (and ONNX Runtime on model.onnx, fp32) of this "
-                                      "precision (repeatable) [default: all]; eager fp32 is always timed, the reference.")
+@precision_option(multiple=True, help="Time only the artifact's engines (and ONNX Runtime on model.onnx, fp32) of "
+                                      "this precision (repeatable) [default: all]; eager fp32 is always timed, the "
+                                      "reference.")
 @seed_option()
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
@@ -52,8 +53,8 @@ from vitdeploy.runners.candidates import COMPILE_PRECISIONS
 def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int], ...] | None, warmup: int,
           iterations: int, rounds: int, threads: int | None, device: str, isolated: bool, max_load: float,
           peers: bool, autocast: tuple[str, ...], compile_: tuple[str, ...], torchao: bool, ort_optimized: bool,
-          no_engines: bool, precisions: tuple[str, ...], seed: int, json_path: Path | None, csv_path: Path | None, plot_path: Path | None,
-          publish_path: Path | None) -> None:
+          no_engines: bool, precisions: tuple[str, ...], seed: int, json_path: Path | None, csv_path: Path | None,
+          plot_path: Path | None, publish_path: Path | None) -> None:
     """Time TARGET on eager PyTorch, ONNX Runtime, its engines and (asked for) torch peers, on the same inputs,
     each in a process of its own unless --in-process.
 
@@ -75,8 +76,8 @@ def bench(target: str, batch_sizes: tuple[int, ...], sizes: tuple[tuple[int, int
         device = "cuda" if torch.cuda.is_available() else "cpu"
     options = BenchOptions(batch_sizes=batch_sizes, sizes=sizes or (), warmup=warmup, iterations=iterations,
                            rounds=rounds, threads=threads, device=device, autocast=autocast, compile=compile_,
-                           torchao=torchao, ort_optimized=ort_optimized, engines=not no_engines, precisions=precisions, seed=seed,
-                           isolated=isolated, max_load=max_load)
+                           torchao=torchao, ort_optimized=ort_optimized, engines=not no_engines,
+                           precisions=precisions, seed=seed, isolated=isolated, max_load=max_load)
     with artifact_or_recipe(target) as artifact:
         result = run_bench(artifact, options.with_peers() if peers else options)
     click.echo(format_table(result))

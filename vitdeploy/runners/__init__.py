@@ -6,8 +6,8 @@ TensorRT, TensorRT-RTX, ONNX Runtime CUDA and AOTInductor packages built for a G
 OpenVINO, AOTInductor packages built for the CPU and ONNX Runtime: the order of the isolated measurement
 on a quiet CPU (docs/benchmark.md, `auto`'s order: at fp32 on vit_base, batch 1 / 8, OpenVINO 136 / 1014
 ms, an AOTInductor package 143 / 1034 ms, ONNX Runtime 150 / 1176 ms; hiera_base in the same order).
-Adding a runtime is one runner module plus its engine
-builder (vitdeploy.engine), its entry here and its name in vitdeploy.backends.
+Adding a runtime is one runner module plus its engine builder (vitdeploy.engine), its entry here and its
+name in vitdeploy.backends.
 """
 
 from __future__ import annotations
