@@ -23,8 +23,8 @@ from vitdeploy.cli.options import batch_sizes_option, precision_option, seed_opt
                        "at the recipe's fp16/bf16 tolerance.")
 def verify(artifact: Path, batch_sizes: tuple[int, ...] | None, seed: int, checkpoint: Path | None, cuda: bool,
            images: Path | None, precision: str) -> None:
-    """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, int8 .onnx) with
-    eager PyTorch, output by output. Needs vitdeploy[export] (the eager reference)."""
+    """Compare ARTIFACT (a directory, a vitdeploy .onnx, or an engine: .engine, OpenVINO .xml, AOTInductor .pt2,
+    int8 .onnx) with eager PyTorch, output by output. Needs vitdeploy[export] (the eager reference)."""
     from vitdeploy.optional import ensure_export
     ensure_export()
     from vitdeploy.artifact import REPORT_FILE, ArtifactDirectory, load_artifact
