@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -218,6 +220,22 @@ def write_index(out: Path, images: list[str], shard_size: int) -> tuple[int, int
     return extracted, unreadable
 
 
+# Ray Data threads that call into Ray per block until their iteration ends (its prefetcher parks idle instead).
+_ITERATION_THREADS = ("StreamingExecutor-", "iter_threaded")
+
+
+def _close_iteration(rows: Any, earlier: set[threading.Thread], timeout: float = 30.0) -> None:
+    """End a Ray Data iteration before Ray shuts down. Left to the garbage collector (an interrupt between rows),
+    its executor and reader threads outlived ray.shutdown(), and the next call one made into Ray's core worker
+    ended the process with status 1 instead of the interrupt's. Closing stops them; they are then waited for
+    (Ray Data's own shutdown waits 2 s, which a loaded machine can exceed)."""
+    rows.close()
+    deadline = time.monotonic() + timeout
+    for thread in set(threading.enumerate()) - earlier:
+        if thread.name.startswith(_ITERATION_THREADS):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def _run(ray: Any, artifact: Artifact, work: list[dict[str, Any]], out: Path, options: ExtractOptions,
          spec: InputSpec, levels: dict[str, list[int]], batch: int, bar: Any) -> int:
     """Extract the `work` shards on Ray Data's actor pool; each is written as it arrives. Returns how many."""
@@ -232,10 +250,15 @@ def _run(ray: Any, artifact: Artifact, work: list[dict[str, Any]], out: Path, op
         compute=ray.data.ActorPoolStrategy(size=options.actors), num_cpus=1)
     sizes = {item["shard"]: len(item["paths"]) for item in work}
     written = 0
-    for row in dataset.iter_rows():
-        write_bytes_atomic(shard_path(out, int(row["shard"])), row["npz"])
-        written += 1
-        bar.update(sizes[int(row["shard"])])
+    earlier = set(threading.enumerate())
+    rows = iter(dataset.iter_rows())
+    try:
+        for row in rows:
+            write_bytes_atomic(shard_path(out, int(row["shard"])), row["npz"])
+            written += 1
+            bar.update(sizes[int(row["shard"])])
+    finally:
+        _close_iteration(rows, earlier)
     return written
 
 
